@@ -1,0 +1,114 @@
+//! Command-line interface: argument parsing and exit codes. Each command's
+//! work lives in `commands/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::persona::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "personas", version, about = "A git-versioned registry of AI personas")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate registry files; every error is reported as file:line:col.
+    Check {
+        /// Registry directories or single files (default: `registry`).
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutputFormat,
+    },
+    /// Create a new persona file with a fresh id, ready to edit.
+    New {
+        /// The persona's display name, e.g. "Grace Hopper".
+        name: String,
+        /// File name / URL name; derived from the name when left out.
+        #[arg(long)]
+        slug: Option<String>,
+        /// The registry directory.
+        #[arg(long, default_value = "registry")]
+        registry: PathBuf,
+        /// Mark the persona as a real person (beliefs then need sources).
+        #[arg(long)]
+        real: bool,
+    },
+    /// Show each persona's version history, read straight from git.
+    Log {
+        /// Only this persona (current or former slug, or id).
+        slug: Option<String>,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Branch or revision whose first-parent history is read.
+        #[arg(long, default_value = "HEAD")]
+        branch: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: LogFormat,
+    },
+    /// Semantic diff of every persona a revision range touches (`main..feature`).
+    Diff {
+        /// `FROM..TO`; an empty side means HEAD.
+        range: String,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    /// For pasting into a pull request review.
+    Markdown,
+    Json,
+}
+
+/// Exit status: 0 clean, 1 validation errors found, 2 usage or I/O error.
+pub enum Outcome {
+    Clean,
+    Invalid,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Invalid) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Check { paths, format } => commands::check::run(&paths, format),
+        Command::New {
+            name,
+            slug,
+            registry,
+            real,
+        } => commands::new::run(&name, slug.as_deref(), &registry, real),
+        Command::Log {
+            slug,
+            repo,
+            branch,
+            format,
+        } => commands::log::run(&repo, &branch, slug.as_deref(), format),
+        Command::Diff { range, repo, format } => commands::diff::run(&repo, &range, format),
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per CLI command: reads inputs, calls the library, prints.
+
+pub mod check;
+pub mod diff;
+pub mod log;
+pub mod new;
+pub mod registry_files;

@@ -1,0 +1,590 @@
+//! Git history → persona revisions.
+//!
+//! Walks the first-parent history of a branch, oldest first, and for each
+//! commit compares `registry/` with the parent's, yielding what happened to
+//! each persona. Only files whose blob changed are parsed again, so a long
+//! history of a large registry costs about one tree listing per commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use gix::ObjectId;
+use serde::Serialize;
+
+use super::{GitError, resolve_commit};
+use crate::persona::profile::{ParsedProfile, Profile, validate_profile};
+use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
+use crate::persona::snapshot::{PERSONAS_DIR, PROFILES_DIR, duplicate_diagnostics};
+use crate::persona::{ContentHash, Diagnostic, ParsedPersona, Persona, PersonaId, content_hash, validate_persona};
+
+/// The directory of the repository that holds the registry.
+pub const REGISTRY_DIR: &str = "registry";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    /// Full hex object id.
+    pub id: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub authored_at: DateTime<FixedOffset>,
+    pub committed_at: DateTime<FixedOffset>,
+    pub message: String,
+}
+
+impl CommitInfo {
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(7)]
+    }
+
+    /// The first line of the message.
+    pub fn summary(&self) -> &str {
+        self.message.lines().next().unwrap_or("").trim()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Renamed,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Renamed => "renamed",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// A new version of one persona.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersonaChange {
+    pub persona_id: PersonaId,
+    pub kind: ChangeKind,
+    /// The file now holding the persona (for a deletion: the file it was in).
+    pub path: String,
+    /// For a rename: the file it moved from.
+    pub previous_path: Option<String>,
+    /// The new content; `None` for a deletion.
+    pub persona: Option<Persona>,
+    pub content_hash: Option<ContentHash>,
+    /// The content this change replaces, if the persona existed before.
+    pub previous: Option<Persona>,
+}
+
+/// A registry file that is invalid at this commit. The persona it belongs to
+/// (when its id could be read, or the file held one before) keeps its last
+/// valid version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileProblem {
+    pub path: String,
+    pub persona_id: Option<PersonaId>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Everything one commit did to the registry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommitRecord {
+    pub commit: CommitInfo,
+    pub changes: Vec<PersonaChange>,
+    /// Invalid files among those this commit re-checked.
+    pub problems: Vec<FileProblem>,
+    /// Every registry file this commit re-checked: earlier problems recorded
+    /// for these paths are superseded by `problems`.
+    pub checked_paths: Vec<String>,
+    /// The registry settings, when this commit changed them.
+    pub settings: Option<RegistrySettings>,
+    /// Profiles this commit added or changed (`Some`) or removed (`None`), by slug.
+    pub profiles: BTreeMap<String, Option<Profile>>,
+}
+
+/// Where the walk starts and what it follows.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Branch, tag or any revision naming the tip.
+    pub tip: String,
+    /// Yield only commits after this one (it must be on the tip's first-parent
+    /// history). `None` starts at the root commit.
+    pub after: Option<String>,
+}
+
+/// One registry file as of the last commit processed.
+struct TrackedFile {
+    blob: ObjectId,
+    parsed: ParsedPersona,
+}
+
+/// The last valid version of a live persona.
+struct Current {
+    path: String,
+    persona: Persona,
+    hash: ContentHash,
+}
+
+/// The registry as of the last processed commit.
+struct RegistryState {
+    registry_tree: Option<ObjectId>,
+    settings_blob: Option<ObjectId>,
+    settings: RegistrySettings,
+    files: BTreeMap<String, TrackedFile>,
+    profile_blobs: BTreeMap<String, ObjectId>,
+    current: HashMap<PersonaId, Current>,
+}
+
+impl RegistryState {
+    fn empty() -> Self {
+        RegistryState {
+            registry_tree: None,
+            settings_blob: None,
+            settings: RegistrySettings::permissive(),
+            files: BTreeMap::new(),
+            profile_blobs: BTreeMap::new(),
+            current: HashMap::new(),
+        }
+    }
+}
+
+/// The listing of `registry/` at one commit.
+#[derive(Default)]
+struct RegistryListing {
+    tree: Option<ObjectId>,
+    settings: Option<ObjectId>,
+    personas: BTreeMap<String, ObjectId>,
+    profiles: BTreeMap<String, ObjectId>,
+}
+
+/// An iterator over the commit records of a branch's first-parent history.
+pub struct HistoryWalk {
+    repository: gix::Repository,
+    commits: Vec<ObjectId>,
+    next: usize,
+    state: RegistryState,
+}
+
+impl HistoryWalk {
+    pub fn new(repository: gix::Repository, options: &WalkOptions) -> Result<Self, GitError> {
+        let tip = resolve_commit(&repository, &options.tip)?;
+        let after = options
+            .after
+            .as_deref()
+            .map(|revision| resolve_commit(&repository, revision))
+            .transpose()?;
+        let commits = first_parent_chain(&repository, tip, after)?;
+        let mut walk = HistoryWalk {
+            repository,
+            commits,
+            next: 0,
+            state: RegistryState::empty(),
+        };
+        if let Some(after) = after {
+            // Prime the state with the registry as it stood, yielding nothing for it.
+            walk.process(after)?;
+        }
+        Ok(walk)
+    }
+
+    /// Number of commits this walk yields in total.
+    pub fn len(&self) -> usize {
+        self.commits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty()
+    }
+
+    fn object_error(object: impl ToString, error: impl ToString) -> GitError {
+        GitError::Object {
+            object: object.to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    fn blob(&self, id: ObjectId) -> Result<Vec<u8>, GitError> {
+        let object = self
+            .repository
+            .find_object(id)
+            .map_err(|error| Self::object_error(id, error))?;
+        Ok(object.detach().data)
+    }
+
+    fn tree_entries(&self, id: ObjectId) -> Result<Vec<(String, ObjectId, bool)>, GitError> {
+        let tree = self
+            .repository
+            .find_tree(id)
+            .map_err(|error| Self::object_error(id, error))?;
+        let decoded = tree.decode().map_err(|error| Self::object_error(id, error))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|entry| (entry.filename.to_string(), entry.oid.to_owned(), entry.mode.is_tree()))
+            .collect())
+    }
+
+    fn listing(&self, commit: &gix::Commit<'_>) -> Result<RegistryListing, GitError> {
+        let root = commit.tree_id().map_err(|error| Self::object_error(commit.id, error))?;
+        let registry = self
+            .tree_entries(root.detach())?
+            .into_iter()
+            .find(|(name, _, is_tree)| name == REGISTRY_DIR && *is_tree);
+        let Some((_, registry_tree, _)) = registry else {
+            return Ok(RegistryListing::default());
+        };
+        let mut listing = RegistryListing {
+            tree: Some(registry_tree),
+            ..RegistryListing::default()
+        };
+        if self.state.registry_tree == Some(registry_tree) {
+            return Ok(listing);
+        }
+        for (name, id, is_tree) in self.tree_entries(registry_tree)? {
+            match (name.as_str(), is_tree) {
+                (SETTINGS_FILE, false) => listing.settings = Some(id),
+                (PERSONAS_DIR, true) => {
+                    listing.personas = self.toml_files(id, &format!("{REGISTRY_DIR}/{PERSONAS_DIR}"))?
+                }
+                (PROFILES_DIR, true) => {
+                    listing.profiles = self.toml_files(id, &format!("{REGISTRY_DIR}/{PROFILES_DIR}"))?
+                }
+                _ => {}
+            }
+        }
+        Ok(listing)
+    }
+
+    fn toml_files(&self, tree: ObjectId, prefix: &str) -> Result<BTreeMap<String, ObjectId>, GitError> {
+        Ok(self
+            .tree_entries(tree)?
+            .into_iter()
+            .filter(|(name, _, is_tree)| !is_tree && name.ends_with(".toml"))
+            .map(|(name, id, _)| (format!("{prefix}/{name}"), id))
+            .collect())
+    }
+
+    fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
+        let author = commit.author().map_err(|e| Self::object_error(commit.id, e))?;
+        let authored = author.time().map_err(|e| Self::object_error(commit.id, e))?;
+        let committed = commit.time().map_err(|e| Self::object_error(commit.id, e))?;
+        let message = commit.message_raw().map_err(|e| Self::object_error(commit.id, e))?;
+        Ok(CommitInfo {
+            id: commit.id.to_string(),
+            author_name: author.name.to_string().trim().to_string(),
+            author_email: author.email.to_string().trim().to_string(),
+            authored_at: to_datetime(authored),
+            committed_at: to_datetime(committed),
+            message: message.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Applies one commit to the state and describes what changed.
+    fn process(&mut self, id: ObjectId) -> Result<CommitRecord, GitError> {
+        let commit = self
+            .repository
+            .find_commit(id)
+            .map_err(|error| Self::object_error(id, error))?;
+        let info = Self::commit_info(&commit)?;
+        let listing = self.listing(&commit)?;
+        drop(commit);
+        let mut record = CommitRecord {
+            commit: info,
+            changes: Vec::new(),
+            problems: Vec::new(),
+            checked_paths: Vec::new(),
+            settings: None,
+            profiles: BTreeMap::new(),
+        };
+        if listing.tree == self.state.registry_tree && listing.tree.is_some() {
+            return Ok(record);
+        }
+        self.state.registry_tree = listing.tree;
+
+        // Settings first: they are the rules every persona is checked against.
+        let mut settings_problem = None;
+        let settings_changed = listing.settings != self.state.settings_blob;
+        if settings_changed {
+            let path = format!("{REGISTRY_DIR}/{SETTINGS_FILE}");
+            self.state.settings = match listing.settings {
+                Some(blob) => {
+                    let (settings, diagnostics) = parse_settings(&path, &self.blob(blob)?);
+                    if !diagnostics.is_empty() {
+                        settings_problem = Some(FileProblem {
+                            path: path.clone(),
+                            persona_id: None,
+                            diagnostics,
+                        });
+                    }
+                    settings
+                }
+                None => RegistrySettings::permissive(),
+            };
+            self.state.settings_blob = listing.settings;
+            record.settings = Some(self.state.settings.clone());
+            record.checked_paths.push(path);
+        }
+
+        self.update_profiles(&listing, &mut record)?;
+
+        // Which persona files need reading again.
+        let previous_paths: BTreeSet<String> = self.state.files.keys().cloned().collect();
+        let mut checked: BTreeSet<String> = BTreeSet::new();
+        for (path, blob) in &listing.personas {
+            let unchanged = self.state.files.get(path).is_some_and(|file| file.blob == *blob);
+            if settings_changed || !unchanged {
+                checked.insert(path.clone());
+            }
+        }
+        let removed: Vec<String> = previous_paths
+            .iter()
+            .filter(|path| !listing.personas.contains_key(*path))
+            .cloned()
+            .collect();
+
+        // Ids whose fate this commit may change: those of files read or removed, before and after.
+        let mut affected: BTreeSet<PersonaId> = BTreeSet::new();
+        for path in checked.iter().chain(&removed) {
+            if let Some(id) = self.state.files.get(path).and_then(|file| file.parsed.id) {
+                affected.insert(id);
+            }
+            if let Some(current) = self.state.current.iter().find(|(_, c)| &c.path == path) {
+                affected.insert(*current.0);
+            }
+        }
+        for path in &removed {
+            self.state.files.remove(path);
+        }
+        for path in &checked {
+            let blob = listing.personas[path];
+            let bytes = self.blob(blob)?;
+            let stem = stem_of(path);
+            let parsed = validate_persona(path, &bytes, stem, &self.state.settings);
+            if let Some(id) = parsed.id {
+                affected.insert(id);
+            }
+            self.state.files.insert(path.clone(), TrackedFile { blob, parsed });
+        }
+
+        // Decide each affected persona's fate from the files now claiming its id.
+        let mut claims: HashMap<PersonaId, Vec<&TrackedFile>> = HashMap::new();
+        for file in self.state.files.values() {
+            if let Some(id) = file.parsed.id {
+                if affected.contains(&id) {
+                    claims.entry(id).or_default().push(file);
+                }
+            }
+        }
+        let mut problems: BTreeMap<String, FileProblem> = BTreeMap::new();
+        let mut next_current: Vec<(PersonaId, Option<Current>)> = Vec::new();
+        for id in &affected {
+            let claimants = claims.get(id).map(Vec::as_slice).unwrap_or_default();
+            let previous = self.state.current.get(id);
+            match claimants {
+                [] => {
+                    // A file whose id can no longer be read is broken, not gone:
+                    // the persona keeps its last valid version.
+                    let broken_in_place = previous
+                        .and_then(|previous| self.state.files.get(&previous.path))
+                        .is_some_and(|file| file.parsed.id.is_none());
+                    if let Some(previous) = previous.filter(|_| !broken_in_place) {
+                        record.changes.push(PersonaChange {
+                            persona_id: *id,
+                            kind: ChangeKind::Deleted,
+                            path: previous.path.clone(),
+                            previous_path: None,
+                            persona: None,
+                            content_hash: None,
+                            previous: Some(previous.persona.clone()),
+                        });
+                        next_current.push((*id, None));
+                    }
+                }
+                [file] => match &file.parsed.persona {
+                    Some(persona) => {
+                        let hash = content_hash(persona);
+                        let path = file.parsed.file.clone();
+                        if previous.is_some_and(|previous| previous.hash == hash) {
+                            continue;
+                        }
+                        let kind = match previous {
+                            None => ChangeKind::Added,
+                            Some(previous) if previous.path != path => ChangeKind::Renamed,
+                            Some(_) => ChangeKind::Modified,
+                        };
+                        record.changes.push(PersonaChange {
+                            persona_id: *id,
+                            kind,
+                            path: path.clone(),
+                            previous_path: previous.filter(|p| p.path != path).map(|p| p.path.clone()),
+                            persona: Some(persona.clone()),
+                            content_hash: Some(hash),
+                            previous: previous.map(|p| p.persona.clone()),
+                        });
+                        next_current.push((
+                            *id,
+                            Some(Current {
+                                path,
+                                persona: persona.clone(),
+                                hash,
+                            }),
+                        ));
+                    }
+                    None => {
+                        problems.insert(
+                            file.parsed.file.clone(),
+                            FileProblem {
+                                path: file.parsed.file.clone(),
+                                persona_id: Some(*id),
+                                diagnostics: file.parsed.diagnostics.clone(),
+                            },
+                        );
+                    }
+                },
+                several => {
+                    // Nobody wins a clash: every claimant is an error, the persona stays as it was.
+                    for diagnostic in duplicate_diagnostics(several.iter().map(|file| &file.parsed)) {
+                        let file = several.iter().find(|file| file.parsed.file == diagnostic.file);
+                        let entry = problems.entry(diagnostic.file.clone()).or_insert_with(|| FileProblem {
+                            path: diagnostic.file.clone(),
+                            persona_id: Some(*id),
+                            diagnostics: file.map(|f| f.parsed.diagnostics.clone()).unwrap_or_default(),
+                        });
+                        entry.diagnostics.push(diagnostic);
+                    }
+                }
+            }
+        }
+        // Files read this commit whose id is unreadable still need reporting.
+        for path in &checked {
+            let file = &self.state.files[path];
+            if file.parsed.id.is_none() {
+                let persona_id = self
+                    .state
+                    .current
+                    .iter()
+                    .find(|(_, current)| &current.path == path)
+                    .map(|(id, _)| *id);
+                problems.insert(
+                    path.clone(),
+                    FileProblem {
+                        path: path.clone(),
+                        persona_id,
+                        diagnostics: file.parsed.diagnostics.clone(),
+                    },
+                );
+            }
+        }
+        for (id, current) in next_current {
+            match current {
+                Some(current) => self.state.current.insert(id, current),
+                None => self.state.current.remove(&id),
+            };
+        }
+        record.changes.sort_by(|a, b| a.path.cmp(&b.path));
+        record.problems.extend(settings_problem);
+        record.problems.extend(problems.into_values());
+        record.checked_paths.extend(checked);
+        record.checked_paths.extend(removed);
+        record.checked_paths.sort();
+        Ok(record)
+    }
+
+    fn update_profiles(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {
+        let settings_changed = record.settings.is_some();
+        let removed: Vec<String> = self
+            .state
+            .profile_blobs
+            .keys()
+            .filter(|path| !listing.profiles.contains_key(*path))
+            .cloned()
+            .collect();
+        for path in removed {
+            self.state.profile_blobs.remove(&path);
+            record.profiles.insert(stem_of(&path).to_string(), None);
+            record.checked_paths.push(path);
+        }
+        for (path, blob) in &listing.profiles {
+            if !settings_changed && self.state.profile_blobs.get(path) == Some(blob) {
+                continue;
+            }
+            let bytes = self.blob(*blob)?;
+            let ParsedProfile {
+                profile, diagnostics, ..
+            } = validate_profile(path, &bytes, stem_of(path), &self.state.settings);
+            if !diagnostics.is_empty() {
+                record.problems.push(FileProblem {
+                    path: path.clone(),
+                    persona_id: None,
+                    diagnostics,
+                });
+            }
+            record.profiles.insert(stem_of(path).to_string(), profile);
+            record.checked_paths.push(path.clone());
+            self.state.profile_blobs.insert(path.clone(), *blob);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for HistoryWalk {
+    type Item = Result<CommitRecord, GitError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let id = *self.commits.get(self.next)?;
+        self.next += 1;
+        Some(self.process(id))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.commits.len() - self.next;
+        (left, Some(left))
+    }
+}
+
+/// The file name without directory and `.toml`.
+fn stem_of(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_suffix(".toml").unwrap_or(name)
+}
+
+fn to_datetime(time: gix::date::Time) -> DateTime<FixedOffset> {
+    let offset = FixedOffset::east_opt(time.offset).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    offset
+        .timestamp_opt(time.seconds, 0)
+        .single()
+        .unwrap_or_else(|| Utc.timestamp_opt(0, 0).single().expect("epoch").fixed_offset())
+}
+
+/// Commits from the tip back along first parents, stopping before `after`
+/// (or at the root); returned oldest first.
+fn first_parent_chain(
+    repository: &gix::Repository,
+    tip: ObjectId,
+    after: Option<ObjectId>,
+) -> Result<Vec<ObjectId>, GitError> {
+    let mut chain = Vec::new();
+    let mut cursor = Some(tip);
+    while let Some(id) = cursor {
+        if Some(id) == after {
+            chain.reverse();
+            return Ok(chain);
+        }
+        chain.push(id);
+        let commit = repository.find_commit(id).map_err(|error| GitError::Object {
+            object: id.to_string(),
+            message: error.to_string(),
+        })?;
+        cursor = commit.parent_ids().next().map(|parent| parent.detach());
+    }
+    if let Some(after) = after {
+        return Err(GitError::NotAnAncestor {
+            commit: after.to_string(),
+            tip: tip.to_string(),
+        });
+    }
+    chain.reverse();
+    Ok(chain)
+}

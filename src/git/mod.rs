@@ -1,0 +1,47 @@
+//! Everything that reads the registry's git repository.
+
+pub mod history;
+pub mod replay;
+
+use std::path::Path;
+
+/// Errors from the git layer, each naming the repository or revision involved.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot open git repository at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("cannot resolve {revision:?} in the repository: {message}")]
+    Revision { revision: String, message: String },
+    #[error("commit {commit} is not on the first-parent history of {tip}")]
+    NotAnAncestor { commit: String, tip: String },
+    #[error("reading git object {object}: {message}")]
+    Object { object: String, message: String },
+}
+
+/// Opens a repository so that no user or system git configuration leaks in:
+/// the same repository must read the same on every machine.
+pub fn open_repository(path: &Path) -> Result<gix::Repository, GitError> {
+    let mut repository = gix::open_opts(path, gix::open::Options::isolated()).map_err(|error| GitError::Open {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    // Trees of a large registry are read again and again while walking history.
+    repository.object_cache_size_if_unset(64 * 1024 * 1024);
+    Ok(repository)
+}
+
+/// Resolves a revision (branch, tag, sha prefix, `HEAD~2`, …) to a commit id.
+pub fn resolve_commit(repository: &gix::Repository, revision: &str) -> Result<gix::ObjectId, GitError> {
+    let revision_error = |message: String| GitError::Revision {
+        revision: revision.to_string(),
+        message,
+    };
+    let id = repository
+        .rev_parse_single(revision)
+        .map_err(|error| revision_error(error.to_string()))?;
+    let object = id.object().map_err(|error| revision_error(error.to_string()))?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|error| revision_error(error.to_string()))?;
+    Ok(commit.id)
+}

@@ -1,0 +1,7 @@
+//! The persona registry: one library behind the `personas` binary.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod git;
+pub mod persona;

@@ -1,0 +1,20 @@
+//! The persona format: parsing, validation, canonical form and semantic diff.
+//! Pure: no file system, database, git or network access happens in here.
+
+pub mod canonical;
+pub mod diagnostic;
+pub mod diff;
+pub mod model;
+pub mod profile;
+pub mod reader;
+pub mod settings;
+pub mod snapshot;
+pub mod source;
+pub mod validate;
+
+pub use canonical::{canonical_json, content_hash};
+pub use diagnostic::{Code, Diagnostic, OutputFormat};
+pub use model::{ContentHash, Persona, PersonaId, Slug};
+pub use settings::RegistrySettings;
+pub use snapshot::{Snapshot, SourceFile};
+pub use validate::{ParsedPersona, validate_persona};

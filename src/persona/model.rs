@@ -1,0 +1,276 @@
+//! The typed persona and the validated newtypes it is made of.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The format version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The five traits every persona's `[traits.ocean]` table must carry.
+pub const OCEAN_TRAITS: [&str; 5] = [
+    "openness",
+    "conscientiousness",
+    "extraversion",
+    "agreeableness",
+    "neuroticism",
+];
+
+/// A persona's stable identity: a UUID that never changes, whatever the file is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PersonaId(pub Uuid);
+
+impl fmt::Display for PersonaId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(formatter)
+    }
+}
+
+impl FromStr for PersonaId {
+    type Err = uuid::Error;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text).map(PersonaId)
+    }
+}
+
+/// A URL-safe name: lowercase ASCII letters and digits in groups joined by single dashes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Slug(String);
+
+pub const MAX_SLUG_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a valid slug (lowercase a-z and 0-9 in groups joined by single dashes, 1..={MAX_SLUG_LEN} characters)"
+)]
+pub struct InvalidSlug(pub String);
+
+impl Slug {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Slug {
+    type Err = InvalidSlug;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let well_formed = !text.is_empty()
+            && text.len() <= MAX_SLUG_LEN
+            && text
+                .split('-')
+                .all(|group| !group.is_empty() && group.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        if well_formed {
+            Ok(Slug(text.to_string()))
+        } else {
+            Err(InvalidSlug(text.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for Slug {
+    type Error = InvalidSlug;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Slug> for String {
+    fn from(slug: Slug) -> String {
+        slug.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// SHA-256 of a persona's canonical JSON; written `sha256:<64 hex digits>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a content hash (expected sha256: followed by 64 hex digits)")]
+pub struct InvalidContentHash(pub String);
+
+impl ContentHash {
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "sha256:{}", self.hex())
+    }
+}
+
+impl FromStr for ContentHash {
+    type Err = InvalidContentHash;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidContentHash(text.to_string());
+        let hex = text.strip_prefix("sha256:").ok_or_else(invalid)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
+        }
+        Ok(ContentHash(bytes))
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HumorUsage {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmotionalStyle {
+    Reserved,
+    Expressive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LanguageStyle {
+    Verbose,
+    Concise,
+}
+
+/// Allowed spellings of each config enum, in the order the format documents them.
+pub const HUMOR_USAGES: [(&str, HumorUsage); 3] = [
+    ("low", HumorUsage::Low),
+    ("medium", HumorUsage::Medium),
+    ("high", HumorUsage::High),
+];
+pub const EMOTIONAL_STYLES: [(&str, EmotionalStyle); 2] = [
+    ("reserved", EmotionalStyle::Reserved),
+    ("expressive", EmotionalStyle::Expressive),
+];
+pub const LANGUAGE_STYLES: [(&str, LanguageStyle); 2] = [
+    ("verbose", LanguageStyle::Verbose),
+    ("concise", LanguageStyle::Concise),
+];
+
+macro_rules! display_as_serde_name {
+    ($($kind:ty => $table:ident),*) => {$(
+        impl fmt::Display for $kind {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = $table
+                    .iter()
+                    .find(|(_, value)| value == self)
+                    .map(|(name, _)| *name)
+                    .unwrap_or("?");
+                formatter.write_str(name)
+            }
+        }
+    )*};
+}
+display_as_serde_name!(HumorUsage => HUMOR_USAGES, EmotionalStyle => EMOTIONAL_STYLES, LanguageStyle => LANGUAGE_STYLES);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PersonaConfig {
+    pub humor_usage: HumorUsage,
+    pub emotional_style: EmotionalStyle,
+    pub language_style: LanguageStyle,
+    pub voice_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Belief {
+    pub text: String,
+    /// An http(s) URL or a document id such as `isbn:…`.
+    pub source: Option<String>,
+}
+
+/// Trait values grouped by trait type (`ocean`, `humor`, …), then by trait name.
+pub type Traits = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// One persona as the registry defines it. Field order here is irrelevant to
+/// the content hash: canonical JSON sorts keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Persona {
+    pub schema: i64,
+    pub id: PersonaId,
+    pub slug: Slug,
+    pub name: String,
+    pub description: String,
+    pub domains: Vec<String>,
+    pub is_real: bool,
+    pub birth_date: Option<NaiveDate>,
+    pub avatar_url: Option<String>,
+    pub signature_phrases: Vec<String>,
+    pub traits: Traits,
+    pub beliefs: Vec<Belief>,
+    pub modes: BTreeMap<String, bool>,
+    pub default_mode: Option<String>,
+    pub config: PersonaConfig,
+}
+
+impl Persona {
+    pub fn enabled_modes(&self) -> impl Iterator<Item = &str> {
+        self.modes
+            .iter()
+            .filter(|(_, enabled)| **enabled)
+            .map(|(mode, _)| mode.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_lowercase_dash_separated() {
+        for good in ["a", "ada-lovelace", "sable-9", "x1-y2-z3"] {
+            assert!(good.parse::<Slug>().is_ok(), "{good}");
+        }
+        for bad in ["", "Ada", "ada--lovelace", "-ada", "ada-", "ada_lovelace", "ada lovelace", "é"] {
+            assert!(bad.parse::<Slug>().is_err(), "{bad}");
+        }
+        assert!("a".repeat(MAX_SLUG_LEN + 1).parse::<Slug>().is_err());
+    }
+
+    #[test]
+    fn content_hash_round_trips() {
+        let hash = ContentHash([0xab; 32]);
+        let text = hash.to_string();
+        assert_eq!(text.len(), "sha256:".len() + 64);
+        assert_eq!(text.parse::<ContentHash>().unwrap(), hash);
+        assert!("sha256:zz".parse::<ContentHash>().is_err());
+        assert!("md5:abcd".parse::<ContentHash>().is_err());
+    }
+
+    #[test]
+    fn enums_display_their_file_spelling() {
+        assert_eq!(HumorUsage::Medium.to_string(), "medium");
+        assert_eq!(EmotionalStyle::Expressive.to_string(), "expressive");
+        assert_eq!(LanguageStyle::Concise.to_string(), "concise");
+    }
+}
