@@ -47,8 +47,9 @@ impl RegistrySettings {
 const TOP_KEYS: &[&str] = &["schema", "title", "description", "modes", "policy"];
 const POLICY_KEYS: &[&str] = &["require_sources_for_real", "protected"];
 
-/// Parses and validates a `registry.toml`. On errors the permissive settings
-/// are returned alongside the diagnostics, so personas can still be checked.
+/// Parses and validates a `registry.toml`. On errors the readable part of the
+/// settings (or, failing that, the permissive ones) comes back with the
+/// diagnostics, so personas can still be checked.
 pub fn parse_settings(file: &str, bytes: &[u8]) -> (RegistrySettings, Vec<Diagnostic>) {
     let mut diagnostics = Diagnostics::new(file, bytes);
     let root = match source::parse(bytes) {
@@ -58,11 +59,9 @@ pub fn parse_settings(file: &str, bytes: &[u8]) -> (RegistrySettings, Vec<Diagno
             return (RegistrySettings::permissive(), diagnostics.into_vec());
         }
     };
-    let settings = read_settings(&mut diagnostics, &root);
-    let settings = match settings {
-        Some(settings) if diagnostics.is_empty() => settings,
-        _ => RegistrySettings::permissive(),
-    };
+    // Partly broken settings still carry their valid parts (the modes that
+    // are well formed), which is better than accepting every mode.
+    let settings = read_settings(&mut diagnostics, &root).unwrap_or_else(RegistrySettings::permissive);
     (settings, diagnostics.into_vec())
 }
 

@@ -122,6 +122,8 @@ pub fn validate_persona(file: &str, bytes: &[u8], stem: &str, settings: &Registr
     let lines = source::LineIndex::new(bytes);
     let persona = read_persona(&mut diagnostics, &root, stem, settings, &mut parsed, &lines);
     if diagnostics.is_empty() {
+        // Every path that yields no persona records a diagnostic first.
+        debug_assert!(persona.is_some(), "{file}: rejected without a diagnostic");
         parsed.persona = persona;
     }
     parsed.diagnostics = diagnostics.into_vec();
@@ -252,7 +254,7 @@ fn read_slug(
             None
         }
     };
-    let entry = written?;
+    let Some(entry) = written else { return from_stem };
     let text = super::reader::expect_string(diagnostics, &entry.value, "slug")?;
     if text != stem {
         diagnostics.push(
