@@ -23,7 +23,11 @@ fn layout_comments_order_and_spelled_out_defaults_do_not_change_the_hash() {
         // Comments and blank lines.
         format!("# a comment\n\n{}", base.replace("\n[", "\n# section\n\n[")),
         // Number spelling: 0.9 vs 0.90 vs 9e-1, 0.3 vs 0.300.
-        edit(&edit(&base, "openness = 0.9", "openness = 0.90"), "extraversion = 0.3", "extraversion = 3e-1"),
+        edit(
+            &edit(&base, "openness = 0.9", "openness = 0.90"),
+            "extraversion = 0.3",
+            "extraversion = 3e-1",
+        ),
         // The default written out vs left out.
         edit(&base, "voice_enabled = false\n", ""),
         // Inline tables and different quoting, placed among the top-level keys.
@@ -43,7 +47,11 @@ fn layout_comments_order_and_spelled_out_defaults_do_not_change_the_hash() {
         },
     ];
     for (index, variant) in variants.iter().enumerate() {
-        assert_eq!(content_hash(&parse(variant)), hash, "variant {index} changed the hash:\n{variant}");
+        assert_eq!(
+            content_hash(&parse(variant)),
+            hash,
+            "variant {index} changed the hash:\n{variant}"
+        );
     }
 }
 
@@ -61,7 +69,10 @@ fn every_content_change_changes_the_hash() {
     let edits = [
         ("openness = 0.9", "openness = 0.91"),
         ("name = \"P\"", "name = \"Q\""),
-        ("domains = [\"testing\", \"physics\"]", "domains = [\"physics\", \"testing\"]"),
+        (
+            "domains = [\"testing\", \"physics\"]",
+            "domains = [\"physics\", \"testing\"]",
+        ),
         ("Debater = false", "Debater = true"),
         ("humor_usage = \"low\"", "humor_usage = \"high\""),
         ("source = \"isbn:0-201-83595-9\"", "source = \"isbn:0-201-83595-8\""),
@@ -93,7 +104,11 @@ fn the_diff_names_each_field_that_changed() {
     let text = persona(ID_A, "P");
     let text = edit(&text, "openness = 0.9", "openness = 0.95");
     let text = edit(&text, "wit = 0.5", "wit = 0.5\nirony = 0.4");
-    let text = edit(&text, "domains = [\"testing\", \"physics\"]", "domains = [\"testing\", \"chemistry\"]");
+    let text = edit(
+        &text,
+        "domains = [\"testing\", \"physics\"]",
+        "domains = [\"testing\", \"chemistry\"]",
+    );
     let text = edit(&text, "Debater = false", "Debater = true");
     let text = edit(&text, "Critic = true", "Critic = false");
     let text = edit(&text, "humor_usage = \"low\"", "humor_usage = \"medium\"");
@@ -102,7 +117,11 @@ fn the_diff_names_each_field_that_changed() {
         "[[beliefs]]\ntext = \"Measure before optimizing.\"\nsource = \"isbn:0-201-83595-9\"",
         "[[beliefs]]\ntext = \"Ship small changes.\"\nsource = \"https://example.org/small\"",
     );
-    let text = edit(&text, "source = \"https://en.wikipedia.org/wiki/Software_testing\"", "source = \"https://en.wikipedia.org/wiki/Test\"");
+    let text = edit(
+        &text,
+        "source = \"https://en.wikipedia.org/wiki/Software_testing\"",
+        "source = \"https://en.wikipedia.org/wiki/Test\"",
+    );
     let new = parse(&text);
     let changes = diff(&old, &new);
     let expected = [
@@ -151,16 +170,26 @@ fn the_diff_names_each_field_that_changed() {
     }
     assert_eq!(changes.len(), expected.len(), "{changes:#?}");
     let lines: Vec<String> = changes.iter().map(describe).collect();
-    assert!(lines.contains(&"traits.ocean.openness: 0.90 → 0.95 (+0.05)".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"traits.ocean.openness: 0.90 → 0.95 (+0.05)".to_string()),
+        "{lines:?}"
+    );
     let summary = summarize(&changes);
-    assert!(summary.contains("openness 0.90→0.95") && summary.contains("+1 belief"), "{summary}");
+    assert!(
+        summary.contains("openness 0.90→0.95") && summary.contains("+1 belief"),
+        "{summary}"
+    );
 }
 
 #[test]
 fn identical_personas_have_no_diff_and_reorders_are_reported() {
     let old = parse(&persona(ID_A, "P"));
     assert!(diff(&old, &old).is_empty());
-    let reordered = parse(&edit(&persona(ID_A, "P"), "[\"testing\", \"physics\"]", "[\"physics\", \"testing\"]"));
+    let reordered = parse(&edit(
+        &persona(ID_A, "P"),
+        "[\"testing\", \"physics\"]",
+        "[\"physics\", \"testing\"]",
+    ));
     assert_eq!(
         diff(&old, &reordered),
         vec![Change::Reordered {

@@ -52,40 +52,175 @@ fn each_rule_reports_its_code_at_the_offending_place() {
         ("wit = 0.5", "wit = nan", Code::Range, "nan"),
         ("extraversion = 0.3", "extraversion = \"low\"", Code::Type, "\"low\""),
         ("is_real = true", "is_real = \"yes\"", Code::Type, "\"yes\""),
-        ("domains = [\"testing\", \"physics\"]", "domains = \"testing\"", Code::Type, "\"testing\""),
-        ("name = \"Test Person\"", "nmae = \"Test Person\"", Code::UnknownKey, "nmae"),
-        ("wit = 0.5", "wit = 0.5\n[traits.ocean.extra]\nx = 1", Code::UnknownKey, "extra]"),
-        ("agreeableness = 0.6", "agreeablenes = 0.6", Code::UnknownKey, "agreeablenes"),
-        ("humor_usage = \"low\"", "humor_usage = \"extreme\"", Code::Enum, "\"extreme\""),
-        ("emotional_style = \"reserved\"", "emotional_style = \"calm\"", Code::Enum, "\"calm\""),
-        ("language_style = \"concise\"", "language_style = \"terse\"", Code::Enum, "\"terse\""),
-        ("voice_enabled = false", "voice_enabled = false\nvolume = 3", Code::UnknownKey, "volume"),
+        (
+            "domains = [\"testing\", \"physics\"]",
+            "domains = \"testing\"",
+            Code::Type,
+            "\"testing\"",
+        ),
+        (
+            "name = \"Test Person\"",
+            "nmae = \"Test Person\"",
+            Code::UnknownKey,
+            "nmae",
+        ),
+        (
+            "wit = 0.5",
+            "wit = 0.5\n[traits.ocean.extra]\nx = 1",
+            Code::UnknownKey,
+            "extra]",
+        ),
+        (
+            "agreeableness = 0.6",
+            "agreeablenes = 0.6",
+            Code::UnknownKey,
+            "agreeablenes",
+        ),
+        (
+            "humor_usage = \"low\"",
+            "humor_usage = \"extreme\"",
+            Code::Enum,
+            "\"extreme\"",
+        ),
+        (
+            "emotional_style = \"reserved\"",
+            "emotional_style = \"calm\"",
+            Code::Enum,
+            "\"calm\"",
+        ),
+        (
+            "language_style = \"concise\"",
+            "language_style = \"terse\"",
+            Code::Enum,
+            "\"terse\"",
+        ),
+        (
+            "voice_enabled = false",
+            "voice_enabled = false\nvolume = 3",
+            Code::UnknownKey,
+            "volume",
+        ),
         (ID_A, "not-a-uuid", Code::Uuid, "\"not-a-uuid\""),
         (ID_A, "00000000-0000-0000-0000-000000000000", Code::Uuid, "\"00000000"),
         ("schema = 1", "schema = 2", Code::Schema, "2"),
-        ("description = \"A test persona.\"", "description = \"  \"", Code::Text, "\"  \""),
-        ("domains = [\"testing\", \"physics\"]", "domains = [\"Testing\"]", Code::Name, "\"Testing\""),
-        ("domains = [\"testing\", \"physics\"]", "domains = []", Code::Empty, "[]"),
-        ("domains = [\"testing\", \"physics\"]", "domains = [\"a\", \"a\"]", Code::Duplicate, "\"a\"]"),
-        ("birth_date = 1900-01-01", "birth_date = \"1900-01-01\"", Code::Type, "\"1900-01-01\""),
-        ("birth_date = 1900-01-01", "birth_date = 1900-01-01T10:00:00Z", Code::Date, "1900-01-01T"),
-        ("birth_date = 1900-01-01", "avatar_url = \"http://example.org/a.png\"", Code::Url, "\"http://"),
-        ("birth_date = 1900-01-01", "avatar_url = \"not a url\"", Code::Url, "\"not a url\""),
-        ("source = \"isbn:0-201-83595-9\"", "source = \"ftp://example.org/x\"", Code::Url, "\"ftp://"),
-        ("source = \"isbn:0-201-83595-9\"", "source = \"see the book\"", Code::Url, "\"see the book\""),
-        ("source = \"isbn:0-201-83595-9\"\n", "", Code::SourceRequired, "[[beliefs]]\ntext = \"Measure"),
-        ("text = \"Measure before optimizing.\"", "text = \"Tests should fail when the code is wrong.\"", Code::Duplicate, "\"Tests should fail when the code is wrong.\"\nsource = \"isbn"),
+        (
+            "description = \"A test persona.\"",
+            "description = \"  \"",
+            Code::Text,
+            "\"  \"",
+        ),
+        (
+            "domains = [\"testing\", \"physics\"]",
+            "domains = [\"Testing\"]",
+            Code::Name,
+            "\"Testing\"",
+        ),
+        (
+            "domains = [\"testing\", \"physics\"]",
+            "domains = []",
+            Code::Empty,
+            "[]",
+        ),
+        (
+            "domains = [\"testing\", \"physics\"]",
+            "domains = [\"a\", \"a\"]",
+            Code::Duplicate,
+            "\"a\"]",
+        ),
+        (
+            "birth_date = 1900-01-01",
+            "birth_date = \"1900-01-01\"",
+            Code::Type,
+            "\"1900-01-01\"",
+        ),
+        (
+            "birth_date = 1900-01-01",
+            "birth_date = 1900-01-01T10:00:00Z",
+            Code::Date,
+            "1900-01-01T",
+        ),
+        (
+            "birth_date = 1900-01-01",
+            "avatar_url = \"http://example.org/a.png\"",
+            Code::Url,
+            "\"http://",
+        ),
+        (
+            "birth_date = 1900-01-01",
+            "avatar_url = \"not a url\"",
+            Code::Url,
+            "\"not a url\"",
+        ),
+        (
+            "source = \"isbn:0-201-83595-9\"",
+            "source = \"ftp://example.org/x\"",
+            Code::Url,
+            "\"ftp://",
+        ),
+        (
+            "source = \"isbn:0-201-83595-9\"",
+            "source = \"see the book\"",
+            Code::Url,
+            "\"see the book\"",
+        ),
+        (
+            "source = \"isbn:0-201-83595-9\"\n",
+            "",
+            Code::SourceRequired,
+            "[[beliefs]]\ntext = \"Measure",
+        ),
+        (
+            "text = \"Measure before optimizing.\"",
+            "text = \"Tests should fail when the code is wrong.\"",
+            Code::Duplicate,
+            "\"Tests should fail when the code is wrong.\"\nsource = \"isbn",
+        ),
         ("Debater = false", "Jester = true", Code::UnknownMode, "Jester"),
-        ("default_mode = \"Educator\"", "default_mode = \"Debater\"", Code::DefaultMode, "\"Debater\""),
-        ("default_mode = \"Educator\"", "default_mode = \"Mentor\"", Code::DefaultMode, "\"Mentor\""),
-        ("Educator = true\nCritic = true", "Educator = false\nCritic = false", Code::NoEnabledMode, "[modes]"),
+        (
+            "default_mode = \"Educator\"",
+            "default_mode = \"Debater\"",
+            Code::DefaultMode,
+            "\"Debater\"",
+        ),
+        (
+            "default_mode = \"Educator\"",
+            "default_mode = \"Mentor\"",
+            Code::DefaultMode,
+            "\"Mentor\"",
+        ),
+        (
+            "Educator = true\nCritic = true",
+            "Educator = false\nCritic = false",
+            Code::NoEnabledMode,
+            "[modes]",
+        ),
         ("[traits.humor]", "[traits.Humor]", Code::Name, "Humor"),
         ("wit = 0.5", "Wit = 0.5", Code::Name, "Wit"),
-        ("[config]\nhumor_usage = \"low\"\n", "[config]\n", Code::MissingKey, "[config]"),
+        (
+            "[config]\nhumor_usage = \"low\"\n",
+            "[config]\n",
+            Code::MissingKey,
+            "[config]",
+        ),
         ("neuroticism = 0.2\n", "", Code::MissingKey, "[traits.ocean]"),
-        ("signature_phrases = [\"Test everything.\"]", "signature_phrases = [\"x\", \"x\"]", Code::Duplicate, "\"x\"]"),
-        ("name = \"Test Person\"", "name = \"Test Person\"\nslug = \"someone-else\"", Code::SlugMismatch, "\"someone-else\""),
-        ("name = \"Test Person\"", "name = \"Test Person\"\nname = \"Again\"", Code::Syntax, "name = \"Again\""),
+        (
+            "signature_phrases = [\"Test everything.\"]",
+            "signature_phrases = [\"x\", \"x\"]",
+            Code::Duplicate,
+            "\"x\"]",
+        ),
+        (
+            "name = \"Test Person\"",
+            "name = \"Test Person\"\nslug = \"someone-else\"",
+            Code::SlugMismatch,
+            "\"someone-else\"",
+        ),
+        (
+            "name = \"Test Person\"",
+            "name = \"Test Person\"\nname = \"Again\"",
+            Code::Syntax,
+            "name = \"Again\"",
+        ),
     ];
     for (from, to, code, needle) in cases {
         let text = edit(&base, from, to);
@@ -97,7 +232,11 @@ fn each_rule_reports_its_code_at_the_offending_place() {
 fn a_missing_required_key_is_reported_at_the_top() {
     let text = edit(&persona(ID_A, "X"), "name = \"X\"\n", "");
     let diagnostics = check(&text, "x");
-    assert!(diagnostics.iter().any(|d| d.code == Code::MissingKey && d.message.contains("`name`")));
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.code == Code::MissingKey && d.message.contains("`name`"))
+    );
 }
 
 #[test]
@@ -130,7 +269,10 @@ fn oversized_and_deeply_nested_files_are_refused() {
     assert!(check(&huge, "x").iter().any(|d| d.code == Code::TooLarge));
     let deep = format!("schema = {}1{}\n", "[".repeat(100), "]".repeat(100));
     assert!(check(&deep, "x").iter().any(|d| d.code == Code::TooDeep));
-    let dotted = format!("{} = 1\n", (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>().join("."));
+    let dotted = format!(
+        "{} = 1\n",
+        (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>().join(".")
+    );
     assert!(check(&dotted, "x").iter().any(|d| d.code == Code::TooDeep));
     assert!(check("\u{0}\u{ff}", "x").iter().all(|d| d.code != Code::TooDeep));
 }
@@ -214,7 +356,10 @@ fn registry_settings_and_profiles_are_validated() {
 fn protected_entries_must_name_a_persona() {
     let settings = edit(SETTINGS, "protected = []", "protected = [\"x\", \"ghost\"]");
     let snapshot = Snapshot::build(
-        vec![source("registry.toml", &settings), source("personas/x.toml", &persona(ID_A, "X"))],
+        vec![
+            source("registry.toml", &settings),
+            source("personas/x.toml", &persona(ID_A, "X")),
+        ],
         "registry/registry.toml",
     );
     let unknown: Vec<Diagnostic> = snapshot
@@ -228,8 +373,16 @@ fn protected_entries_must_name_a_persona() {
 
 #[test]
 fn a_registry_without_settings_is_an_error() {
-    let snapshot = Snapshot::build(vec![source("personas/x.toml", &persona(ID_A, "X"))], "registry/registry.toml");
-    assert!(snapshot.all_diagnostics().iter().any(|d| d.code == Code::MissingRegistry));
+    let snapshot = Snapshot::build(
+        vec![source("personas/x.toml", &persona(ID_A, "X"))],
+        "registry/registry.toml",
+    );
+    assert!(
+        snapshot
+            .all_diagnostics()
+            .iter()
+            .any(|d| d.code == Code::MissingRegistry)
+    );
 }
 
 #[test]
@@ -254,17 +407,33 @@ fn check_cli_exit_codes_and_formats() {
     let (code, stdout, _) = personas(&["check", "."], registry.path());
     assert_eq!(code, 1);
     let (line, column) = locate(&broken, "1.4");
-    assert!(stdout.contains(&format!("personas/bad.toml:{line}:{column}: range: traits.ocean.openness = 1.4 is outside 0.0..=1.0")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "personas/bad.toml:{line}:{column}: range: traits.ocean.openness = 1.4 is outside 0.0..=1.0"
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("personas/worse.toml:2:"), "{stdout}");
 
     let (code, stdout, _) = personas(&["check", ".", "--format", "github"], registry.path());
     assert_eq!(code, 1);
-    assert!(stdout.contains(&format!("::error file=personas/bad.toml,line={line},col={column},title=range::")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "::error file=personas/bad.toml,line={line},col={column},title=range::"
+        )),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = personas(&["check", ".", "--format", "json"], registry.path());
     assert_eq!(code, 1);
     let records: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert!(records.as_array().unwrap().iter().any(|r| r["code"] == "range" && r["line"] == line));
+    assert!(
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "range" && r["line"] == line)
+    );
 
     // A single file is checked in its registry's context and reported alone.
     let (code, stdout, _) = personas(&["check", "personas/good.toml"], registry.path());

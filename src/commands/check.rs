@@ -36,7 +36,11 @@ pub fn run(paths: &[PathBuf], format: OutputFormat) -> anyhow::Result<Outcome> {
             ),
         }
     }
-    Ok(if diagnostics.is_empty() { Outcome::Clean } else { Outcome::Invalid })
+    Ok(if diagnostics.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Invalid
+    })
 }
 
 /// Diagnostics for one path, and how many files were read for it.
@@ -52,8 +56,16 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
                 .into_iter()
                 .filter(|diagnostic| in_scope_file(&diagnostic.file))
                 .collect();
-            let count = snapshot.personas.iter().filter(|parsed| in_scope_file(&parsed.file)).count()
-                + snapshot.profiles.iter().filter(|parsed| in_scope_file(&parsed.file)).count()
+            let count = snapshot
+                .personas
+                .iter()
+                .filter(|parsed| in_scope_file(&parsed.file))
+                .count()
+                + snapshot
+                    .profiles
+                    .iter()
+                    .filter(|parsed| in_scope_file(&parsed.file))
+                    .count()
                 + usize::from(in_scope_file(&display_path(&root.join(SETTINGS_FILE))));
             Ok((in_scope, count))
         }
@@ -63,7 +75,10 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
                 path.display()
             );
             let bytes = read_limited(path)?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let parsed = validate_persona(&display_path(path), &bytes, &stem, &RegistrySettings::permissive());
             Ok((parsed.diagnostics, 1))
         }

@@ -44,7 +44,13 @@ pub fn parse_range(range: &str) -> anyhow::Result<(String, String)> {
     let Some((from, to)) = range.split_once("..") else {
         bail!("{range:?} is not a range; write FROM..TO, e.g. main..my-branch");
     };
-    let side = |text: &str| if text.is_empty() { "HEAD".to_string() } else { text.to_string() };
+    let side = |text: &str| {
+        if text.is_empty() {
+            "HEAD".to_string()
+        } else {
+            text.to_string()
+        }
+    };
     Ok((side(from), side(to)))
 }
 
@@ -73,7 +79,11 @@ pub fn range_diff(repository: &Path, from: &str, to: &str) -> anyhow::Result<Ran
             slug: shown.slug.to_string(),
             name: shown.name.clone(),
             kind,
-            next_version: base.personas.get(&id).map_or(0, |history| history.versions.len() as u32) + 1,
+            next_version: base
+                .personas
+                .get(&id)
+                .map_or(0, |history| history.versions.len() as u32)
+                + 1,
             old_hash,
             new_hash,
             changes: match (old, new) {
@@ -99,7 +109,11 @@ pub fn run(repository: &Path, range: &str, format: DiffFormat) -> anyhow::Result
         DiffFormat::Text => print!("{}", render_text(&result)),
         DiffFormat::Markdown => print!("{}", render_markdown(&result)),
     }
-    Ok(if result.problems.is_empty() { Outcome::Clean } else { Outcome::Invalid })
+    Ok(if result.problems.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Invalid
+    })
 }
 
 fn render_text(result: &RangeDiff) -> String {

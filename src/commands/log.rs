@@ -16,10 +16,10 @@ pub fn run(repository: &Path, branch: &str, slug: Option<&str>, format: LogForma
         .into_iter()
         .filter(|history| slug.is_none_or(|name| history.is_known_as(name)))
         .collect();
-    if let Some(name) = slug {
-        if histories.is_empty() {
-            bail!("no persona with slug or id {name:?} in the history of {branch}");
-        }
+    if let Some(name) = slug
+        && histories.is_empty()
+    {
+        bail!("no persona with slug or id {name:?} in the history of {branch}");
     }
     match format {
         LogFormat::Json => println!("{}", serde_json::to_string_pretty(&histories)?),

@@ -17,9 +17,19 @@ pub fn slugify(name: &str) -> String {
     let lowered: String = name
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    lowered.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
+    lowered
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 pub fn run(name: &str, slug: Option<&str>, registry: &Path, real: bool) -> anyhow::Result<Outcome> {
@@ -28,9 +38,15 @@ pub fn run(name: &str, slug: Option<&str>, registry: &Path, real: bool) -> anyho
         .parse()
         .with_context(|| format!("cannot derive a slug from {name:?}; pass --slug"))?;
     let snapshot = load_registry(registry)?;
-    let settings = snapshot.settings.clone().unwrap_or_else(crate::persona::RegistrySettings::permissive);
+    let settings = snapshot
+        .settings
+        .clone()
+        .unwrap_or_else(crate::persona::RegistrySettings::permissive);
     let Some(first_mode) = settings.modes.as_ref().and_then(|modes| modes.first()) else {
-        bail!("{} has no registry.toml with a mode vocabulary; create one first", registry.display());
+        bail!(
+            "{} has no registry.toml with a mode vocabulary; create one first",
+            registry.display()
+        );
     };
     let path = registry.join("personas").join(format!("{slug}.toml"));
     let escaped_name = name.replace('\\', "\\\\").replace('"', "\\\"");

@@ -43,9 +43,17 @@ pub fn display_path(path: &Path) -> String {
 /// spelled relative to `start` where possible so diagnostics keep the user's paths.
 pub fn find_registry_root(start: &Path) -> Option<PathBuf> {
     let start = if start.is_file() { start.parent()? } else { start };
-    let start = if start.as_os_str().is_empty() { Path::new(".") } else { start };
+    let start = if start.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        start
+    };
     for directory in start.ancestors() {
-        let directory = if directory.as_os_str().is_empty() { Path::new(".") } else { directory };
+        let directory = if directory.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            directory
+        };
         if directory.join(SETTINGS_FILE).is_file() {
             return Some(directory.to_path_buf());
         }
@@ -78,7 +86,10 @@ pub fn load_registry(root: &Path) -> anyhow::Result<Snapshot> {
         for entry in entries {
             let is_toml = entry.extension().is_some_and(|extension| extension == "toml");
             if is_toml && entry.is_file() {
-                let name = entry.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = entry
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 files.push(source_file(root, &entry, format!("{directory}/{name}"))?);
             }
         }

@@ -371,10 +371,10 @@ impl HistoryWalk {
         // Decide each affected persona's fate from the files now claiming its id.
         let mut claims: HashMap<PersonaId, Vec<&TrackedFile>> = HashMap::new();
         for file in self.state.files.values() {
-            if let Some(id) = file.parsed.id {
-                if affected.contains(&id) {
-                    claims.entry(id).or_default().push(file);
-                }
+            if let Some(id) = file.parsed.id
+                && affected.contains(&id)
+            {
+                claims.entry(id).or_default().push(file);
             }
         }
         let mut problems: BTreeMap<String, FileProblem> = BTreeMap::new();

@@ -85,10 +85,13 @@ impl Replay {
                 replay.open_problems.insert(problem.path.clone(), problem);
             }
             for change in record.changes {
-                let history = replay.personas.entry(change.persona_id).or_insert_with(|| PersonaHistory {
-                    id: change.persona_id,
-                    versions: Vec::new(),
-                });
+                let history = replay
+                    .personas
+                    .entry(change.persona_id)
+                    .or_insert_with(|| PersonaHistory {
+                        id: change.persona_id,
+                        versions: Vec::new(),
+                    });
                 let changes = match (&change.previous, &change.persona) {
                     (Some(old), Some(new)) => diff(old, new),
                     _ => Vec::new(),

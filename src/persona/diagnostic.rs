@@ -159,13 +159,9 @@ pub enum OutputFormat {
 /// unless it is empty.
 pub fn render(diagnostics: &[Diagnostic], format: OutputFormat) -> String {
     match format {
-        OutputFormat::Human => diagnostics
-            .iter()
-            .map(|diagnostic| format!("{diagnostic}\n"))
-            .collect(),
+        OutputFormat::Human => diagnostics.iter().map(|diagnostic| format!("{diagnostic}\n")).collect(),
         OutputFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(diagnostics).expect("diagnostics always serialize");
+            let mut json = serde_json::to_string_pretty(diagnostics).expect("diagnostics always serialize");
             json.push('\n');
             json
         }
@@ -188,15 +184,11 @@ pub fn render(diagnostics: &[Diagnostic], format: OutputFormat) -> String {
 /// Escaping rules of GitHub's workflow commands: data escapes `%`, CR and LF;
 /// properties additionally escape `:` and `,`.
 fn escape_github_data(text: &str) -> String {
-    text.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 fn escape_github_property(text: &str) -> String {
-    escape_github_data(text)
-        .replace(':', "%3A")
-        .replace(',', "%2C")
+    escape_github_data(text).replace(':', "%3A").replace(',', "%2C")
 }
 
 #[cfg(test)]
@@ -227,8 +219,7 @@ mod tests {
 
     #[test]
     fn json_format_has_every_field() {
-        let parsed: serde_json::Value =
-            serde_json::from_str(&render(&sample(), OutputFormat::Json)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&render(&sample(), OutputFormat::Json)).unwrap();
         assert_eq!(parsed[0]["line"], 2);
         assert_eq!(parsed[0]["column"], 3);
         assert_eq!(parsed[0]["code"], "range");

@@ -13,21 +13,66 @@ use super::model::{Belief, Persona};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A single value changed (name, description, config.humor_usage, …).
-    Field { field: String, old: Value, new: Value },
-    ItemAdded { field: String, item: String },
-    ItemRemoved { field: String, item: String },
+    Field {
+        field: String,
+        old: Value,
+        new: Value,
+    },
+    ItemAdded {
+        field: String,
+        item: String,
+    },
+    ItemRemoved {
+        field: String,
+        item: String,
+    },
     /// Same items, new order.
-    Reordered { field: String },
-    BeliefAdded { text: String, source: Option<String> },
-    BeliefRemoved { text: String, source: Option<String> },
-    BeliefSourceChanged { text: String, old: Option<String>, new: Option<String> },
-    TraitChanged { trait_type: String, name: String, old: f64, new: f64 },
-    TraitAdded { trait_type: String, name: String, value: f64 },
-    TraitRemoved { trait_type: String, name: String, value: f64 },
-    ModeEnabled { mode: String },
-    ModeDisabled { mode: String },
-    ModeAdded { mode: String, enabled: bool },
-    ModeRemoved { mode: String, enabled: bool },
+    Reordered {
+        field: String,
+    },
+    BeliefAdded {
+        text: String,
+        source: Option<String>,
+    },
+    BeliefRemoved {
+        text: String,
+        source: Option<String>,
+    },
+    BeliefSourceChanged {
+        text: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    TraitChanged {
+        trait_type: String,
+        name: String,
+        old: f64,
+        new: f64,
+    },
+    TraitAdded {
+        trait_type: String,
+        name: String,
+        value: f64,
+    },
+    TraitRemoved {
+        trait_type: String,
+        name: String,
+        value: f64,
+    },
+    ModeEnabled {
+        mode: String,
+    },
+    ModeDisabled {
+        mode: String,
+    },
+    ModeAdded {
+        mode: String,
+        enabled: bool,
+    },
+    ModeRemoved {
+        mode: String,
+        enabled: bool,
+    },
 }
 
 /// Every difference from `old` to `new`, in a stable order: identity and
@@ -51,13 +96,34 @@ pub fn diff(old: &Persona, new: &Persona) -> Vec<Change> {
     field("birth_date", json!(old.birth_date), json!(new.birth_date));
     field("avatar_url", json!(old.avatar_url), json!(new.avatar_url));
     field("default_mode", json!(old.default_mode), json!(new.default_mode));
-    field("config.humor_usage", json!(old.config.humor_usage), json!(new.config.humor_usage));
-    field("config.emotional_style", json!(old.config.emotional_style), json!(new.config.emotional_style));
-    field("config.language_style", json!(old.config.language_style), json!(new.config.language_style));
-    field("config.voice_enabled", json!(old.config.voice_enabled), json!(new.config.voice_enabled));
+    field(
+        "config.humor_usage",
+        json!(old.config.humor_usage),
+        json!(new.config.humor_usage),
+    );
+    field(
+        "config.emotional_style",
+        json!(old.config.emotional_style),
+        json!(new.config.emotional_style),
+    );
+    field(
+        "config.language_style",
+        json!(old.config.language_style),
+        json!(new.config.language_style),
+    );
+    field(
+        "config.voice_enabled",
+        json!(old.config.voice_enabled),
+        json!(new.config.voice_enabled),
+    );
 
     list_changes(&mut changes, "domains", &old.domains, &new.domains);
-    list_changes(&mut changes, "signature_phrases", &old.signature_phrases, &new.signature_phrases);
+    list_changes(
+        &mut changes,
+        "signature_phrases",
+        &old.signature_phrases,
+        &new.signature_phrases,
+    );
     trait_changes(&mut changes, old, new);
     belief_changes(&mut changes, &old.beliefs, &new.beliefs);
     mode_changes(&mut changes, old, new);
@@ -143,8 +209,16 @@ fn belief_changes(changes: &mut Vec<Change>, old: &[Belief], new: &[Belief]) {
             });
         }
     }
-    let old_order: Vec<&String> = old.iter().map(|b| &b.text).filter(|t| new.iter().any(|b| &b.text == *t)).collect();
-    let new_order: Vec<&String> = new.iter().map(|b| &b.text).filter(|t| old.iter().any(|b| &b.text == *t)).collect();
+    let old_order: Vec<&String> = old
+        .iter()
+        .map(|b| &b.text)
+        .filter(|t| new.iter().any(|b| &b.text == *t))
+        .collect();
+    let new_order: Vec<&String> = new
+        .iter()
+        .map(|b| &b.text)
+        .filter(|t| old.iter().any(|b| &b.text == *t))
+        .collect();
     if old_order != new_order {
         changes.push(Change::Reordered {
             field: "beliefs".to_string(),
@@ -213,8 +287,16 @@ pub fn describe(change: &Change) -> String {
             number(*new),
             new - old
         ),
-        Change::TraitAdded { trait_type, name, value } => format!("traits.{trait_type}.{name}: added = {}", number(*value)),
-        Change::TraitRemoved { trait_type, name, value } => {
+        Change::TraitAdded {
+            trait_type,
+            name,
+            value,
+        } => format!("traits.{trait_type}.{name}: added = {}", number(*value)),
+        Change::TraitRemoved {
+            trait_type,
+            name,
+            value,
+        } => {
             format!("traits.{trait_type}.{name}: removed (was {})", number(*value))
         }
         Change::ModeEnabled { mode } => format!("mode {mode}: enabled"),
@@ -248,17 +330,25 @@ pub fn summarize(changes: &[Change]) -> String {
             }
             Change::TraitAdded { name, .. } => parts.push(format!("+trait {name}")),
             Change::TraitRemoved { name, .. } => parts.push(format!("−trait {name}")),
-            Change::ModeEnabled { mode } | Change::ModeAdded { mode, enabled: true } => parts.push(format!("+mode {mode}")),
-            Change::ModeDisabled { mode } | Change::ModeAdded { mode, enabled: false } | Change::ModeRemoved { mode, .. } => {
-                parts.push(format!("−mode {mode}"))
+            Change::ModeEnabled { mode } | Change::ModeAdded { mode, enabled: true } => {
+                parts.push(format!("+mode {mode}"))
             }
+            Change::ModeDisabled { mode }
+            | Change::ModeAdded { mode, enabled: false }
+            | Change::ModeRemoved { mode, .. } => parts.push(format!("−mode {mode}")),
         }
     }
     if beliefs_added > 0 {
-        parts.push(format!("+{beliefs_added} belief{}", if beliefs_added == 1 { "" } else { "s" }));
+        parts.push(format!(
+            "+{beliefs_added} belief{}",
+            if beliefs_added == 1 { "" } else { "s" }
+        ));
     }
     if beliefs_removed > 0 {
-        parts.push(format!("−{beliefs_removed} belief{}", if beliefs_removed == 1 { "" } else { "s" }));
+        parts.push(format!(
+            "−{beliefs_removed} belief{}",
+            if beliefs_removed == 1 { "" } else { "s" }
+        ));
     }
     parts.join(", ")
 }

@@ -173,10 +173,8 @@ pub const EMOTIONAL_STYLES: [(&str, EmotionalStyle); 2] = [
     ("reserved", EmotionalStyle::Reserved),
     ("expressive", EmotionalStyle::Expressive),
 ];
-pub const LANGUAGE_STYLES: [(&str, LanguageStyle); 2] = [
-    ("verbose", LanguageStyle::Verbose),
-    ("concise", LanguageStyle::Concise),
-];
+pub const LANGUAGE_STYLES: [(&str, LanguageStyle); 2] =
+    [("verbose", LanguageStyle::Verbose), ("concise", LanguageStyle::Concise)];
 
 macro_rules! display_as_serde_name {
     ($($kind:ty => $table:ident),*) => {$(
@@ -251,7 +249,16 @@ mod tests {
         for good in ["a", "ada-lovelace", "sable-9", "x1-y2-z3"] {
             assert!(good.parse::<Slug>().is_ok(), "{good}");
         }
-        for bad in ["", "Ada", "ada--lovelace", "-ada", "ada-", "ada_lovelace", "ada lovelace", "é"] {
+        for bad in [
+            "",
+            "Ada",
+            "ada--lovelace",
+            "-ada",
+            "ada-",
+            "ada_lovelace",
+            "ada lovelace",
+            "é",
+        ] {
             assert!(bad.parse::<Slug>().is_err(), "{bad}");
         }
         assert!("a".repeat(MAX_SLUG_LEN + 1).parse::<Slug>().is_err());

@@ -8,10 +8,10 @@ use super::diagnostic::{Code, Diagnostic, Diagnostics};
 use super::model::{
     EMOTIONAL_STYLES, EmotionalStyle, HUMOR_USAGES, HumorUsage, LANGUAGE_STYLES, LanguageStyle, Persona, Slug,
 };
-use super::reader::{TableReader, expect_bool, expect_choice, expect_integer, expect_string, expect_table, expect_text, join_path};
+use super::reader::{TableReader, expect_bool, expect_choice, expect_string, expect_table, expect_text, join_path};
 use super::settings::RegistrySettings;
 use super::source;
-use super::validate::{check_schema, source_error};
+use super::validate::{read_schema, source_error};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigOverrides {
@@ -57,10 +57,10 @@ impl Profile {
             applied.default_mode = Some(mode.clone());
         }
         // A profile may disable the persona's own default mode.
-        if let Some(mode) = &applied.default_mode {
-            if applied.modes.get(mode) != Some(&true) {
-                applied.default_mode = None;
-            }
+        if let Some(mode) = &applied.default_mode
+            && applied.modes.get(mode) != Some(&true)
+        {
+            applied.default_mode = None;
         }
         applied
     }
@@ -102,15 +102,15 @@ fn read_profile(
     let slug = match stem.parse::<Slug>() {
         Ok(slug) => Some(slug),
         Err(error) => {
-            diagnostics.push(&(0..0), Code::Slug, format!("the file name gives the profile's slug, and {error}"));
+            diagnostics.push(
+                &(0..0),
+                Code::Slug,
+                format!("the file name gives the profile's slug, and {error}"),
+            );
             None
         }
     };
-    if let Some(entry) = top.required(diagnostics, "schema") {
-        if let Some(schema) = expect_integer(diagnostics, &entry.value, "schema") {
-            check_schema(diagnostics, &entry.value.span, schema);
-        }
-    }
+    read_schema(diagnostics, &mut top);
     let name = top
         .required(diagnostics, "name")
         .and_then(|entry| expect_text(diagnostics, &entry.value, "name", 120));

@@ -70,13 +70,21 @@ impl<'a> TableReader<'a> {
     }
 
     pub fn string(&mut self, diagnostics: &mut Diagnostics, key: &str, required: bool) -> Option<(&'a str, &'a Entry)> {
-        let entry = if required { self.required(diagnostics, key)? } else { self.optional(key)? };
+        let entry = if required {
+            self.required(diagnostics, key)?
+        } else {
+            self.optional(key)?
+        };
         let text = expect_string(diagnostics, &entry.value, &self.path_of(key))?;
         Some((text, entry))
     }
 
     pub fn boolean(&mut self, diagnostics: &mut Diagnostics, key: &str, required: bool) -> Option<bool> {
-        let entry = if required { self.required(diagnostics, key)? } else { self.optional(key)? };
+        let entry = if required {
+            self.required(diagnostics, key)?
+        } else {
+            self.optional(key)?
+        };
         expect_bool(diagnostics, &entry.value, &self.path_of(key))
     }
 
@@ -112,7 +120,11 @@ pub fn join_path(parent: &str, key: &str) -> String {
     } else {
         format!("{key:?}")
     };
-    if parent.is_empty() { key } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 fn type_error(diagnostics: &mut Diagnostics, node: &Node, path: &str, expected: &str) {
@@ -127,7 +139,12 @@ pub fn expect_table<'a>(diagnostics: &mut Diagnostics, node: &'a Node, path: &st
     match &node.value {
         NodeValue::Table(entries) => Some(entries),
         _ => {
-            type_error(diagnostics, node, if path.is_empty() { "the file" } else { path }, "a table");
+            type_error(
+                diagnostics,
+                node,
+                if path.is_empty() { "the file" } else { path },
+                "a table",
+            );
             None
         }
     }

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{Code, Diagnostic, Diagnostics};
-use super::reader::{TableReader, expect_array, expect_integer, expect_text};
+use super::reader::{TableReader, expect_array, expect_text};
 use super::source::{self, Node};
-use super::validate::{check_schema, source_error};
+use super::validate::{read_schema, source_error};
 
 pub const SETTINGS_FILE: &str = "registry.toml";
 
@@ -67,11 +67,7 @@ pub fn parse_settings(file: &str, bytes: &[u8]) -> (RegistrySettings, Vec<Diagno
 
 fn read_settings(diagnostics: &mut Diagnostics, root: &Node) -> Option<RegistrySettings> {
     let mut top = TableReader::new(diagnostics, root, "", TOP_KEYS)?;
-    if let Some(entry) = top.required(diagnostics, "schema") {
-        if let Some(schema) = expect_integer(diagnostics, &entry.value, "schema") {
-            check_schema(diagnostics, &entry.value.span, schema);
-        }
-    }
+    read_schema(diagnostics, &mut top);
     let title = top
         .required(diagnostics, "title")
         .and_then(|entry| expect_text(diagnostics, &entry.value, "title", 200));
@@ -83,7 +79,9 @@ fn read_settings(diagnostics: &mut Diagnostics, root: &Node) -> Option<RegistryS
         let mut modes: Vec<String> = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let path = format!("modes[{index}]");
-            let Some(mode) = expect_text(diagnostics, item, &path, 40) else { continue };
+            let Some(mode) = expect_text(diagnostics, item, &path, 40) else {
+                continue;
+            };
             if !is_mode_name(mode) {
                 diagnostics.push(
                     &item.span,
@@ -102,23 +100,23 @@ fn read_settings(diagnostics: &mut Diagnostics, root: &Node) -> Option<RegistryS
         Some(modes)
     });
     let mut policy = Policy::default();
-    if let Some(entry) = top.optional("policy") {
-        if let Some(mut reader) = TableReader::new(diagnostics, &entry.value, "policy", POLICY_KEYS) {
-            policy.require_sources_for_real = reader
-                .boolean(diagnostics, "require_sources_for_real", false)
-                .unwrap_or(false);
-            if let Some(entry) = reader.optional("protected") {
-                if let Some(items) = expect_array(diagnostics, &entry.value, "policy.protected") {
-                    for (index, item) in items.iter().enumerate() {
-                        let path = format!("policy.protected[{index}]");
-                        if let Some(name) = expect_text(diagnostics, item, &path, 64) {
-                            policy.protected.push(name.to_string());
-                        }
-                    }
+    if let Some(entry) = top.optional("policy")
+        && let Some(mut reader) = TableReader::new(diagnostics, &entry.value, "policy", POLICY_KEYS)
+    {
+        policy.require_sources_for_real = reader
+            .boolean(diagnostics, "require_sources_for_real", false)
+            .unwrap_or(false);
+        if let Some(entry) = reader.optional("protected")
+            && let Some(items) = expect_array(diagnostics, &entry.value, "policy.protected")
+        {
+            for (index, item) in items.iter().enumerate() {
+                let path = format!("policy.protected[{index}]");
+                if let Some(name) = expect_text(diagnostics, item, &path, 64) {
+                    policy.protected.push(name.to_string());
                 }
             }
-            reader.finish(diagnostics);
         }
+        reader.finish(diagnostics);
     }
     top.finish(diagnostics);
     Some(RegistrySettings {

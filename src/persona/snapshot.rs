@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use super::diagnostic::{Code, Diagnostic};
 use super::model::{Persona, PersonaId, Slug};
 use super::profile::{ParsedProfile, Profile, validate_profile};
-use super::source::LineIndex;
 use super::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
+use super::source::LineIndex;
 use super::validate::{ParsedPersona, validate_persona};
 
 pub const PERSONAS_DIR: &str = "personas";
@@ -18,8 +18,12 @@ pub const PROFILES_DIR: &str = "profiles";
 pub enum RegistryFile<'a> {
     Settings,
     /// A persona file; the file stem gives its slug.
-    Persona { stem: &'a str },
-    Profile { stem: &'a str },
+    Persona {
+        stem: &'a str,
+    },
+    Profile {
+        stem: &'a str,
+    },
     /// Anything else (READMEs, images): not ours to validate.
     Other,
 }
@@ -29,8 +33,12 @@ pub fn classify(relative: &str) -> RegistryFile<'_> {
     if relative == SETTINGS_FILE {
         return RegistryFile::Settings;
     }
-    let Some((dir, file)) = relative.split_once('/') else { return RegistryFile::Other };
-    let Some(stem) = file.strip_suffix(".toml") else { return RegistryFile::Other };
+    let Some((dir, file)) = relative.split_once('/') else {
+        return RegistryFile::Other;
+    };
+    let Some(stem) = file.strip_suffix(".toml") else {
+        return RegistryFile::Other;
+    };
     if file.contains('/') {
         return RegistryFile::Other;
     }
@@ -63,7 +71,9 @@ impl Snapshot {
     /// settings file in the "missing registry.toml" error.
     pub fn build(files: Vec<SourceFile>, settings_display_path: &str) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        let settings_file = files.iter().find(|file| classify(&file.relative_path) == RegistryFile::Settings);
+        let settings_file = files
+            .iter()
+            .find(|file| classify(&file.relative_path) == RegistryFile::Settings);
         let settings = match settings_file {
             Some(file) => {
                 let (settings, diagnostics) = parse_settings(&file.display_path, &file.bytes);
@@ -84,12 +94,16 @@ impl Snapshot {
         };
         for file in &files {
             match classify(&file.relative_path) {
-                RegistryFile::Persona { stem } => snapshot
-                    .personas
-                    .push(validate_persona(&file.display_path, &file.bytes, stem, &settings)),
-                RegistryFile::Profile { stem } => snapshot
-                    .profiles
-                    .push(validate_profile(&file.display_path, &file.bytes, stem, &settings)),
+                RegistryFile::Persona { stem } => {
+                    snapshot
+                        .personas
+                        .push(validate_persona(&file.display_path, &file.bytes, stem, &settings))
+                }
+                RegistryFile::Profile { stem } => {
+                    snapshot
+                        .profiles
+                        .push(validate_profile(&file.display_path, &file.bytes, stem, &settings))
+                }
                 RegistryFile::Settings | RegistryFile::Other => {}
             }
         }
@@ -129,7 +143,10 @@ impl Snapshot {
     }
 
     pub fn valid_profiles(&self) -> Vec<&Profile> {
-        self.profiles.iter().filter_map(|parsed| parsed.profile.as_ref()).collect()
+        self.profiles
+            .iter()
+            .filter_map(|parsed| parsed.profile.as_ref())
+            .collect()
     }
 }
 
@@ -175,7 +192,10 @@ pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a ParsedPerson
                 line: parsed.slug_location.0,
                 column: parsed.slug_location.1,
                 code: Code::DuplicateSlug,
-                message: format!("slug {slug} is also used by {}; slugs must be unique", others.join(", ")),
+                message: format!(
+                    "slug {slug} is also used by {}; slugs must be unique",
+                    others.join(", ")
+                ),
             });
         }
     }
@@ -184,7 +204,11 @@ pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a ParsedPerson
 
 /// Every protected entry must name an existing persona, by id or slug; a
 /// typo there would silently leave a real figure unprotected.
-fn protected_diagnostics(file: &SourceFile, settings: &RegistrySettings, personas: &[ParsedPersona]) -> Vec<Diagnostic> {
+fn protected_diagnostics(
+    file: &SourceFile,
+    settings: &RegistrySettings,
+    personas: &[ParsedPersona],
+) -> Vec<Diagnostic> {
     let text = String::from_utf8_lossy(&file.bytes);
     let lines = LineIndex::new(&file.bytes);
     settings

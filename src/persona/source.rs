@@ -257,10 +257,7 @@ fn convert_value(value: &toml_edit::Value, fallback: Span, depth: usize) -> Resu
             NodeValue::Table(entries)
         }
     };
-    Ok(Node {
-        span,
-        value: converted,
-    })
+    Ok(Node { span, value: converted })
 }
 
 /// Maps byte offsets to 1-based line and column numbers (columns count characters).
@@ -312,11 +309,17 @@ mod tests {
     fn spans_point_at_keys_and_values() {
         let text = "name = \"x\"\n[traits.ocean]\nopenness = 0.5\n";
         let root = parse(text.as_bytes()).unwrap();
-        let NodeValue::Table(entries) = root.value else { panic!("root is a table") };
+        let NodeValue::Table(entries) = root.value else {
+            panic!("root is a table")
+        };
         assert_eq!(&text[entries[0].key_span.clone()], "name");
         assert_eq!(&text[entries[0].value.span.clone()], "\"x\"");
-        let NodeValue::Table(traits) = &entries[1].value.value else { panic!("traits") };
-        let NodeValue::Table(ocean) = &traits[0].value.value else { panic!("ocean") };
+        let NodeValue::Table(traits) = &entries[1].value.value else {
+            panic!("traits")
+        };
+        let NodeValue::Table(ocean) = &traits[0].value.value else {
+            panic!("ocean")
+        };
         assert_eq!(&text[ocean[0].value.span.clone()], "0.5");
     }
 

@@ -69,11 +69,9 @@ pub fn source_error(diagnostics: &mut Diagnostics, error: &SourceError) {
                 source::MAX_FILE_BYTES
             ),
         ),
-        SourceError::NotUtf8 { offset } => diagnostics.push(
-            &(*offset..*offset),
-            Code::NotUtf8,
-            "file is not valid UTF-8 text",
-        ),
+        SourceError::NotUtf8 { offset } => {
+            diagnostics.push(&(*offset..*offset), Code::NotUtf8, "file is not valid UTF-8 text")
+        }
         SourceError::Syntax { span, message } => {
             diagnostics.push(span, Code::Syntax, format!("invalid TOML: {message}"))
         }
@@ -88,7 +86,15 @@ pub fn source_error(diagnostics: &mut Diagnostics, error: &SourceError) {
     }
 }
 
-pub fn check_schema(diagnostics: &mut Diagnostics, span: &Span, schema: i64) {
+/// Reads the required `schema` key every registry file starts with.
+pub fn read_schema(diagnostics: &mut Diagnostics, top: &mut TableReader<'_>) -> Option<i64> {
+    let entry = top.required(diagnostics, "schema")?;
+    let schema = expect_integer(diagnostics, &entry.value, "schema")?;
+    check_schema(diagnostics, &entry.value.span, schema);
+    Some(schema)
+}
+
+fn check_schema(diagnostics: &mut Diagnostics, span: &Span, schema: i64) {
     if schema != SCHEMA_VERSION {
         diagnostics.push(
             span,
@@ -140,11 +146,7 @@ fn read_persona(
 ) -> Option<Persona> {
     let mut top = TableReader::new(diagnostics, root, "", PERSONA_KEYS)?;
 
-    let schema = top.required(diagnostics, "schema").and_then(|entry| {
-        let schema = expect_integer(diagnostics, &entry.value, "schema")?;
-        check_schema(diagnostics, &entry.value.span, schema);
-        Some(schema)
-    });
+    let schema = read_schema(diagnostics, &mut top);
 
     let id = top.required(diagnostics, "id").and_then(|entry| {
         parsed.id_location = lines.position(entry.value.span.start);
@@ -204,9 +206,12 @@ fn read_persona(
         .and_then(|entry| read_modes(diagnostics, &entry.value, settings));
     let default_mode = match top.optional("default_mode") {
         None => Some(None),
-        Some(entry) => {
-            read_default_mode(diagnostics, &entry.value, modes_as_written.as_ref().map(|(modes, _)| modes)).map(Some)
-        }
+        Some(entry) => read_default_mode(
+            diagnostics,
+            &entry.value,
+            modes_as_written.as_ref().map(|(modes, _)| modes),
+        )
+        .map(Some),
     };
     let modes = modes_as_written.and_then(|(modes, valid)| valid.then_some(modes));
     let config = top
@@ -303,7 +308,11 @@ fn read_unique_texts(diagnostics: &mut Diagnostics, node: &Node, path: &str, max
         let item_path = format!("{path}[{index}]");
         match expect_text(diagnostics, item, &item_path, max) {
             Some(text) if !seen.insert(text) => {
-                diagnostics.push(&item.span, Code::Duplicate, format!("{item_path} = {text:?} is listed twice"));
+                diagnostics.push(
+                    &item.span,
+                    Code::Duplicate,
+                    format!("{item_path} = {text:?} is listed twice"),
+                );
                 valid = false;
             }
             Some(text) => texts.push(text.to_string()),
@@ -328,7 +337,9 @@ fn read_date(diagnostics: &mut Diagnostics, node: &Node, path: &str) -> Option<c
             diagnostics.push(
                 &node.span,
                 Code::Type,
-                format!("{path} must be a TOML date, found the string {text:?}; write it without quotes, e.g. 1879-03-14"),
+                format!(
+                    "{path} must be a TOML date, found the string {text:?}; write it without quotes, e.g. 1879-03-14"
+                ),
             );
             None
         }
@@ -336,7 +347,10 @@ fn read_date(diagnostics: &mut Diagnostics, node: &Node, path: &str) -> Option<c
             diagnostics.push(
                 &node.span,
                 Code::Type,
-                format!("{path} must be a TOML date such as 1879-03-14, found {}", other.type_name()),
+                format!(
+                    "{path} must be a TOML date such as 1879-03-14, found {}",
+                    other.type_name()
+                ),
             );
             None
         }
@@ -348,11 +362,19 @@ fn read_avatar_url(diagnostics: &mut Diagnostics, node: &Node) -> Option<String>
     match url::Url::parse(text) {
         Ok(parsed) if parsed.scheme() == "https" && parsed.host().is_some() => Some(text.to_string()),
         Ok(_) => {
-            diagnostics.push(&node.span, Code::Url, format!("avatar_url = {text:?} must be an https:// URL"));
+            diagnostics.push(
+                &node.span,
+                Code::Url,
+                format!("avatar_url = {text:?} must be an https:// URL"),
+            );
             None
         }
         Err(error) => {
-            diagnostics.push(&node.span, Code::Url, format!("avatar_url = {text:?} is not a URL ({error})"));
+            diagnostics.push(
+                &node.span,
+                Code::Url,
+                format!("avatar_url = {text:?} is not a URL ({error})"),
+            );
             None
         }
     }
@@ -364,7 +386,10 @@ pub fn source_problem(text: &str) -> Option<String> {
     if looks_like_url {
         return match url::Url::parse(text) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => None,
-            Ok(parsed) => Some(format!("{text:?} uses {}:, only http and https URLs are allowed", parsed.scheme())),
+            Ok(parsed) => Some(format!(
+                "{text:?} uses {}:, only http and https URLs are allowed",
+                parsed.scheme()
+            )),
             Err(error) => Some(format!("{text:?} is not a well-formed URL ({error})")),
         };
     }
@@ -404,7 +429,11 @@ fn read_beliefs(
         let text = reader.required(diagnostics, "text").and_then(|entry| {
             let text = expect_text(diagnostics, &entry.value, &format!("{path}.text"), MAX_BELIEF_CHARS)?;
             if !seen.insert(text) {
-                diagnostics.push(&entry.value.span, Code::Duplicate, format!("{path}.text repeats an earlier belief"));
+                diagnostics.push(
+                    &entry.value.span,
+                    Code::Duplicate,
+                    format!("{path}.text repeats an earlier belief"),
+                );
                 return None;
             }
             Some(text)
@@ -415,7 +444,9 @@ fn read_beliefs(
                     diagnostics.push(
                         reader.span(),
                         Code::SourceRequired,
-                        format!("{path} has no source; the registry requires a source for every belief of a real person"),
+                        format!(
+                            "{path} has no source; the registry requires a source for every belief of a real person"
+                        ),
                     );
                     valid = false;
                 }
@@ -423,13 +454,11 @@ fn read_beliefs(
             }
             Some(entry) => {
                 let source_path = format!("{path}.source");
-                expect_text(diagnostics, &entry.value, &source_path, 2000).and_then(|text| {
-                    match source_problem(text) {
-                        None => Some(Some(text.to_string())),
-                        Some(problem) => {
-                            diagnostics.push(&entry.value.span, Code::Url, format!("{source_path} = {problem}"));
-                            None
-                        }
+                expect_text(diagnostics, &entry.value, &source_path, 2000).and_then(|text| match source_problem(text) {
+                    None => Some(Some(text.to_string())),
+                    Some(problem) => {
+                        diagnostics.push(&entry.value.span, Code::Url, format!("{source_path} = {problem}"));
+                        None
                     }
                 })
             }
@@ -449,7 +478,9 @@ fn read_beliefs(
 /// Trait type and trait names: lowercase snake_case identifiers.
 fn is_trait_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
@@ -522,7 +553,8 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
         Some(ocean) => {
             let present = traits.get("ocean");
             for name in OCEAN_TRAITS {
-                let written = matches!(&ocean.value.value, NodeValue::Table(values) if values.iter().any(|v| v.key == name));
+                let written =
+                    matches!(&ocean.value.value, NodeValue::Table(values) if values.iter().any(|v| v.key == name));
                 if !written {
                     diagnostics.push(
                         &ocean.value.span,
@@ -541,7 +573,11 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
 
 /// The modes as written, and whether they are valid. The map is returned
 /// even when invalid so `default_mode` can still be checked against it.
-fn read_modes(diagnostics: &mut Diagnostics, node: &Node, settings: &RegistrySettings) -> Option<(BTreeMap<String, bool>, bool)> {
+fn read_modes(
+    diagnostics: &mut Diagnostics,
+    node: &Node,
+    settings: &RegistrySettings,
+) -> Option<(BTreeMap<String, bool>, bool)> {
     let entries = expect_table(diagnostics, node, "modes")?;
     let mut modes = BTreeMap::new();
     let mut valid = true;
@@ -573,7 +609,11 @@ fn read_modes(diagnostics: &mut Diagnostics, node: &Node, settings: &RegistrySet
     Some((modes, valid))
 }
 
-fn read_default_mode(diagnostics: &mut Diagnostics, node: &Node, modes: Option<&BTreeMap<String, bool>>) -> Option<String> {
+fn read_default_mode(
+    diagnostics: &mut Diagnostics,
+    node: &Node,
+    modes: Option<&BTreeMap<String, bool>>,
+) -> Option<String> {
     let mode = super::reader::expect_string(diagnostics, node, "default_mode")?;
     // Without readable modes there is nothing to compare against; that error is reported already.
     let modes = modes?;

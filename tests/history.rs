@@ -1,0 +1,368 @@
+//! The history reader on real git repositories built in the test: add,
+//! modify, reformat-only, unrelated commits, rename, broken file then fixed,
+//! delete, merge, duplicate ids and a settings change.
+
+mod common;
+
+use common::*;
+use personas::git::history::{ChangeKind, CommitRecord, HistoryWalk, WalkOptions};
+use personas::git::open_repository;
+use personas::git::replay::Replay;
+use personas::persona::{Code, PersonaId};
+
+fn walk(repo: &TestRepo, after: Option<&str>) -> Vec<CommitRecord> {
+    let walk = HistoryWalk::new(
+        open_repository(repo.path()).unwrap(),
+        &WalkOptions {
+            tip: "main".into(),
+            after: after.map(str::to_string),
+        },
+    )
+    .unwrap();
+    walk.collect::<Result<Vec<_>, _>>().unwrap()
+}
+
+fn id(text: &str) -> PersonaId {
+    text.parse().unwrap()
+}
+
+fn kinds(record: &CommitRecord) -> Vec<(ChangeKind, &str)> {
+    record
+        .changes
+        .iter()
+        .map(|change| (change.kind, change.path.as_str()))
+        .collect()
+}
+
+/// The story every test below reads back. Returns the commit ids in order.
+fn build_story(repo: &TestRepo) -> Vec<String> {
+    let mut commits = Vec::new();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    commits.push(repo.commit("add alice and bob")); // 0
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.95"),
+    );
+    commits.push(repo.commit("alice: more open")); // 1
+    let reformatted = format!(
+        "# Bob, reformatted\n{}",
+        persona(ID_B, "Bob").replace(" = ", "   =   ").replace("0.9", "0.90")
+    );
+    repo.write("registry/personas/bob.toml", &reformatted);
+    commits.push(repo.commit("bob: reformat only")); // 2
+    repo.write("README.md", "not part of the registry\n");
+    commits.push(repo.commit("docs only")); // 3
+    repo.git(&["mv", "registry/personas/alice.toml", "registry/personas/alicia.toml"]);
+    commits.push(repo.commit("rename alice to alicia")); // 4
+    repo.write("registry/personas/bob.toml", "schema = 1\nname = [\n");
+    commits.push(repo.commit("break bob")); // 5
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(&persona(ID_B, "Bob"), "humor_usage = \"low\"", "humor_usage = \"high\""),
+    );
+    commits.push(repo.commit("fix bob, funnier")); // 6
+    repo.remove("registry/personas/alicia.toml");
+    commits.push(repo.commit("delete alicia")); // 7
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
+    repo.commit("side: add carol");
+    repo.write(
+        "registry/personas/carol.toml",
+        &edit(&persona(ID_C, "Carol"), "wit = 0.5", "wit = 0.6"),
+    );
+    repo.commit("side: carol wittier");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(
+            &persona(ID_B, "Bob"),
+            "humor_usage = \"low\"",
+            "humor_usage = \"medium\"",
+        ),
+    );
+    repo.commit("bob: medium humor");
+    repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
+    commits.push(repo.git(&["rev-parse", "HEAD"])); // 8 (the merge; 'bob: medium humor' sits before it)
+    repo.write("registry/personas/bob-copy.toml", &persona(ID_B, "Bob copy"));
+    commits.push(repo.commit("copy bob (same id)")); // 9
+    repo.remove("registry/personas/bob-copy.toml");
+    repo.write("registry/registry.toml", &SETTINGS.replace("\"Critic\", ", ""));
+    commits.push(repo.commit("drop the Critic mode")); // 10
+    commits
+}
+
+fn record_for<'a>(records: &'a [CommitRecord], commit: &str) -> &'a CommitRecord {
+    records
+        .iter()
+        .find(|record| record.commit.id == commit)
+        .unwrap_or_else(|| panic!("commit {commit} not walked"))
+}
+
+#[test]
+fn the_walk_follows_first_parents_oldest_first() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let records = walk(&repo, None);
+    // 9 story commits on main before the merge, plus 'bob: medium humor', the merge and two after it.
+    assert_eq!(records.len(), commits.len() + 1);
+    assert_eq!(records[0].commit.id, commits[0]);
+    assert_eq!(records.last().unwrap().commit.id, *commits.last().unwrap());
+    assert!(records.iter().all(|record| !record.commit.message.starts_with("side:")));
+    let first = &records[0];
+    assert_eq!(first.commit.author_name, "Ada Author");
+    assert_eq!(first.commit.author_email, "ada@example.org");
+    assert_eq!(first.commit.summary(), "add alice and bob");
+}
+
+#[test]
+fn each_kind_of_change_is_recognised() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let records = walk(&repo, None);
+
+    let added = record_for(&records, &commits[0]);
+    assert_eq!(
+        kinds(added),
+        vec![
+            (ChangeKind::Added, "registry/personas/alice.toml"),
+            (ChangeKind::Added, "registry/personas/bob.toml")
+        ]
+    );
+
+    let modified = record_for(&records, &commits[1]);
+    assert_eq!(
+        kinds(modified),
+        vec![(ChangeKind::Modified, "registry/personas/alice.toml")]
+    );
+    let change = &modified.changes[0];
+    assert_eq!(change.persona_id, id(ID_A));
+    assert_eq!(change.previous.as_ref().unwrap().traits["ocean"]["openness"], 0.9);
+    assert_eq!(change.persona.as_ref().unwrap().traits["ocean"]["openness"], 0.95);
+
+    assert!(
+        record_for(&records, &commits[2]).changes.is_empty(),
+        "a reformat is not a change"
+    );
+    let docs = record_for(&records, &commits[3]);
+    assert!(docs.changes.is_empty() && docs.problems.is_empty() && docs.checked_paths.is_empty());
+
+    let renamed = record_for(&records, &commits[4]);
+    assert_eq!(
+        kinds(renamed),
+        vec![(ChangeKind::Renamed, "registry/personas/alicia.toml")]
+    );
+    assert_eq!(
+        renamed.changes[0].previous_path.as_deref(),
+        Some("registry/personas/alice.toml")
+    );
+    assert_eq!(renamed.changes[0].persona.as_ref().unwrap().slug.as_str(), "alicia");
+
+    let broken = record_for(&records, &commits[5]);
+    assert!(
+        broken.changes.is_empty(),
+        "a broken file changes nothing: {:?}",
+        broken.changes
+    );
+    assert_eq!(broken.problems.len(), 1);
+    assert_eq!(
+        broken.problems[0].persona_id,
+        Some(id(ID_B)),
+        "the broken file stays attached to bob"
+    );
+    assert_eq!(broken.problems[0].diagnostics[0].code, Code::Syntax);
+    assert_eq!(broken.problems[0].diagnostics[0].line, 2);
+
+    let fixed = record_for(&records, &commits[6]);
+    assert_eq!(kinds(fixed), vec![(ChangeKind::Modified, "registry/personas/bob.toml")]);
+    assert!(fixed.problems.is_empty());
+    assert!(fixed.checked_paths.contains(&"registry/personas/bob.toml".to_string()));
+
+    let deleted = record_for(&records, &commits[7]);
+    assert_eq!(
+        kinds(deleted),
+        vec![(ChangeKind::Deleted, "registry/personas/alicia.toml")]
+    );
+    assert!(deleted.changes[0].persona.is_none());
+
+    // The merge brings carol in as one change against the first parent: the
+    // side branch's intermediate revision is not a version on main.
+    let merge = record_for(&records, &commits[8]);
+    assert_eq!(kinds(merge), vec![(ChangeKind::Added, "registry/personas/carol.toml")]);
+    assert_eq!(merge.changes[0].persona.as_ref().unwrap().traits["humor"]["wit"], 0.6);
+
+    let clash = record_for(&records, &commits[9]);
+    assert!(clash.changes.is_empty(), "nobody wins an id clash");
+    let mut clashing: Vec<&str> = clash.problems.iter().map(|problem| problem.path.as_str()).collect();
+    clashing.sort();
+    assert_eq!(
+        clashing,
+        vec!["registry/personas/bob-copy.toml", "registry/personas/bob.toml"]
+    );
+    assert!(
+        clash
+            .problems
+            .iter()
+            .all(|problem| problem.diagnostics.iter().any(|d| d.code == Code::DuplicateId))
+    );
+
+    // Dropping a mode from the vocabulary invalidates every persona using it,
+    // and none of them is deleted or changed for it.
+    let settings = record_for(&records, &commits[10]);
+    assert!(settings.settings.is_some());
+    assert!(settings.changes.is_empty(), "{:?}", settings.changes);
+    let invalid: Vec<&str> = settings.problems.iter().map(|problem| problem.path.as_str()).collect();
+    assert_eq!(
+        invalid,
+        vec!["registry/personas/bob.toml", "registry/personas/carol.toml"]
+    );
+    assert!(
+        settings.problems[0]
+            .diagnostics
+            .iter()
+            .any(|d| d.code == Code::UnknownMode)
+    );
+}
+
+#[test]
+fn walking_after_a_commit_yields_only_later_commits_with_the_same_outcome() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let full = walk(&repo, None);
+    let resumed = walk(&repo, Some(&commits[4]));
+    let position = full.iter().position(|record| record.commit.id == commits[4]).unwrap();
+    assert_eq!(resumed.len(), full.len() - position - 1);
+    assert_eq!(&full[position + 1..], &resumed[..]);
+}
+
+#[test]
+fn a_commit_off_the_first_parent_line_is_refused() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let side = repo.git(&["rev-parse", "side~1"]);
+    let result = HistoryWalk::new(
+        open_repository(repo.path()).unwrap(),
+        &WalkOptions {
+            tip: "main".into(),
+            after: Some(side),
+        },
+    );
+    assert!(matches!(result, Err(personas::git::GitError::NotAnAncestor { .. })));
+}
+
+#[test]
+fn a_missing_branch_or_repository_is_a_clear_error() {
+    let repo = TestRepo::new();
+    repo.commit("empty registry");
+    let error = HistoryWalk::new(
+        open_repository(repo.path()).unwrap(),
+        &WalkOptions {
+            tip: "no-such-branch".into(),
+            after: None,
+        },
+    )
+    .err()
+    .expect("an unknown branch fails");
+    assert!(error.to_string().contains("no-such-branch"), "{error}");
+    let missing = tempfile::tempdir().unwrap();
+    let error = open_repository(&missing.path().join("nope")).expect_err("no repository there");
+    assert!(error.to_string().contains("cannot open git repository"), "{error}");
+}
+
+#[test]
+fn replay_numbers_versions_per_persona() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let replay = Replay::of(repo.path(), "main").unwrap();
+    let alice = &replay.personas[&id(ID_A)];
+    let kinds: Vec<(u32, ChangeKind)> = alice.versions.iter().map(|v| (v.number, v.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, ChangeKind::Added),
+            (2, ChangeKind::Modified),
+            (3, ChangeKind::Renamed),
+            (4, ChangeKind::Deleted)
+        ]
+    );
+    assert!(alice.current().is_none());
+    let bob = &replay.personas[&id(ID_B)];
+    assert_eq!(bob.versions.len(), 3, "added, fixed+funnier, medium humor");
+    // bob.toml and carol.toml are invalid at the tip (Critic was dropped).
+    assert_eq!(replay.open_problems.len(), 2, "{:?}", replay.open_problems.keys());
+}
+
+#[test]
+fn log_and_diff_commands_read_the_same_history() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let repo_path = repo.path().to_str().unwrap();
+
+    let (code, stdout, stderr) = personas(&["log", "--repo", repo_path, "--branch", "main"], repo.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("alicia — Alice"), "{stdout}");
+    assert!(stdout.contains("[deleted]"), "{stdout}");
+    assert!(stdout.contains("openness 0.90→0.95"), "{stdout}");
+
+    // A former slug finds the persona too.
+    let (code, stdout, _) = personas(&["log", "alice", "--repo", repo_path], repo.path());
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("v4") && stdout.contains("v1") && !stdout.contains("bob"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = personas(&["log", "nobody", "--repo", repo_path], repo.path());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nobody"), "{stderr}");
+
+    let range = format!("{}..{}", commits[0], commits[1]);
+    let (code, stdout, _) = personas(
+        &["diff", &range, "--repo", repo_path, "--format", "markdown"],
+        repo.path(),
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("#### Alice (`alice`): modified, becomes **v2**"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("traits.ocean.openness: 0.90 → 0.95 (+0.05)"),
+        "{stdout}"
+    );
+
+    let range = format!("{}..main", commits[7]);
+    let (code, stdout, _) = personas(&["diff", &range, "--repo", repo_path, "--format", "json"], repo.path());
+    assert_eq!(code, 1, "invalid files at the tip make the diff fail");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let slugs: Vec<&str> = json["personas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, vec!["bob", "carol"]);
+    let carol = &json["personas"][1];
+    assert_eq!(carol["kind"], "added");
+    assert_eq!(carol["next_version"], 1);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 2);
+
+    let (code, _, stderr) = personas(&["diff", "main", "--repo", repo_path], repo.path());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("FROM..TO"), "{stderr}");
+}
+
+#[test]
+fn this_repository_history_is_a_valid_registry_history() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join(".git").exists() {
+        println!("skipped: {} is not a git checkout", root.display());
+        return;
+    }
+    let replay = Replay::of(root, "HEAD").unwrap();
+    assert!(
+        replay.personas.len() >= 24,
+        "{} personas in history",
+        replay.personas.len()
+    );
+    assert!(replay.open_problems.is_empty(), "{:?}", replay.open_problems);
+}
