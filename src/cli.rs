@@ -60,6 +60,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
     },
+    /// Project the branch's history into PostgreSQL: every revision of every persona.
+    Sync {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Sync up to the current tip and exit (the default).
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// Keep running and project new commits as they land.
+        #[arg(long)]
+        watch: bool,
+        /// Wait for another running sync instead of exiting.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// PostgreSQL to project into; when unset, a private cluster is run under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the managed PostgreSQL cluster lives (default: <repo>/.personas).
+    #[arg(long, env = "PERSONAS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,5 +138,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(&repo, &branch, slug.as_deref(), format),
         Command::Diff { range, repo, format } => commands::diff::run(&repo, &range, format),
+        Command::Sync {
+            repo,
+            branch,
+            once: _,
+            watch,
+            wait,
+            store,
+        } => commands::sync::run(&repo, &branch, watch, wait, &store),
     }
 }

@@ -5,3 +5,5 @@ pub mod cli;
 pub mod commands;
 pub mod git;
 pub mod persona;
+pub mod store;
+pub mod sync;

@@ -16,6 +16,7 @@ fn walk(repo: &TestRepo, after: Option<&str>) -> Vec<CommitRecord> {
         &WalkOptions {
             tip: "main".into(),
             after: after.map(str::to_string),
+            known_current: Vec::new(),
         },
     )
     .unwrap();
@@ -32,64 +33,6 @@ fn kinds(record: &CommitRecord) -> Vec<(ChangeKind, &str)> {
         .iter()
         .map(|change| (change.kind, change.path.as_str()))
         .collect()
-}
-
-/// The story every test below reads back. Returns the commit ids in order.
-fn build_story(repo: &TestRepo) -> Vec<String> {
-    let mut commits = Vec::new();
-    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
-    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
-    commits.push(repo.commit("add alice and bob")); // 0
-    repo.write(
-        "registry/personas/alice.toml",
-        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.95"),
-    );
-    commits.push(repo.commit("alice: more open")); // 1
-    let reformatted = format!(
-        "# Bob, reformatted\n{}",
-        persona(ID_B, "Bob").replace(" = ", "   =   ").replace("0.9", "0.90")
-    );
-    repo.write("registry/personas/bob.toml", &reformatted);
-    commits.push(repo.commit("bob: reformat only")); // 2
-    repo.write("README.md", "not part of the registry\n");
-    commits.push(repo.commit("docs only")); // 3
-    repo.git(&["mv", "registry/personas/alice.toml", "registry/personas/alicia.toml"]);
-    commits.push(repo.commit("rename alice to alicia")); // 4
-    repo.write("registry/personas/bob.toml", "schema = 1\nname = [\n");
-    commits.push(repo.commit("break bob")); // 5
-    repo.write(
-        "registry/personas/bob.toml",
-        &edit(&persona(ID_B, "Bob"), "humor_usage = \"low\"", "humor_usage = \"high\""),
-    );
-    commits.push(repo.commit("fix bob, funnier")); // 6
-    repo.remove("registry/personas/alicia.toml");
-    commits.push(repo.commit("delete alicia")); // 7
-    repo.git(&["checkout", "-q", "-b", "side"]);
-    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
-    repo.commit("side: add carol");
-    repo.write(
-        "registry/personas/carol.toml",
-        &edit(&persona(ID_C, "Carol"), "wit = 0.5", "wit = 0.6"),
-    );
-    repo.commit("side: carol wittier");
-    repo.git(&["checkout", "-q", "main"]);
-    repo.write(
-        "registry/personas/bob.toml",
-        &edit(
-            &persona(ID_B, "Bob"),
-            "humor_usage = \"low\"",
-            "humor_usage = \"medium\"",
-        ),
-    );
-    repo.commit("bob: medium humor");
-    repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
-    commits.push(repo.git(&["rev-parse", "HEAD"])); // 8 (the merge; 'bob: medium humor' sits before it)
-    repo.write("registry/personas/bob-copy.toml", &persona(ID_B, "Bob copy"));
-    commits.push(repo.commit("copy bob (same id)")); // 9
-    repo.remove("registry/personas/bob-copy.toml");
-    repo.write("registry/registry.toml", &SETTINGS.replace("\"Critic\", ", ""));
-    commits.push(repo.commit("drop the Critic mode")); // 10
-    commits
 }
 
 fn record_for<'a>(records: &'a [CommitRecord], commit: &str) -> &'a CommitRecord {
@@ -245,6 +188,7 @@ fn a_commit_off_the_first_parent_line_is_refused() {
         &WalkOptions {
             tip: "main".into(),
             after: Some(side),
+            known_current: Vec::new(),
         },
     );
     assert!(matches!(result, Err(personas::git::GitError::NotAnAncestor { .. })));
@@ -259,6 +203,7 @@ fn a_missing_branch_or_repository_is_a_clear_error() {
         &WalkOptions {
             tip: "no-such-branch".into(),
             after: None,
+            known_current: Vec::new(),
         },
     )
     .err()

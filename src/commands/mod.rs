@@ -5,3 +5,4 @@ pub mod diff;
 pub mod log;
 pub mod new;
 pub mod registry_files;
+pub mod sync;

@@ -112,6 +112,18 @@ pub struct WalkOptions {
     /// Yield only commits after this one (it must be on the tip's first-parent
     /// history). `None` starts at the root commit.
     pub after: Option<String>,
+    /// The current version of each live persona as already recorded (by the
+    /// projection) at `after`. A file broken at `after` is then compared with
+    /// its last valid version, exactly as an uninterrupted walk would.
+    pub known_current: Vec<KnownVersion>,
+}
+
+/// A persona's current content as recorded elsewhere, used to resume a walk.
+#[derive(Debug, Clone)]
+pub struct KnownVersion {
+    pub persona_id: PersonaId,
+    pub path: String,
+    pub persona: Persona,
 }
 
 /// One registry file as of the last commit processed.
@@ -183,6 +195,16 @@ impl HistoryWalk {
             state: RegistryState::empty(),
         };
         if let Some(after) = after {
+            for known in &options.known_current {
+                walk.state.current.insert(
+                    known.persona_id,
+                    Current {
+                        path: known.path.clone(),
+                        hash: content_hash(&known.persona),
+                        persona: known.persona.clone(),
+                    },
+                );
+            }
             // Prime the state with the registry as it stood, yielding nothing for it.
             walk.process(after)?;
         }
@@ -560,7 +582,7 @@ fn to_datetime(time: gix::date::Time) -> DateTime<FixedOffset> {
 
 /// Commits from the tip back along first parents, stopping before `after`
 /// (or at the root); returned oldest first.
-fn first_parent_chain(
+pub fn first_parent_chain(
     repository: &gix::Repository,
     tip: ObjectId,
     after: Option<ObjectId>,

@@ -190,3 +190,267 @@ pub fn personas(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A history exercising every kind of change; the history and sync tests read it back.
+/// Returns the main-line commit ids in order.
+pub fn build_story(repo: &TestRepo) -> Vec<String> {
+    let mut commits = Vec::new();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    commits.push(repo.commit("add alice and bob")); // 0
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.95"),
+    );
+    commits.push(repo.commit("alice: more open")); // 1
+    let reformatted = format!(
+        "# Bob, reformatted\n{}",
+        persona(ID_B, "Bob").replace(" = ", "   =   ").replace("0.9", "0.90")
+    );
+    repo.write("registry/personas/bob.toml", &reformatted);
+    commits.push(repo.commit("bob: reformat only")); // 2
+    repo.write("README.md", "not part of the registry\n");
+    commits.push(repo.commit("docs only")); // 3
+    repo.git(&["mv", "registry/personas/alice.toml", "registry/personas/alicia.toml"]);
+    commits.push(repo.commit("rename alice to alicia")); // 4
+    repo.write("registry/personas/bob.toml", "schema = 1\nname = [\n");
+    commits.push(repo.commit("break bob")); // 5
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(&persona(ID_B, "Bob"), "humor_usage = \"low\"", "humor_usage = \"high\""),
+    );
+    commits.push(repo.commit("fix bob, funnier")); // 6
+    repo.remove("registry/personas/alicia.toml");
+    commits.push(repo.commit("delete alicia")); // 7
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
+    repo.commit("side: add carol");
+    repo.write(
+        "registry/personas/carol.toml",
+        &edit(&persona(ID_C, "Carol"), "wit = 0.5", "wit = 0.6"),
+    );
+    repo.commit("side: carol wittier");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(
+            &persona(ID_B, "Bob"),
+            "humor_usage = \"low\"",
+            "humor_usage = \"medium\"",
+        ),
+    );
+    repo.commit("bob: medium humor");
+    repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
+    commits.push(repo.git(&["rev-parse", "HEAD"])); // 8 (the merge; 'bob: medium humor' sits before it)
+    repo.write("registry/personas/bob-copy.toml", &persona(ID_B, "Bob copy"));
+    commits.push(repo.commit("copy bob (same id)")); // 9
+    repo.remove("registry/personas/bob-copy.toml");
+    repo.write("registry/registry.toml", &SETTINGS.replace("\"Critic\", ", ""));
+    commits.push(repo.commit("drop the Critic mode")); // 10
+    commits
+}
+
+pub mod db {
+    //! A real PostgreSQL for tests: `DATABASE_URL` if set, otherwise one
+    //! managed cluster shared by all test binaries of a run. Each test gets a
+    //! fresh database copied from a migrated template.
+
+    use std::path::PathBuf;
+
+    use personas::store::local_pg::LocalCluster;
+    use personas::store::pool::{MIGRATOR, connect, ensure_database};
+    use sqlx::PgPool;
+
+    static TEMPLATE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+
+    /// Under the system temp dir, not the target dir: when tests run as root
+    /// the server runs as `postgres`, which must be able to reach it.
+    pub fn cluster_dir() -> PathBuf {
+        std::env::temp_dir().join("personas-test-postgres")
+    }
+
+    /// URL of the server's maintenance database, with `{db}` left for the database name.
+    fn server_url() -> String {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => {
+                let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+                let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
+                if query.is_empty() {
+                    format!("{base}/{{db}}")
+                } else {
+                    format!("{base}/{{db}}?{query}")
+                }
+            }
+            Err(_) => {
+                // Threads of this binary and other test binaries may get here at once.
+                static STARTED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+                let mut started = STARTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(url) = started.as_ref() {
+                    return url.clone();
+                }
+                let lock = std::fs::File::create(std::env::temp_dir().join("personas-test-postgres.lock")).unwrap();
+                lock.lock().unwrap();
+                let directory = cluster_dir();
+                std::fs::create_dir_all(&directory).unwrap();
+                // The temp dir itself is world-traversable; make ours so too.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o755)).unwrap();
+                let mut cluster = LocalCluster::new(&directory).expect("PostgreSQL binaries");
+                cluster.start().expect("test cluster starts");
+                let url = cluster.url("{db}");
+                *started = Some(url.clone());
+                url
+            }
+        }
+    }
+
+    pub struct TestDatabase {
+        pub url: String,
+        pub pool: PgPool,
+    }
+
+    /// A fresh, migrated database of its own.
+    pub async fn fresh() -> TestDatabase {
+        let server = tokio::task::spawn_blocking(server_url).await.unwrap();
+        let template = {
+            let mut guard = TEMPLATE.lock().await;
+            if guard.is_none() {
+                *guard = Some(create_template(&server).await);
+            }
+            guard.clone().unwrap()
+        };
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let maintenance = connect(&server.replace("{db}", "postgres")).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&maintenance)
+            .await
+            .unwrap();
+        maintenance.close().await;
+        let url = server.replace("{db}", &name);
+        let pool = connect(&url).await.unwrap();
+        TestDatabase { url, pool }
+    }
+
+    /// The template is named after the migrations it holds, so a changed
+    /// migration never meets a stale template left by an earlier run.
+    async fn create_template(server: &str) -> String {
+        let mut fingerprint: u64 = 0xcbf29ce484222325;
+        for migration in MIGRATOR.iter() {
+            for byte in migration.checksum.iter() {
+                fingerprint ^= u64::from(*byte);
+                fingerprint = fingerprint.wrapping_mul(0x100000001b3);
+            }
+        }
+        let name = format!("template_{fingerprint:016x}");
+        let maintenance = connect(&server.replace("{db}", "postgres")).await.unwrap();
+        // Test binaries may run at once: one of them builds the template.
+        sqlx::query("SELECT pg_advisory_lock(4242)")
+            .execute(&maintenance)
+            .await
+            .unwrap();
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&maintenance)
+            .await
+            .unwrap();
+        if !exists {
+            let building = format!("{name}_building");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {building}"))
+                .execute(&maintenance)
+                .await
+                .unwrap();
+            ensure_database(&server.replace("{db}", "postgres"), &building)
+                .await
+                .unwrap();
+            let pool = connect(&server.replace("{db}", &building)).await.unwrap();
+            MIGRATOR.run(&pool).await.unwrap();
+            pool.close().await;
+            sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                .execute(&maintenance)
+                .await
+                .unwrap();
+        }
+        sqlx::query("SELECT pg_advisory_unlock(4242)")
+            .execute(&maintenance)
+            .await
+            .unwrap();
+        maintenance.close().await;
+        name
+    }
+}
+
+/// Writes a synthetic history with `git fast-import`: `personas` personas,
+/// then `commits` commits each modifying one or two of them (and sometimes
+/// breaking one file for a commit), so a sync has hundreds of commits to do.
+pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let id = |n: usize| format!("{:08x}-0000-4000-8000-{:012x}", n + 1, n + 1);
+    let mut stream = String::new();
+    let mut mark = 0;
+    let mut commit = |stream: &mut String, message: &str, files: &[(String, String)], time: usize| {
+        mark += 1;
+        let _ = writeln!(stream, "commit refs/heads/main\nmark :{mark}");
+        let _ = writeln!(
+            stream,
+            "author Gen <gen@example.org> {} +0000",
+            1_700_000_000 + time * 60
+        );
+        let _ = writeln!(
+            stream,
+            "committer Gen <gen@example.org> {} +0000",
+            1_700_000_000 + time * 60
+        );
+        let _ = writeln!(stream, "data {}\n{message}", message.len());
+        if mark > 1 {
+            let _ = writeln!(stream, "from :{}", mark - 1);
+        }
+        for (path, text) in files {
+            let _ = writeln!(stream, "M 100644 inline {path}\ndata {}\n{text}", text.len());
+        }
+    };
+    let mut initial = vec![("registry/registry.toml".to_string(), SETTINGS.to_string())];
+    for n in 0..personas_count {
+        initial.push((
+            format!("registry/personas/p{n}.toml"),
+            persona(&id(n), &format!("Persona {n}")),
+        ));
+    }
+    commit(&mut stream, "initial registry", &initial, 0);
+    for step in 1..=commits {
+        let n = (step * 7) % personas_count;
+        let value = format!("openness = 0.{:02}", step % 100);
+        let mut files = vec![(
+            format!("registry/personas/p{n}.toml"),
+            edit(&persona(&id(n), &format!("Persona {n}")), "openness = 0.9", &value),
+        )];
+        if step % 3 == 0 {
+            let other = (step * 13 + 1) % personas_count;
+            files.push((
+                format!("registry/personas/p{other}.toml"),
+                edit(
+                    &persona(&id(other), &format!("Persona {other}")),
+                    "wit = 0.5",
+                    &format!("wit = 0.{:02}", step % 97),
+                ),
+            ));
+        }
+        if step % 17 == 0 {
+            files.push((
+                format!("registry/personas/p{}.toml", (n + 1) % personas_count),
+                "schema = [\n".to_string(),
+            ));
+        }
+        commit(&mut stream, &format!("change {step}"), &files, step);
+    }
+    let mut child = std::process::Command::new("git")
+        .args(["fast-import", "--quiet", "--force"])
+        .current_dir(repo.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git fast-import runs");
+    child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "fast-import failed");
+}

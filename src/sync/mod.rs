@@ -1,0 +1,315 @@
+//! The sync: git history → PostgreSQL, one transaction per commit.
+//!
+//! The cursor (`sync_state`) names the last commit fully projected, and it is
+//! written in the same transaction as that commit's versions, so a crash at
+//! any instant resumes exactly where the database says: nothing is lost and,
+//! since re-projecting a commit is a no-op, nothing is duplicated.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, WalkOptions, first_parent_chain};
+use crate::git::{GitError, open_repository, resolve_commit};
+use crate::persona::{Persona, PersonaId};
+use crate::store::projection::{cursor, project_commit, retract_commits, set_cursor};
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub repository: PathBuf,
+    pub branch: String,
+    /// Wait for another sync holding the lock instead of failing at once.
+    pub wait_for_lock: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncSummary {
+    pub commits: u64,
+    pub versions: u64,
+    pub errors: u64,
+    pub retracted: u64,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for SyncSummary {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} commits, {} new versions, {} validation errors, {} retracted, in {:.2?}",
+            self.commits, self.versions, self.errors, self.retracted, self.elapsed
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("database error during sync: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "another sync of branch {branch:?} holds the lock (only one writer may project a registry); \
+         wait for it or pass --wait"
+    )]
+    Locked { branch: String },
+    #[error("the history reader stopped unexpectedly: {0}")]
+    Reader(String),
+}
+
+impl SyncError {
+    /// Errors worth retrying: the database went away or refused connections for a while.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(database) => database
+                    .code()
+                    .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Advisory-lock key for one branch's writer; stable across processes and versions.
+pub fn lock_key(branch: &str) -> i64 {
+    // FNV-1a: tiny, dependency-free and fixed forever (unlike std's hasher).
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in b"personas-sync:".iter().chain(branch.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    hash as i64
+}
+
+/// Retries [`sync_once`] with exponential backoff while the database is
+/// unreachable, up to `attempts` tries.
+pub async fn sync_with_retry(pool: &PgPool, options: &SyncOptions, attempts: u32) -> Result<SyncSummary, SyncError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match sync_once(pool, options).await {
+            Err(error) if error.is_transient() && attempt < attempts => {
+                tracing::warn!(%error, attempt, "sync failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Projects every commit after the cursor up to the branch tip.
+pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    let started = Instant::now();
+    // The lock lives on a connection of its own, outside the pool, so that it
+    // is released when the connection closes, whatever happens below.
+    let mut lock = pool.acquire().await?.detach();
+    let key = lock_key(&options.branch);
+    if options.wait_for_lock {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut lock)
+            .await?;
+    } else {
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut lock)
+            .await?;
+        if !acquired {
+            return Err(SyncError::Locked {
+                branch: options.branch.clone(),
+            });
+        }
+    }
+    let result = sync_locked(pool, options).await;
+    // Closing the connection releases the lock even if unlocking fails.
+    let _ = lock.close().await;
+    result.map(|mut summary| {
+        summary.elapsed = started.elapsed();
+        summary
+    })
+}
+
+async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    let mut summary = SyncSummary::default();
+    let mut connection = pool.acquire().await?;
+    let stored_cursor = cursor(&mut connection, &options.branch).await?;
+
+    let repository_path = options.repository.clone();
+    let branch = options.branch.clone();
+    let plan = tokio::task::spawn_blocking(move || plan_walk(&repository_path, &branch, stored_cursor))
+        .await
+        .map_err(|error| SyncError::Reader(error.to_string()))??;
+
+    if !plan.unreachable.is_empty() || plan.cursor_reset {
+        let mut transaction = connection.begin().await?;
+        let projected: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT commit_sha FROM persona_versions WHERE NOT retracted")
+                .fetch_all(&mut *transaction)
+                .await?;
+        let gone: Vec<String> = projected
+            .into_iter()
+            .filter(|commit| !plan.reachable.contains(commit))
+            .collect();
+        summary.retracted = retract_commits(&mut transaction, &gone).await?;
+        match &plan.after {
+            Some(base) => set_cursor(&mut transaction, &options.branch, &base.to_string()).await?,
+            None => {
+                sqlx::query("DELETE FROM sync_state WHERE branch = $1")
+                    .bind(&options.branch)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+        }
+        transaction.commit().await?;
+        tracing::info!(
+            retracted = summary.retracted,
+            "history was rewritten; retracted unreachable versions"
+        );
+    }
+    if plan.up_to_date {
+        return Ok(summary);
+    }
+
+    // Git is read on a blocking thread while this task writes: the two overlap.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<CommitRecord, GitError>>(64);
+    let repository_path = options.repository.clone();
+    let known_current = if plan.after.is_some() {
+        known_current(&mut connection).await?
+    } else {
+        Vec::new()
+    };
+    let walk_options = WalkOptions {
+        tip: plan.tip.to_string(),
+        after: plan.after.map(|id| id.to_string()),
+        known_current,
+    };
+    let reader = tokio::task::spawn_blocking(move || {
+        let walk = match open_repository(&repository_path).and_then(|repo| HistoryWalk::new(repo, &walk_options)) {
+            Ok(walk) => walk,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        for record in walk {
+            if sender.blocking_send(record).is_err() {
+                return; // The writer stopped; it reports why.
+            }
+        }
+    });
+    while let Some(record) = receiver.recv().await {
+        let record = record?;
+        let stats = project_one(&mut connection, &options.branch, &record).await?;
+        summary.commits += 1;
+        summary.versions += stats.0;
+        summary.errors += stats.1;
+    }
+    drop(receiver);
+    reader.await.map_err(|error| SyncError::Reader(error.to_string()))?;
+    Ok(summary)
+}
+
+/// The projection's current version of every live persona, to resume the walk from.
+async fn known_current(connection: &mut PgConnection) -> Result<Vec<KnownVersion>, SyncError> {
+    let rows: Vec<(uuid::Uuid, String, sqlx::types::Json<Persona>)> = sqlx::query_as(
+        "SELECT p.id, v.path, v.document FROM personas p
+         JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE NOT p.deleted AND v.document IS NOT NULL",
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, path, document)| KnownVersion {
+            persona_id: PersonaId(id),
+            path,
+            persona: document.0,
+        })
+        .collect())
+}
+
+async fn project_one(connection: &mut PgConnection, branch: &str, record: &CommitRecord) -> sqlx::Result<(u64, u64)> {
+    let mut transaction = connection.begin().await?;
+    let stats = project_commit(&mut transaction, branch, record).await?;
+    transaction.commit().await?;
+    Ok((stats.versions, stats.errors))
+}
+
+/// What the walk must do, decided from the cursor and the branch tip.
+struct WalkPlan {
+    tip: ObjectId,
+    /// Walk the commits after this one (`None`: from the root).
+    after: Option<ObjectId>,
+    up_to_date: bool,
+    /// Set when the cursor is not on the tip's first-parent history.
+    cursor_reset: bool,
+    unreachable: Vec<String>,
+    reachable: HashSet<String>,
+}
+
+fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<String>) -> Result<WalkPlan, SyncError> {
+    let repo = open_repository(repository)?;
+    let tip = resolve_commit(&repo, branch)?;
+    let chain = first_parent_chain(&repo, tip, None)?;
+    let reachable: HashSet<String> = chain.iter().map(ObjectId::to_string).collect();
+    let Some(cursor) = stored_cursor else {
+        return Ok(WalkPlan {
+            tip,
+            after: None,
+            up_to_date: false,
+            cursor_reset: false,
+            unreachable: Vec::new(),
+            reachable,
+        });
+    };
+    if reachable.contains(&cursor) {
+        let after = ObjectId::from_hex(cursor.as_bytes()).map_err(|error| GitError::Object {
+            object: cursor.clone(),
+            message: error.to_string(),
+        })?;
+        return Ok(WalkPlan {
+            tip,
+            after: Some(after),
+            up_to_date: after == tip,
+            cursor_reset: false,
+            unreachable: Vec::new(),
+            reachable,
+        });
+    }
+    // Rewritten history: follow the old cursor's first parents back to the
+    // newest commit still on the branch. If the old commits are gone from the
+    // object store, start from the root; re-projecting is idempotent.
+    let mut unreachable = Vec::new();
+    let mut base = None;
+    if let Ok(mut id) = ObjectId::from_hex(cursor.as_bytes()) {
+        while let Ok(commit) = repo.find_commit(id) {
+            if reachable.contains(&id.to_string()) {
+                base = Some(id);
+                break;
+            }
+            unreachable.push(id.to_string());
+            match commit.parent_ids().next() {
+                Some(parent) => id = parent.detach(),
+                None => break,
+            }
+        }
+    }
+    if unreachable.is_empty() {
+        unreachable.push(cursor);
+    }
+    Ok(WalkPlan {
+        tip,
+        after: base,
+        up_to_date: false,
+        cursor_reset: true,
+        unreachable,
+        reachable,
+    })
+}

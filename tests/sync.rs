@@ -1,0 +1,277 @@
+//! The PostgreSQL projection on a real server and real git repositories.
+
+mod common;
+
+use std::path::Path;
+
+use common::db::{TestDatabase, fresh};
+use common::*;
+use personas::git::replay::Replay;
+use personas::sync::{SyncError, SyncOptions, lock_key, sync_once};
+use sqlx::PgPool;
+
+fn options(repo: &Path, branch: &str) -> SyncOptions {
+    SyncOptions {
+        repository: repo.to_path_buf(),
+        branch: branch.to_string(),
+        wait_for_lock: false,
+    }
+}
+
+/// A digest of everything the projection holds, for comparing two databases.
+async fn digest(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT md5(concat_ws('|',
+            (SELECT string_agg(concat_ws(',', persona_id, version_no, commit_sha, change_kind, slug, path,
+                                         content_hash, retracted, md5(document::text)), ';'
+                               ORDER BY persona_id, version_no) FROM persona_versions),
+            (SELECT string_agg(concat_ws(',', p.id, p.slug, p.deleted, p.created_at, v.version_no), ';' ORDER BY p.id)
+               FROM personas p LEFT JOIN persona_versions v ON v.id = p.current_version_id),
+            (SELECT string_agg(concat_ws(',', commit_sha, path, line, col, code), ';'
+                               ORDER BY path, line, col, code) FROM sync_errors),
+            (SELECT string_agg(concat_ws(',', branch, last_commit), ';') FROM sync_state),
+            (SELECT count(*) FROM persona_traits), (SELECT count(*) FROM persona_beliefs),
+            (SELECT count(*) FROM persona_modes), (SELECT count(*) FROM persona_config),
+            (SELECT count(*) FROM persona_domains), (SELECT count(*) FROM persona_phrases),
+            (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox)))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_version_is_projected_once_and_a_second_run_is_a_no_op() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+
+    let summary = sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    let replay = Replay::of(repo.path(), "main").unwrap();
+    let expected: usize = replay.personas.values().map(|history| history.versions.len()).sum();
+    assert_eq!(summary.versions as usize, expected);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM persona_versions").await as usize,
+        expected
+    );
+    for history in replay.personas.values() {
+        let numbers: Vec<i32> =
+            sqlx::query_scalar("SELECT version_no FROM persona_versions WHERE persona_id = $1 ORDER BY version_no")
+                .bind(history.id.0)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let from_git: Vec<i32> = history.versions.iter().map(|v| v.number as i32).collect();
+        assert_eq!(numbers, from_git);
+    }
+    let cursor: String = sqlx::query_scalar("SELECT last_commit FROM sync_state WHERE branch = 'main'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(&cursor, commits.last().unwrap());
+
+    // Normalized rows of alice's second version match the file.
+    let openness: f64 = sqlx::query_scalar(
+        "SELECT t.value FROM persona_traits t JOIN persona_versions v ON v.id = t.version_id
+         WHERE v.persona_id = $1 AND v.version_no = 2 AND t.trait_type = 'ocean' AND t.trait_name = 'openness'",
+    )
+    .bind(uuid::Uuid::parse_str(ID_A).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(openness, 0.95);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM persona_beliefs WHERE version_id = (SELECT min(id) FROM persona_versions)"
+        )
+        .await,
+        2
+    );
+
+    let before = digest(&pool).await;
+    let again = sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!((again.commits, again.versions), (0, 0));
+    assert_eq!(digest(&pool).await, before);
+}
+
+#[tokio::test]
+async fn renames_deletes_and_broken_files_are_projected_faithfully() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+
+    // Up to 'break bob': bob's syntax error is recorded, bob keeps version 1.
+    sync_once(&pool, &options(repo.path(), &commits[5])).await.unwrap();
+    let errors: Vec<(String, i32, String)> = sqlx::query_as("SELECT path, line, code FROM sync_errors")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        errors,
+        vec![("registry/personas/bob.toml".to_string(), 2, "syntax".to_string())]
+    );
+    let bob_current: i32 = sqlx::query_scalar(
+        "SELECT v.version_no FROM personas p JOIN persona_versions v ON v.id = p.current_version_id WHERE p.id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(ID_B).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(bob_current, 1);
+
+    // The rename keeps one persona with both slugs on record.
+    let slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM persona_slugs WHERE persona_id = $1 ORDER BY slug")
+        .bind(uuid::Uuid::parse_str(ID_A).unwrap())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(slugs, vec!["alice", "alicia"]);
+
+    // Fixing bob clears its error; deleting alicia marks it deleted, history intact.
+    sync_once(&pool, &options(repo.path(), &commits[7])).await.unwrap();
+    assert_eq!(count(&pool, "SELECT count(*) FROM sync_errors").await, 0);
+    let (deleted, versions): (bool, i64) = sqlx::query_as(
+        "SELECT p.deleted, (SELECT count(*) FROM persona_versions v WHERE v.persona_id = p.id) FROM personas p WHERE p.id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(ID_A).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(deleted);
+    assert_eq!(versions, 4);
+    let outbox_ops: Vec<String> = sqlx::query_scalar("SELECT op FROM vector_outbox WHERE persona_id = $1 ORDER BY id")
+        .bind(uuid::Uuid::parse_str(ID_A).unwrap())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_ops.last().map(String::as_str), Some("delete"));
+}
+
+#[tokio::test]
+async fn force_pushed_history_retracts_unreachable_versions() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+    sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    let versions_before = count(&pool, "SELECT count(*) FROM persona_versions").await;
+
+    // Rewrite: drop everything after 'fix bob' and make a different change.
+    repo.git(&["reset", "-q", "--hard", &commits[6]]);
+    repo.write(
+        "registry/personas/alicia.toml",
+        &edit(&persona(ID_A, "Alice"), "wit = 0.5", "wit = 0.9"),
+    );
+    let new_tip = repo.commit("alicia: wittier, on the rewritten line");
+
+    let summary = sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert!(summary.retracted > 0);
+    assert_eq!(summary.commits, 1);
+    // Nothing was deleted: old versions stay, marked retracted.
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM persona_versions").await,
+        versions_before + 1
+    );
+    let retracted: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT commit_sha FROM persona_versions WHERE retracted ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for commit in &retracted {
+        assert!(!commits[..=6].contains(commit), "{commit} is still reachable");
+    }
+    // Alicia's deletion was retracted; the new version continues the numbering.
+    let (deleted, version_no, commit): (bool, i32, String) = sqlx::query_as(
+        "SELECT p.deleted, v.version_no, v.commit_sha FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE p.id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(ID_A).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!deleted);
+    assert_eq!(version_no, 5, "v4 (the retracted deletion) keeps its number");
+    assert_eq!(commit, new_tip);
+    // Carol only ever existed on the discarded line: hidden, never deleted from history.
+    let carol_deleted: bool = sqlx::query_scalar("SELECT deleted FROM personas WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(ID_C).unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(carol_deleted);
+
+    // A second sync after the rewrite changes nothing.
+    let before = digest(&pool).await;
+    sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(digest(&pool).await, before);
+}
+
+#[tokio::test]
+async fn only_one_writer_at_a_time() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+    let mut holder = pool.acquire().await.unwrap().detach();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock_key("main"))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let refused = sync_once(&pool, &options(repo.path(), "main")).await;
+    assert!(matches!(refused, Err(SyncError::Locked { .. })), "{refused:?}");
+    assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 0);
+
+    let mut waiting = options(repo.path(), "main");
+    waiting.wait_for_lock = true;
+    let pool_for_waiter = pool.clone();
+    let waiter = tokio::spawn(async move { sync_once(&pool_for_waiter, &waiting).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the waiting sync must block on the lock");
+    use sqlx::Connection;
+    holder.close().await.unwrap();
+    let summary = waiter.await.unwrap().unwrap();
+    assert!(summary.versions > 0);
+}
+
+#[tokio::test]
+async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
+    let repo = TestRepo::new();
+    generate_history(&repo, 24, 240);
+    let reference = fresh().await;
+    sync_once(&reference.pool, &options(repo.path(), "main")).await.unwrap();
+    let expected = digest(&reference.pool).await;
+
+    let target = fresh().await;
+    let binary = env!("CARGO_BIN_EXE_personas");
+    let mut kills_mid_sync = 0;
+    // Delays spread over the sync's duration; deterministic so a failure reproduces.
+    let delays_ms: Vec<u64> = (0..20).map(|trial| 20 + (trial * 37) % 400).collect();
+    for delay in delays_ms {
+        let mut child = std::process::Command::new(binary)
+            .args(["sync", "--once", "--wait", "--branch", "main", "--repo"])
+            .arg(repo.path())
+            .env("DATABASE_URL", &target.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_none() {
+            kills_mid_sync += 1;
+        }
+        // SIGKILL: no chance to clean up.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Resume to the end and compare with the clean one-shot projection.
+    sync_once(&target.pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(digest(&target.pool).await, expected);
+    assert!(
+        kills_mid_sync >= 5,
+        "only {kills_mid_sync} kills landed mid-sync; the test did not exercise crashes"
+    );
+}
