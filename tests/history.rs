@@ -16,7 +16,6 @@ fn walk(repo: &TestRepo, after: Option<&str>) -> Vec<CommitRecord> {
         &WalkOptions {
             tip: "main".into(),
             after: after.map(str::to_string),
-            known_current: Vec::new(),
         },
     )
     .unwrap();
@@ -188,7 +187,6 @@ fn a_commit_off_the_first_parent_line_is_refused() {
         &WalkOptions {
             tip: "main".into(),
             after: Some(side),
-            known_current: Vec::new(),
         },
     );
     assert!(matches!(result, Err(personas::git::GitError::NotAnAncestor { .. })));
@@ -203,7 +201,6 @@ fn a_missing_branch_or_repository_is_a_clear_error() {
         &WalkOptions {
             tip: "no-such-branch".into(),
             after: None,
-            known_current: Vec::new(),
         },
     )
     .err()

@@ -70,7 +70,7 @@ pub fn load_registry(root: &Path) -> anyhow::Result<Snapshot> {
     let mut files = Vec::new();
     let settings = root.join(SETTINGS_FILE);
     if settings.is_file() {
-        files.push(source_file(root, &settings, SETTINGS_FILE.to_string())?);
+        files.push(source_file(&settings, SETTINGS_FILE.to_string())?);
     }
     for directory in [PERSONAS_DIR, PROFILES_DIR] {
         let path = root.join(directory);
@@ -90,15 +90,14 @@ pub fn load_registry(root: &Path) -> anyhow::Result<Snapshot> {
                     .file_name()
                     .map(|name| name.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                files.push(source_file(root, &entry, format!("{directory}/{name}"))?);
+                files.push(source_file(&entry, format!("{directory}/{name}"))?);
             }
         }
     }
     Ok(Snapshot::build(files, &display_path(&settings)))
 }
 
-fn source_file(root: &Path, path: &Path, relative_path: String) -> anyhow::Result<SourceFile> {
-    let _ = root;
+fn source_file(path: &Path, relative_path: String) -> anyhow::Result<SourceFile> {
     Ok(SourceFile {
         display_path: display_path(path),
         relative_path,

@@ -112,13 +112,10 @@ pub struct WalkOptions {
     /// Yield only commits after this one (it must be on the tip's first-parent
     /// history). `None` starts at the root commit.
     pub after: Option<String>,
-    /// The current version of each live persona as already recorded (by the
-    /// projection) at `after`. A file broken at `after` is then compared with
-    /// its last valid version, exactly as an uninterrupted walk would.
-    pub known_current: Vec<KnownVersion>,
 }
 
-/// A persona's current content as recorded elsewhere, used to resume a walk.
+/// A persona's current content as recorded elsewhere, used to resume a walk
+/// (see [`HistoryWalk::restore_current`]).
 #[derive(Debug, Clone)]
 pub struct KnownVersion {
     pub persona_id: PersonaId,
@@ -145,8 +142,13 @@ struct RegistryState {
     settings_blob: Option<ObjectId>,
     settings: RegistrySettings,
     files: BTreeMap<String, TrackedFile>,
+    /// The files claiming each readable id. Kept beside `files` (and
+    /// `current_at` beside `current`) so that a commit costs what it touched,
+    /// not a scan of the whole registry.
+    claims: HashMap<PersonaId, BTreeSet<String>>,
     profile_blobs: BTreeMap<String, ObjectId>,
     current: HashMap<PersonaId, Current>,
+    current_at: HashMap<String, PersonaId>,
 }
 
 impl RegistryState {
@@ -156,8 +158,44 @@ impl RegistryState {
             settings_blob: None,
             settings: RegistrySettings::permissive(),
             files: BTreeMap::new(),
+            claims: HashMap::new(),
             profile_blobs: BTreeMap::new(),
             current: HashMap::new(),
+            current_at: HashMap::new(),
+        }
+    }
+
+    fn insert_file(&mut self, path: String, file: TrackedFile) {
+        self.remove_file(&path);
+        if let Some(id) = file.parsed.id {
+            self.claims.entry(id).or_default().insert(path.clone());
+        }
+        self.files.insert(path, file);
+    }
+
+    fn remove_file(&mut self, path: &str) {
+        let Some(file) = self.files.remove(path) else { return };
+        if let Some(id) = file.parsed.id
+            && let Some(paths) = self.claims.get_mut(&id)
+        {
+            paths.remove(path);
+            if paths.is_empty() {
+                self.claims.remove(&id);
+            }
+        }
+    }
+
+    /// Sets (or with `None` clears) a persona's current version.
+    fn set_current(&mut self, id: PersonaId, current: Option<Current>) {
+        if let Some(old) = self.current.remove(&id)
+            && self.current_at.get(&old.path) == Some(&id)
+        {
+            // Another persona may already have moved into this path in the same commit.
+            self.current_at.remove(&old.path);
+        }
+        if let Some(current) = current {
+            self.current_at.insert(current.path.clone(), id);
+            self.current.insert(id, current);
         }
     }
 }
@@ -195,20 +233,39 @@ impl HistoryWalk {
             state: RegistryState::empty(),
         };
         if let Some(after) = after {
-            for known in &options.known_current {
-                walk.state.current.insert(
-                    known.persona_id,
-                    Current {
-                        path: known.path.clone(),
-                        hash: content_hash(&known.persona),
-                        persona: known.persona.clone(),
-                    },
-                );
-            }
             // Prime the state with the registry as it stood, yielding nothing for it.
             walk.process(after)?;
         }
         Ok(walk)
+    }
+
+    /// The content hash of each persona's current version as the walk sees it.
+    /// After resuming at a commit, a persona whose file was broken there has
+    /// no current version here; compare with the projection's record and
+    /// hand the differences to [`HistoryWalk::restore_current`].
+    pub fn current_hashes(&self) -> HashMap<PersonaId, ContentHash> {
+        self.state
+            .current
+            .iter()
+            .map(|(id, current)| (*id, current.hash))
+            .collect()
+    }
+
+    /// Replaces the walk's current versions of `known` and drops those of
+    /// `gone`, so later commits compare against what was recorded before the
+    /// resume point, exactly as an uninterrupted walk would.
+    pub fn restore_current(&mut self, known: Vec<KnownVersion>, gone: &[PersonaId]) {
+        for id in gone {
+            self.state.set_current(*id, None);
+        }
+        for known in known {
+            let current = Current {
+                path: known.path,
+                hash: content_hash(&known.persona),
+                persona: known.persona,
+            };
+            self.state.set_current(known.persona_id, Some(current));
+        }
     }
 
     /// Number of commits this walk yields in total.
@@ -352,7 +409,6 @@ impl HistoryWalk {
         self.update_profiles(&listing, &mut record)?;
 
         // Which persona files need reading again.
-        let previous_paths: BTreeSet<String> = self.state.files.keys().cloned().collect();
         let mut checked: BTreeSet<String> = BTreeSet::new();
         for (path, blob) in &listing.personas {
             let unchanged = self.state.files.get(path).is_some_and(|file| file.blob == *blob);
@@ -360,8 +416,10 @@ impl HistoryWalk {
                 checked.insert(path.clone());
             }
         }
-        let removed: Vec<String> = previous_paths
-            .iter()
+        let removed: Vec<String> = self
+            .state
+            .files
+            .keys()
             .filter(|path| !listing.personas.contains_key(*path))
             .cloned()
             .collect();
@@ -372,12 +430,12 @@ impl HistoryWalk {
             if let Some(id) = self.state.files.get(path).and_then(|file| file.parsed.id) {
                 affected.insert(id);
             }
-            if let Some(current) = self.state.current.iter().find(|(_, c)| &c.path == path) {
-                affected.insert(*current.0);
+            if let Some(id) = self.state.current_at.get(path) {
+                affected.insert(*id);
             }
         }
         for path in &removed {
-            self.state.files.remove(path);
+            self.state.remove_file(path);
         }
         for path in &checked {
             let blob = listing.personas[path];
@@ -387,24 +445,23 @@ impl HistoryWalk {
             if let Some(id) = parsed.id {
                 affected.insert(id);
             }
-            self.state.files.insert(path.clone(), TrackedFile { blob, parsed });
+            self.state.insert_file(path.clone(), TrackedFile { blob, parsed });
         }
 
         // Decide each affected persona's fate from the files now claiming its id.
-        let mut claims: HashMap<PersonaId, Vec<&TrackedFile>> = HashMap::new();
-        for file in self.state.files.values() {
-            if let Some(id) = file.parsed.id
-                && affected.contains(&id)
-            {
-                claims.entry(id).or_default().push(file);
-            }
-        }
         let mut problems: BTreeMap<String, FileProblem> = BTreeMap::new();
         let mut next_current: Vec<(PersonaId, Option<Current>)> = Vec::new();
         for id in &affected {
-            let claimants = claims.get(id).map(Vec::as_slice).unwrap_or_default();
+            let claimants: Vec<&TrackedFile> = self
+                .state
+                .claims
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|path| &self.state.files[path])
+                .collect();
             let previous = self.state.current.get(id);
-            match claimants {
+            match claimants.as_slice() {
                 [] => {
                     // A file whose id can no longer be read is broken, not gone:
                     // the persona keeps its last valid version.
@@ -483,12 +540,7 @@ impl HistoryWalk {
         for path in &checked {
             let file = &self.state.files[path];
             if file.parsed.id.is_none() {
-                let persona_id = self
-                    .state
-                    .current
-                    .iter()
-                    .find(|(_, current)| &current.path == path)
-                    .map(|(id, _)| *id);
+                let persona_id = self.state.current_at.get(path).copied();
                 problems.insert(
                     path.clone(),
                     FileProblem {
@@ -500,10 +552,7 @@ impl HistoryWalk {
             }
         }
         for (id, current) in next_current {
-            match current {
-                Some(current) => self.state.current.insert(id, current),
-                None => self.state.current.remove(&id),
-            };
+            self.state.set_current(id, current);
         }
         record.changes.sort_by(|a, b| a.path.cmp(&b.path));
         record.problems.extend(settings_problem);

@@ -72,7 +72,6 @@ impl Replay {
             &WalkOptions {
                 tip: tip.to_string(),
                 after: None,
-                known_current: Vec::new(),
             },
         )?;
         let mut replay = Replay::default();

@@ -164,42 +164,54 @@ pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a ParsedPerson
         }
     }
     let mut diagnostics = Vec::new();
-    for (id, group) in by_id.iter().filter(|(_, group)| group.len() > 1) {
-        for parsed in group {
-            let others: Vec<&str> = group
-                .iter()
-                .filter(|other| other.file != parsed.file)
-                .map(|other| other.file.as_str())
-                .collect();
-            diagnostics.push(Diagnostic {
-                file: parsed.file.clone(),
-                line: parsed.id_location.0,
-                column: parsed.id_location.1,
-                code: Code::DuplicateId,
-                message: format!("id {id} is also used by {}; ids must be unique", others.join(", ")),
-            });
-        }
+    for (id, group) in &by_id {
+        clash_diagnostics(
+            &mut diagnostics,
+            group,
+            Code::DuplicateId,
+            (&format!("id {id}"), "ids"),
+            |p| p.id_location,
+        );
     }
-    for (slug, group) in by_slug.iter().filter(|(_, group)| group.len() > 1) {
-        for parsed in group {
-            let others: Vec<&str> = group
-                .iter()
-                .filter(|other| other.file != parsed.file)
-                .map(|other| other.file.as_str())
-                .collect();
-            diagnostics.push(Diagnostic {
-                file: parsed.file.clone(),
-                line: parsed.slug_location.0,
-                column: parsed.slug_location.1,
-                code: Code::DuplicateSlug,
-                message: format!(
-                    "slug {slug} is also used by {}; slugs must be unique",
-                    others.join(", ")
-                ),
-            });
-        }
+    for (slug, group) in &by_slug {
+        clash_diagnostics(
+            &mut diagnostics,
+            group,
+            Code::DuplicateSlug,
+            (&format!("slug {slug}"), "slugs"),
+            |p| p.slug_location,
+        );
     }
     diagnostics
+}
+
+/// One diagnostic per file of a group sharing `what` (e.g. "id …", plural "ids"),
+/// when there is more than one file.
+fn clash_diagnostics(
+    diagnostics: &mut Vec<Diagnostic>,
+    group: &[&ParsedPersona],
+    code: Code,
+    (what, plural): (&str, &str),
+    location: impl Fn(&ParsedPersona) -> (usize, usize),
+) {
+    if group.len() < 2 {
+        return;
+    }
+    for parsed in group {
+        let others: Vec<&str> = group
+            .iter()
+            .filter(|other| other.file != parsed.file)
+            .map(|other| other.file.as_str())
+            .collect();
+        let (line, column) = location(parsed);
+        diagnostics.push(Diagnostic {
+            file: parsed.file.clone(),
+            line,
+            column,
+            code,
+            message: format!("{what} is also used by {}; {plural} must be unique", others.join(", ")),
+        });
+    }
 }
 
 /// Every protected entry must name an existing persona, by id or slug; a

@@ -276,7 +276,7 @@ pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) 
     personas.dedup();
     for persona_id in personas {
         // With no surviving version the persona never existed on this history: hide it.
-        sqlx::query(
+        let (current, deleted): (Option<i64>, bool) = sqlx::query_as(
             "UPDATE personas p SET
                  current_version_id = latest.id,
                  slug = coalesce(latest.slug, p.slug),
@@ -287,19 +287,12 @@ pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) 
                  WHERE persona_id = $1 AND NOT retracted
                  ORDER BY version_no DESC LIMIT 1
              ) latest ON true
-             WHERE p.id = target.persona_id",
+             WHERE p.id = target.persona_id
+             RETURNING p.current_version_id, p.deleted",
         )
         .bind(persona_id)
-        .execute(&mut *connection)
+        .fetch_one(&mut *connection)
         .await?;
-        let current: Option<i64> = sqlx::query_scalar("SELECT current_version_id FROM personas WHERE id = $1")
-            .bind(persona_id)
-            .fetch_one(&mut *connection)
-            .await?;
-        let deleted: bool = sqlx::query_scalar("SELECT deleted FROM personas WHERE id = $1")
-            .bind(persona_id)
-            .fetch_one(&mut *connection)
-            .await?;
         sqlx::query("INSERT INTO vector_outbox (persona_id, version_id, op) VALUES ($1, $2, $3)")
             .bind(persona_id)
             .bind(current)

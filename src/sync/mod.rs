@@ -5,7 +5,7 @@
 //! any instant resumes exactly where the database says: nothing is lost and,
 //! since re-projecting a commit is a no-op, nothing is duplicated.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, WalkOptions, first_parent_chain};
 use crate::git::{GitError, open_repository, resolve_commit};
-use crate::persona::{Persona, PersonaId};
+use crate::persona::{ContentHash, Persona, PersonaId};
 use crate::store::projection::{cursor, project_commit, retract_commits, set_cursor};
 
 #[derive(Debug, Clone)]
@@ -178,32 +178,48 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     }
 
     // Git is read on a blocking thread while this task writes: the two overlap.
+    // gix's repository handle stays on that thread, so resuming is a short
+    // exchange with it: it reports the versions it primed from the tree at the
+    // cursor, and is told where the projection recorded otherwise.
+    let (primed_sender, primed_receiver) = tokio::sync::oneshot::channel::<HashMap<PersonaId, ContentHash>>();
+    let (restore_sender, restore_receiver) = tokio::sync::oneshot::channel::<(Vec<KnownVersion>, Vec<PersonaId>)>();
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<CommitRecord, GitError>>(64);
     let repository_path = options.repository.clone();
-    let known_current = if plan.after.is_some() {
-        known_current(&mut connection).await?
-    } else {
-        Vec::new()
-    };
     let walk_options = WalkOptions {
         tip: plan.tip.to_string(),
         after: plan.after.map(|id| id.to_string()),
-        known_current,
     };
+    let resuming = plan.after.is_some();
     let reader = tokio::task::spawn_blocking(move || {
-        let walk = match open_repository(&repository_path).and_then(|repo| HistoryWalk::new(repo, &walk_options)) {
+        let mut walk = match open_repository(&repository_path).and_then(|repo| HistoryWalk::new(repo, &walk_options)) {
             Ok(walk) => walk,
             Err(error) => {
                 let _ = sender.blocking_send(Err(error));
                 return;
             }
         };
+        if resuming {
+            if primed_sender.send(walk.current_hashes()).is_err() {
+                return;
+            }
+            let Ok((known, gone)) = restore_receiver.blocking_recv() else {
+                return;
+            };
+            walk.restore_current(known, &gone);
+        }
         for record in walk {
             if sender.blocking_send(record).is_err() {
                 return; // The writer stopped; it reports why.
             }
         }
     });
+    if resuming {
+        // If the reader failed to open the walk, its error waits in `receiver`.
+        if let Ok(primed) = primed_receiver.await {
+            let differences = recorded_differences(&mut connection, &primed).await?;
+            let _ = restore_sender.send(differences);
+        }
+    }
     while let Some(record) = receiver.recv().await {
         let record = record?;
         let stats = project_one(&mut connection, &options.branch, &record).await?;
@@ -216,23 +232,48 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     Ok(summary)
 }
 
-/// The projection's current version of every live persona, to resume the walk from.
-async fn known_current(connection: &mut PgConnection) -> Result<Vec<KnownVersion>, SyncError> {
+/// Where the projection's current versions differ from those the walk primed
+/// from the tree at the cursor (a file broken there, say): the recorded
+/// versions to restore, and the personas the projection has no live version of.
+/// Only hashes are compared, so a resume loads documents just for those.
+async fn recorded_differences(
+    connection: &mut PgConnection,
+    primed: &HashMap<PersonaId, ContentHash>,
+) -> Result<(Vec<KnownVersion>, Vec<PersonaId>), SyncError> {
+    let recorded: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT p.id, v.content_hash FROM personas p
+         JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE NOT p.deleted AND v.content_hash IS NOT NULL",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let recorded_ids: HashSet<PersonaId> = recorded.iter().map(|(id, _)| PersonaId(*id)).collect();
+    let gone: Vec<PersonaId> = primed.keys().filter(|id| !recorded_ids.contains(id)).copied().collect();
+    let differing: Vec<uuid::Uuid> = recorded
+        .into_iter()
+        .filter(|(id, hash)| primed.get(&PersonaId(*id)).map(ToString::to_string).as_ref() != Some(hash))
+        .map(|(id, _)| id)
+        .collect();
+    if differing.is_empty() {
+        return Ok((Vec::new(), gone));
+    }
     let rows: Vec<(uuid::Uuid, String, sqlx::types::Json<Persona>)> = sqlx::query_as(
         "SELECT p.id, v.path, v.document FROM personas p
          JOIN persona_versions v ON v.id = p.current_version_id
-         WHERE NOT p.deleted AND v.document IS NOT NULL",
+         WHERE p.id = ANY($1)",
     )
+    .bind(&differing)
     .fetch_all(connection)
     .await?;
-    Ok(rows
+    let known = rows
         .into_iter()
         .map(|(id, path, document)| KnownVersion {
             persona_id: PersonaId(id),
             path,
             persona: document.0,
         })
-        .collect())
+        .collect();
+    Ok((known, gone))
 }
 
 async fn project_one(connection: &mut PgConnection, branch: &str, record: &CommitRecord) -> sqlx::Result<(u64, u64)> {
