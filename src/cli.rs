@@ -60,6 +60,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
     },
+    /// Measure the registry against references taken in the same run.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
     /// Project the branch's history into PostgreSQL: every revision of every persona.
     Sync {
         #[arg(long, default_value = ".")]
@@ -75,8 +80,36 @@ pub enum Command {
         /// Wait for another running sync instead of exiting.
         #[arg(long)]
         wait: bool,
+        /// Follow a hosted repository: fetch the branch from this URL into a
+        /// mirror under the data directory and sync from it.
+        #[arg(long, env = "PERSONAS_REMOTE")]
+        remote: Option<String>,
+        /// Seconds between fetches of --remote in --watch mode.
+        #[arg(long, default_value = "10", value_parser = parse_seconds)]
+        fetch_interval: std::time::Duration,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Full sync of a generated registry vs. reading its history with git.
+    Sync {
+        #[arg(long, default_value = "10000")]
+        personas: usize,
+        /// Versions per persona.
+        #[arg(long, default_value = "10")]
+        revisions: usize,
+        /// Personas one commit adds or edits.
+        #[arg(long, default_value = "10")]
+        per_commit: usize,
+        /// Keep the generated repository and database in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// An empty database to sync into; by default a managed cluster in a temporary directory.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -102,6 +135,15 @@ pub enum DiffFormat {
     /// For pasting into a pull request review.
     Markdown,
     Json,
+}
+
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!("{text:?}: the interval must be a positive number of seconds"))
+    }
 }
 
 /// Exit status: 0 clean, 1 validation errors found, 2 usage or I/O error.
@@ -138,13 +180,41 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(&repo, &branch, slug.as_deref(), format),
         Command::Diff { range, repo, format } => commands::diff::run(&repo, &range, format),
+        Command::Bench {
+            target:
+                BenchTarget::Sync {
+                    personas,
+                    revisions,
+                    per_commit,
+                    keep,
+                    database_url,
+                },
+        } => commands::bench::sync(commands::bench::SyncBench {
+            shape: crate::synthetic::SyntheticRegistry {
+                personas,
+                revisions,
+                personas_per_commit: per_commit,
+            },
+            keep: keep.as_deref(),
+            database_url: database_url.as_deref(),
+        }),
         Command::Sync {
             repo,
             branch,
             once: _,
             watch,
             wait,
+            remote,
+            fetch_interval,
             store,
-        } => commands::sync::run(&repo, &branch, watch, wait, &store),
+        } => commands::sync::run(commands::sync::SyncCommand {
+            repository: &repo,
+            branch: &branch,
+            watch,
+            wait,
+            remote: remote.as_deref(),
+            fetch_interval,
+            store: &store,
+        }),
     }
 }

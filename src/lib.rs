@@ -7,3 +7,4 @@ pub mod git;
 pub mod persona;
 pub mod store;
 pub mod sync;
+pub mod synthetic;

@@ -11,11 +11,7 @@ use personas::sync::{SyncError, SyncOptions, lock_key, sync_once};
 use sqlx::PgPool;
 
 fn options(repo: &Path, branch: &str) -> SyncOptions {
-    SyncOptions {
-        repository: repo.to_path_buf(),
-        branch: branch.to_string(),
-        wait_for_lock: false,
-    }
+    SyncOptions::new(repo, branch)
 }
 
 /// A digest of everything the projection holds, for comparing two databases.

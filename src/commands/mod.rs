@@ -1,5 +1,6 @@
 //! One module per CLI command: reads inputs, calls the library, prints.
 
+pub mod bench;
 pub mod check;
 pub mod diff;
 pub mod log;

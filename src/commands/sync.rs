@@ -4,62 +4,96 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Outcome, StoreArgs};
-use crate::git::{open_repository, resolve_commit};
+use crate::git::remote::Mirror;
 use crate::store::Database;
+use crate::sync::follow::{Source, follow};
 use crate::sync::{SyncOptions, sync_with_retry};
 
-/// How often `--watch` looks at the branch tip.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// Tries before a sync gives up on an unreachable database.
+/// Tries before a one-shot sync gives up on an unreachable database.
 const RETRY_ATTEMPTS: u32 = 8;
 
-pub fn run(repository: &Path, branch: &str, watch: bool, wait: bool, store: &StoreArgs) -> anyhow::Result<Outcome> {
+pub struct SyncCommand<'a> {
+    pub repository: &'a Path,
+    pub branch: &'a str,
+    pub watch: bool,
+    pub wait: bool,
+    pub remote: Option<&'a str>,
+    pub fetch_interval: Duration,
+    pub store: &'a StoreArgs,
+}
+
+pub fn run(command: SyncCommand<'_>) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let data_dir = store.data_dir.clone().unwrap_or_else(|| repository.join(".personas"));
-        let database = Database::open(store.database_url.as_deref(), &data_dir).await?;
-        let options = SyncOptions {
-            repository: repository.to_path_buf(),
-            branch: branch.to_string(),
-            wait_for_lock: wait,
-        };
-        let result = if watch {
-            watch_loop(&database, &options).await
-        } else {
-            sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS)
-                .await
-                .map(|summary| eprintln!("sync: {summary}"))
-                .map_err(anyhow::Error::from)
-        };
+        let data_dir = command
+            .store
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| command.repository.join(".personas"));
+        let database = Database::open(command.store.database_url.as_deref(), &data_dir).await?;
+        let result = sync(&command, &data_dir, &database).await;
         database.close().await?;
         result.map(|()| Outcome::Clean)
     })
 }
 
-/// Syncs whenever the branch tip moves, until interrupted (Ctrl-C / SIGTERM).
-async fn watch_loop(database: &Database, options: &SyncOptions) -> anyhow::Result<()> {
-    let mut last_tip = None;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        let repository = options.repository.clone();
-        let branch = options.branch.clone();
-        let tip = tokio::task::spawn_blocking(move || {
-            open_repository(&repository).and_then(|repo| resolve_commit(&repo, &branch))
-        })
-        .await??;
-        if last_tip != Some(tip) {
-            let summary = sync_with_retry(&database.pool, options, RETRY_ATTEMPTS).await?;
-            if summary.commits > 0 || summary.retracted > 0 {
-                eprintln!("sync: {summary}");
+async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {
+    let (source, repository) = match command.remote {
+        Some(url) => {
+            let mirror = Mirror::under(data_dir, url, command.branch);
+            let path = mirror.path.clone();
+            let interval = command.fetch_interval;
+            // The first fetch happens here so a wrong URL fails at once, clearly.
+            let fetched = mirror.clone();
+            tokio::task::spawn_blocking(move || fetched.fetch()).await??;
+            (Source::Remote { mirror, interval }, path)
+        }
+        None => (Source::Local, command.repository.to_path_buf()),
+    };
+    let mut options = SyncOptions::new(repository, command.branch);
+    options.wait_for_lock = command.wait;
+    options.progress = progress_bar();
+    if !command.watch {
+        let summary = sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS).await?;
+        options.progress.finish_and_clear();
+        eprintln!("sync: {summary}");
+        return Ok(());
+    }
+    follow(&database.pool, &options, &source, shutdown_signal(), |summary| {
+        options.progress.finish_and_clear();
+        eprintln!("sync: {summary}");
+        options.progress.reset();
+    })
+    .await?;
+    Ok(())
+}
+
+/// A bar on an interactive terminal, nothing otherwise (logs stay clean).
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} syncing [{bar:40}] {pos}/{len} commits ({per_sec}, eta {eta})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Resolves on Ctrl-C or SIGTERM (how service managers stop a daemon).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
             }
-            last_tip = Some(tip);
+            Err(_) => std::future::pending::<()>().await,
         }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
-        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use gix::ObjectId;
 use serde::Serialize;
 
+use super::tree_delta::IndexedTree;
 use super::{GitError, resolve_commit};
 use crate::persona::profile::{ParsedProfile, Profile, validate_profile};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
@@ -125,7 +126,6 @@ pub struct KnownVersion {
 
 /// One registry file as of the last commit processed.
 struct TrackedFile {
-    blob: ObjectId,
     parsed: ParsedPersona,
 }
 
@@ -139,6 +139,7 @@ struct Current {
 /// The registry as of the last processed commit.
 struct RegistryState {
     registry_tree: Option<ObjectId>,
+    personas_tree: IndexedTree,
     settings_blob: Option<ObjectId>,
     settings: RegistrySettings,
     files: BTreeMap<String, TrackedFile>,
@@ -155,6 +156,7 @@ impl RegistryState {
     fn empty() -> Self {
         RegistryState {
             registry_tree: None,
+            personas_tree: IndexedTree::default(),
             settings_blob: None,
             settings: RegistrySettings::permissive(),
             files: BTreeMap::new(),
@@ -200,13 +202,22 @@ impl RegistryState {
     }
 }
 
-/// The listing of `registry/` at one commit.
+/// The listing of `registry/` at one commit. The personas directory is
+/// only named here; it is compared with the previous one entry by entry.
 #[derive(Default)]
 struct RegistryListing {
     tree: Option<ObjectId>,
     settings: Option<ObjectId>,
-    personas: BTreeMap<String, ObjectId>,
+    personas_tree: Option<ObjectId>,
     profiles: BTreeMap<String, ObjectId>,
+}
+
+/// Persona files that differ between two commits' `registry/personas` trees.
+#[derive(Default)]
+struct PersonasDelta {
+    /// Added or changed files (every file, when all must be re-read), with their blobs.
+    changed: BTreeMap<String, ObjectId>,
+    removed: Vec<String>,
 }
 
 /// An iterator over the commit records of a branch's first-parent history.
@@ -324,9 +335,7 @@ impl HistoryWalk {
         for (name, id, is_tree) in self.tree_entries(registry_tree)? {
             match (name.as_str(), is_tree) {
                 (SETTINGS_FILE, false) => listing.settings = Some(id),
-                (PERSONAS_DIR, true) => {
-                    listing.personas = self.toml_files(id, &format!("{REGISTRY_DIR}/{PERSONAS_DIR}"))?
-                }
+                (PERSONAS_DIR, true) => listing.personas_tree = Some(id),
                 (PROFILES_DIR, true) => {
                     listing.profiles = self.toml_files(id, &format!("{REGISTRY_DIR}/{PROFILES_DIR}"))?
                 }
@@ -343,6 +352,29 @@ impl HistoryWalk {
             .filter(|(name, _, is_tree)| !is_tree && name.ends_with(".toml"))
             .map(|(name, id, _)| (format!("{prefix}/{name}"), id))
             .collect())
+    }
+
+    /// The personas files that differ from the previous commit's tree;
+    /// with `everything`, all files (new settings mean re-checking them all).
+    fn personas_delta(&self, new: Option<ObjectId>, everything: bool) -> Result<(PersonasDelta, IndexedTree), GitError> {
+        let old = &self.state.personas_tree;
+        if new == old.id && !everything {
+            return Ok((PersonasDelta::default(), old.clone()));
+        }
+        let corrupt = |error: String| Self::object_error(new.map(|id| id.to_string()).unwrap_or_default(), error);
+        let data = match new {
+            Some(_) if new == old.id => old.data().to_vec(),
+            Some(id) => self.repository.find_tree(id).map_err(|e| Self::object_error(id, e))?.detach().data,
+            None => Vec::new(),
+        };
+        let hash_len = self.repository.object_hash().len_in_bytes();
+        let (tree, delta) = old.successor(new, data, everything, hash_len).map_err(corrupt)?;
+        let path_of = |name: &[u8]| format!("{REGISTRY_DIR}/{PERSONAS_DIR}/{}", String::from_utf8_lossy(name));
+        let owned = PersonasDelta {
+            changed: delta.changed.iter().map(|(name, blob)| (path_of(name), *blob)).collect(),
+            removed: delta.removed.iter().map(|name| path_of(name)).collect(),
+        };
+        Ok((owned, tree))
     }
 
     fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
@@ -409,20 +441,10 @@ impl HistoryWalk {
         self.update_profiles(&listing, &mut record)?;
 
         // Which persona files need reading again.
-        let mut checked: BTreeSet<String> = BTreeSet::new();
-        for (path, blob) in &listing.personas {
-            let unchanged = self.state.files.get(path).is_some_and(|file| file.blob == *blob);
-            if settings_changed || !unchanged {
-                checked.insert(path.clone());
-            }
-        }
-        let removed: Vec<String> = self
-            .state
-            .files
-            .keys()
-            .filter(|path| !listing.personas.contains_key(*path))
-            .cloned()
-            .collect();
+        let (PersonasDelta { changed, removed }, personas_tree) =
+            self.personas_delta(listing.personas_tree, settings_changed)?;
+        self.state.personas_tree = personas_tree;
+        let checked: BTreeSet<String> = changed.keys().cloned().collect();
 
         // Ids whose fate this commit may change: those of files read or removed, before and after.
         let mut affected: BTreeSet<PersonaId> = BTreeSet::new();
@@ -438,14 +460,14 @@ impl HistoryWalk {
             self.state.remove_file(path);
         }
         for path in &checked {
-            let blob = listing.personas[path];
+            let blob = changed[path];
             let bytes = self.blob(blob)?;
             let stem = stem_of(path);
             let parsed = validate_persona(path, &bytes, stem, &self.state.settings);
             if let Some(id) = parsed.id {
                 affected.insert(id);
             }
-            self.state.insert_file(path.clone(), TrackedFile { blob, parsed });
+            self.state.insert_file(path.clone(), TrackedFile { parsed });
         }
 
         // Decide each affected persona's fate from the files now claiming its id.

@@ -1,7 +1,9 @@
 //! Everything that reads the registry's git repository.
 
 pub mod history;
+pub mod remote;
 pub mod replay;
+pub mod tree_delta;
 
 use std::path::Path;
 
@@ -16,6 +18,8 @@ pub enum GitError {
     NotAnAncestor { commit: String, tip: String },
     #[error("reading git object {object}: {message}")]
     Object { object: String, message: String },
+    #[error("fetching from {url}: {message}")]
+    Fetch { url: String, message: String },
 }
 
 /// Opens a repository so that no user or system git configuration leaks in:

@@ -1,7 +1,9 @@
 //! Writes of the projection: one commit's changes, problems and cursor in the
 //! caller's transaction, plus retraction after rewritten history.
 
-use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::git::history::{ChangeKind, CommitRecord, PersonaChange};
@@ -14,47 +16,327 @@ pub struct CommitStats {
     pub errors: u64,
 }
 
-/// Projects one commit: versions and their normalized rows, head pointers,
-/// slug history, validation errors, outbox rows and the cursor. Re-projecting
-/// a commit that is already there changes nothing.
-#[tracing::instrument(skip_all, fields(commit = %record.commit.id))]
-pub async fn project_commit(
+/// Projects a run of consecutive commits: versions and their normalized rows,
+/// head pointers, slug history, validation errors, outbox rows and the cursor,
+/// with a fixed number of statements however many commits and personas the
+/// run holds. The caller's transaction makes the run atomic, so the cursor
+/// only ever names a commit whose changes, and all before it, are stored.
+/// Re-projecting commits that are already there changes nothing.
+#[tracing::instrument(skip_all, fields(commits = records.len()))]
+pub async fn project_commits(
     connection: &mut PgConnection,
     branch: &str,
-    record: &CommitRecord,
+    records: &[CommitRecord],
 ) -> sqlx::Result<CommitStats> {
+    let Some(last) = records.last() else {
+        return Ok(CommitStats::default());
+    };
+    let changes: Vec<(&CommitRecord, &PersonaChange)> = records
+        .iter()
+        .flat_map(|record| record.changes.iter().map(move |change| (record, change)))
+        .collect();
     let mut stats = CommitStats::default();
-    for change in &record.changes {
-        if project_change(connection, record, change).await? {
-            stats.versions += 1;
-        }
+    if !changes.is_empty() {
+        stats.versions = project_changes(connection, &changes).await?;
     }
-    if !record.checked_paths.is_empty() {
-        sqlx::query("DELETE FROM sync_errors WHERE path = ANY($1)")
-            .bind(&record.checked_paths)
-            .execute(&mut *connection)
-            .await?;
-    }
-    for problem in &record.problems {
-        for diagnostic in &problem.diagnostics {
-            sqlx::query(
-                "INSERT INTO sync_errors (commit_sha, path, persona_id, line, col, code, message)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&record.commit.id)
-            .bind(&diagnostic.file)
-            .bind(problem.persona_id.map(|id| id.0))
-            .bind(diagnostic.line as i32)
-            .bind(diagnostic.column as i32)
-            .bind(diagnostic.code.as_str())
-            .bind(&diagnostic.message)
-            .execute(&mut *connection)
-            .await?;
-            stats.errors += 1;
-        }
-    }
-    set_cursor(connection, branch, &record.commit.id).await?;
+    stats.errors = replace_sync_errors(connection, records).await?;
+    set_cursor(connection, branch, &last.commit.id).await?;
     Ok(stats)
+}
+
+/// The slug a change is filed under: the persona's own, or for a file that
+/// never parsed, its file name.
+fn slug_of(change: &PersonaChange) -> String {
+    change
+        .persona
+        .as_ref()
+        .or(change.previous.as_ref())
+        .map(|persona| persona.slug.to_string())
+        .unwrap_or_else(|| slug_of_path(&change.path))
+}
+
+/// Writes the version rows of `changes` (in commit order) and everything that
+/// hangs off them; returns how many new versions were written.
+async fn project_changes(connection: &mut PgConnection, changes: &[(&CommitRecord, &PersonaChange)]) -> sqlx::Result<u64> {
+    let slugs: Vec<String> = changes.iter().map(|(_, change)| slug_of(change)).collect();
+
+    // Personas seen for the first time: created at their first commit.
+    let mut first_seen: HashMap<Uuid, usize> = HashMap::new();
+    for (index, (_, change)) in changes.iter().enumerate() {
+        first_seen.entry(change.persona_id.0).or_insert(index);
+    }
+    let mut new_ids = Vec::new();
+    let mut new_slugs = Vec::new();
+    let mut new_created = Vec::new();
+    for (&id, &index) in &first_seen {
+        new_ids.push(id);
+        new_slugs.push(slugs[index].clone());
+        new_created.push(changes[index].0.commit.committed_at);
+    }
+    sqlx::query(
+        "INSERT INTO personas (id, slug, created_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&new_ids)
+    .bind(&new_slugs)
+    .bind(&new_created)
+    .execute(&mut *connection)
+    .await?;
+
+    // A commit that reappears after a force-push revives its retracted
+    // version instead of creating a second one.
+    let keys_persona: Vec<Uuid> = changes.iter().map(|(_, change)| change.persona_id.0).collect();
+    let keys_commit: Vec<&str> = changes.iter().map(|(record, _)| record.commit.id.as_str()).collect();
+    let existing: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "UPDATE persona_versions v SET retracted = false
+         FROM UNNEST($1::uuid[], $2::text[]) AS wanted (persona_id, commit_sha)
+         WHERE v.persona_id = wanted.persona_id AND v.commit_sha = wanted.commit_sha
+         RETURNING v.persona_id, v.commit_sha, v.id",
+    )
+    .bind(&keys_persona)
+    .bind(&keys_commit)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut version_ids: HashMap<(Uuid, String), i64> = existing
+        .into_iter()
+        .map(|(persona, commit, id)| ((persona, commit), id))
+        .collect();
+
+    // Version numbers continue from each persona's newest stored version.
+    let distinct_ids: Vec<Uuid> = first_seen.keys().copied().collect();
+    let newest: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT persona_id, max(version_no) FROM persona_versions WHERE persona_id = ANY($1) GROUP BY persona_id",
+    )
+    .bind(&distinct_ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut next_number: HashMap<Uuid, i32> = newest.into_iter().map(|(id, number)| (id, number + 1)).collect();
+
+    let mut fresh = NewVersions::default();
+    for (index, (record, change)) in changes.iter().enumerate() {
+        let persona_id = change.persona_id.0;
+        if version_ids.contains_key(&(persona_id, record.commit.id.clone())) {
+            continue;
+        }
+        let number = next_number.entry(persona_id).or_insert(1);
+        fresh.push(index, *number, record, change, &slugs[index]);
+        *number += 1;
+    }
+    let inserted: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "INSERT INTO persona_versions
+             (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
+              message, change_kind, slug, path, content_hash, document)
+         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                              $13::jsonb[])
+         RETURNING persona_id, commit_sha, id",
+    )
+    .bind(&fresh.persona_ids)
+    .bind(&fresh.numbers)
+    .bind(&fresh.commits)
+    .bind(&fresh.author_names)
+    .bind(&fresh.author_emails)
+    .bind(&fresh.authored_at)
+    .bind(&fresh.committed_at)
+    .bind(&fresh.messages)
+    .bind(&fresh.kinds)
+    .bind(&fresh.slugs)
+    .bind(&fresh.paths)
+    .bind(&fresh.hashes)
+    .bind(&fresh.documents)
+    .fetch_all(&mut *connection)
+    .await?;
+    let inserted_count = inserted.len() as u64;
+    version_ids.extend(inserted.into_iter().map(|(persona, commit, id)| ((persona, commit), id)));
+    let version_of = |index: usize| {
+        let (record, change) = changes[index];
+        version_ids[&(change.persona_id.0, record.commit.id.clone())]
+    };
+
+    // Normalized rows and slug history, for the versions written just now.
+    let mut rows = NormalizedRows::default();
+    let mut slug_rows: HashMap<(String, Uuid), i64> = HashMap::new();
+    for &index in &fresh.change_indexes {
+        let version_id = version_of(index);
+        if let Some(persona) = &changes[index].1.persona {
+            rows.push(version_id, persona);
+            slug_rows
+                .entry((slugs[index].clone(), persona.id.0))
+                .or_insert(version_id);
+        }
+    }
+    rows.insert(connection).await?;
+    let (slug_names, (slug_personas, slug_versions)): (Vec<String>, (Vec<Uuid>, Vec<i64>)) = slug_rows
+        .into_iter()
+        .map(|((slug, persona), version)| (slug, (persona, version)))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO persona_slugs (slug, persona_id, first_version_id)
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&slug_names)
+    .bind(&slug_personas)
+    .bind(&slug_versions)
+    .execute(&mut *connection)
+    .await?;
+
+    // Head pointers: each persona's last change in the run.
+    let mut head: HashMap<Uuid, usize> = HashMap::new();
+    for (index, (_, change)) in changes.iter().enumerate() {
+        head.insert(change.persona_id.0, index);
+    }
+    let mut head_ids = Vec::new();
+    let mut head_versions = Vec::new();
+    let mut head_slugs = Vec::new();
+    let mut head_deleted = Vec::new();
+    for (&id, &index) in &head {
+        head_ids.push(id);
+        head_versions.push(version_of(index));
+        head_slugs.push(slugs[index].clone());
+        head_deleted.push(changes[index].1.kind == ChangeKind::Deleted);
+    }
+    sqlx::query(
+        "UPDATE personas p SET current_version_id = head.version_id, slug = head.slug, deleted = head.deleted
+         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::bool[]) AS head (id, version_id, slug, deleted)
+         WHERE p.id = head.id",
+    )
+    .bind(&head_ids)
+    .bind(&head_versions)
+    .bind(&head_slugs)
+    .bind(&head_deleted)
+    .execute(&mut *connection)
+    .await?;
+
+    // One outbox row per change, in commit order, so the vector index sees
+    // the same sequence however the commits were grouped into runs.
+    let outbox_versions: Vec<i64> = (0..changes.len()).map(version_of).collect();
+    let outbox_ops: Vec<&str> = changes
+        .iter()
+        .map(|(_, change)| vector_op(change.kind == ChangeKind::Deleted))
+        .collect();
+    sqlx::query(
+        "INSERT INTO vector_outbox (persona_id, version_id, op)
+         SELECT persona, version, op FROM UNNEST($1::uuid[], $2::int8[], $3::text[])
+             WITH ORDINALITY AS change (persona, version, op, position)
+         ORDER BY position",
+    )
+    .bind(&keys_persona)
+    .bind(&outbox_versions)
+    .bind(&outbox_ops)
+    .execute(&mut *connection)
+    .await?;
+    Ok(inserted_count)
+}
+
+fn vector_op(deleted: bool) -> &'static str {
+    if deleted { "delete" } else { "upsert" }
+}
+
+/// Column arrays of the version rows one run inserts.
+#[derive(Default)]
+struct NewVersions {
+    /// Index into the run's changes of each row.
+    change_indexes: Vec<usize>,
+    persona_ids: Vec<Uuid>,
+    numbers: Vec<i32>,
+    commits: Vec<String>,
+    author_names: Vec<String>,
+    author_emails: Vec<String>,
+    authored_at: Vec<chrono::DateTime<chrono::FixedOffset>>,
+    committed_at: Vec<chrono::DateTime<chrono::FixedOffset>>,
+    messages: Vec<String>,
+    kinds: Vec<&'static str>,
+    slugs: Vec<String>,
+    paths: Vec<String>,
+    hashes: Vec<Option<String>>,
+    documents: Vec<Option<serde_json::Value>>,
+}
+
+impl NewVersions {
+    fn push(&mut self, index: usize, number: i32, record: &CommitRecord, change: &PersonaChange, slug: &str) {
+        let commit = &record.commit;
+        self.change_indexes.push(index);
+        self.persona_ids.push(change.persona_id.0);
+        self.numbers.push(number);
+        self.commits.push(commit.id.clone());
+        self.author_names.push(commit.author_name.clone());
+        self.author_emails.push(commit.author_email.clone());
+        self.authored_at.push(commit.authored_at);
+        self.committed_at.push(commit.committed_at);
+        self.messages.push(commit.message.clone());
+        self.kinds.push(change.kind.as_str());
+        self.slugs.push(slug.to_string());
+        self.paths.push(change.path.clone());
+        self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
+        self.documents.push(change.persona.as_ref().map(canonical::canonical_value));
+    }
+}
+
+/// A file's validation errors are those of the last commit in the run that
+/// checked it: earlier rows for the file are replaced.
+async fn replace_sync_errors(connection: &mut PgConnection, records: &[CommitRecord]) -> sqlx::Result<u64> {
+    let mut last_check: HashMap<&str, usize> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let problem_paths = record.problems.iter().map(|problem| problem.path.as_str());
+        for path in record.checked_paths.iter().map(String::as_str).chain(problem_paths) {
+            last_check.insert(path, index);
+        }
+    }
+    let checked: Vec<&str> = last_check.keys().copied().collect();
+    if !checked.is_empty() {
+        sqlx::query("DELETE FROM sync_errors WHERE path = ANY($1)")
+            .bind(&checked)
+            .execute(&mut *connection)
+            .await?;
+    }
+    let mut errors = ErrorRows::default();
+    let mut count = 0;
+    for (index, record) in records.iter().enumerate() {
+        for problem in &record.problems {
+            count += problem.diagnostics.len() as u64;
+            if last_check[problem.path.as_str()] != index {
+                continue;
+            }
+            for diagnostic in &problem.diagnostics {
+                errors.commits.push(record.commit.id.as_str());
+                errors.paths.push(diagnostic.file.as_str());
+                errors.personas.push(problem.persona_id.map(|id| id.0));
+                errors.lines.push(diagnostic.line as i32);
+                errors.columns.push(diagnostic.column as i32);
+                errors.codes.push(diagnostic.code.as_str());
+                errors.messages.push(diagnostic.message.as_str());
+            }
+        }
+    }
+    if !errors.commits.is_empty() {
+        sqlx::query(
+            "INSERT INTO sync_errors (commit_sha, path, persona_id, line, col, code, message)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int4[], $5::int4[], $6::text[], $7::text[])",
+        )
+        .bind(&errors.commits)
+        .bind(&errors.paths)
+        .bind(&errors.personas)
+        .bind(&errors.lines)
+        .bind(&errors.columns)
+        .bind(&errors.codes)
+        .bind(&errors.messages)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(count)
+}
+
+#[derive(Default)]
+struct ErrorRows<'a> {
+    commits: Vec<&'a str>,
+    paths: Vec<&'a str>,
+    personas: Vec<Option<Uuid>>,
+    lines: Vec<i32>,
+    columns: Vec<i32>,
+    codes: Vec<&'static str>,
+    messages: Vec<&'a str>,
 }
 
 pub async fn set_cursor(connection: &mut PgConnection, branch: &str, commit: &str) -> sqlx::Result<()> {
@@ -76,186 +358,145 @@ pub async fn cursor(connection: &mut PgConnection, branch: &str) -> sqlx::Result
         .await
 }
 
-/// Returns whether a new version row was written.
-async fn project_change(
-    connection: &mut PgConnection,
-    record: &CommitRecord,
-    change: &PersonaChange,
-) -> sqlx::Result<bool> {
-    let persona_id: Uuid = change.persona_id.0;
-    let commit = &record.commit;
-    let slug = change
-        .persona
-        .as_ref()
-        .or(change.previous.as_ref())
-        .map(|persona| persona.slug.to_string())
-        .unwrap_or_else(|| slug_of_path(&change.path));
-    sqlx::query(
-        "INSERT INTO personas (id, slug, created_at) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(persona_id)
-    .bind(&slug)
-    .bind(commit.committed_at)
-    .execute(&mut *connection)
-    .await?;
-
-    let document = change.persona.as_ref().map(canonical::canonical_value);
-    let hash = change.content_hash.map(|hash| hash.to_string());
-    // A commit that reappears after a force-push revives its retracted
-    // version instead of creating a second one.
-    let row = sqlx::query(
-        "INSERT INTO persona_versions
-             (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
-              message, change_kind, slug, path, content_hash, document)
-         VALUES ($1,
-                 (SELECT coalesce(max(version_no), 0) + 1 FROM persona_versions WHERE persona_id = $1),
-                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (persona_id, commit_sha) DO UPDATE SET retracted = false
-         RETURNING id, (xmax = 0) AS inserted",
-    )
-    .bind(persona_id)
-    .bind(&commit.id)
-    .bind(&commit.author_name)
-    .bind(&commit.author_email)
-    .bind(commit.authored_at)
-    .bind(commit.committed_at)
-    .bind(&commit.message)
-    .bind(change.kind.as_str())
-    .bind(&slug)
-    .bind(&change.path)
-    .bind(&hash)
-    .bind(&document)
-    .fetch_one(&mut *connection)
-    .await?;
-    let version_id: i64 = row.get("id");
-    let inserted: bool = row.get("inserted");
-
-    if inserted && let Some(persona) = &change.persona {
-        insert_normalized(connection, version_id, persona).await?;
-        sqlx::query(
-            "INSERT INTO persona_slugs (slug, persona_id, first_version_id) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&slug)
-        .bind(persona_id)
-        .bind(version_id)
-        .execute(&mut *connection)
-        .await?;
-    }
-    let deleted = change.kind == ChangeKind::Deleted;
-    sqlx::query("UPDATE personas SET current_version_id = $2, slug = $3, deleted = $4 WHERE id = $1")
-        .bind(persona_id)
-        .bind(version_id)
-        .bind(&slug)
-        .bind(deleted)
-        .execute(&mut *connection)
-        .await?;
-    enqueue_vector_update(connection, persona_id, version_id, deleted).await?;
-    Ok(inserted)
-}
-
-async fn enqueue_vector_update(
-    connection: &mut PgConnection,
-    persona_id: Uuid,
-    version_id: i64,
-    deleted: bool,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO vector_outbox (persona_id, version_id, op) VALUES ($1, $2, $3)")
-        .bind(persona_id)
-        .bind(version_id)
-        .bind(if deleted { "delete" } else { "upsert" })
-        .execute(connection)
-        .await?;
-    Ok(())
-}
-
 fn slug_of_path(path: &str) -> String {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.strip_suffix(".toml").unwrap_or(name).to_string()
 }
 
-/// The seed's relational rows for one version, written with one statement per table.
-async fn insert_normalized(connection: &mut PgConnection, version_id: i64, persona: &Persona) -> sqlx::Result<()> {
-    let (mut types, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for (trait_type, traits) in &persona.traits {
-        for (name, value) in traits {
-            types.push(trait_type.clone());
-            names.push(name.clone());
-            values.push(*value);
+/// The seed's relational rows for a run of versions, as column arrays so each
+/// table takes one statement.
+#[derive(Default)]
+struct NormalizedRows {
+    trait_versions: Vec<i64>,
+    trait_types: Vec<String>,
+    trait_names: Vec<String>,
+    trait_values: Vec<f64>,
+    belief_versions: Vec<i64>,
+    belief_positions: Vec<i32>,
+    beliefs: Vec<String>,
+    belief_sources: Vec<Option<String>>,
+    mode_versions: Vec<i64>,
+    modes: Vec<String>,
+    mode_enabled: Vec<bool>,
+    domain_versions: Vec<i64>,
+    domain_positions: Vec<i32>,
+    domains: Vec<String>,
+    phrase_versions: Vec<i64>,
+    phrase_positions: Vec<i32>,
+    phrases: Vec<String>,
+    config_versions: Vec<i64>,
+    humor: Vec<String>,
+    emotion: Vec<String>,
+    language: Vec<String>,
+    voice: Vec<bool>,
+    default_mode: Vec<Option<String>>,
+}
+
+impl NormalizedRows {
+    fn push(&mut self, version_id: i64, persona: &Persona) {
+        for (trait_type, traits) in &persona.traits {
+            for (name, value) in traits {
+                self.trait_versions.push(version_id);
+                self.trait_types.push(trait_type.clone());
+                self.trait_names.push(name.clone());
+                self.trait_values.push(*value);
+            }
         }
+        for (position, belief) in persona.beliefs.iter().enumerate() {
+            self.belief_versions.push(version_id);
+            self.belief_positions.push(position as i32);
+            self.beliefs.push(belief.text.clone());
+            self.belief_sources.push(belief.source.clone());
+        }
+        for (mode, enabled) in &persona.modes {
+            self.mode_versions.push(version_id);
+            self.modes.push(mode.clone());
+            self.mode_enabled.push(*enabled);
+        }
+        for (position, domain) in persona.domains.iter().enumerate() {
+            self.domain_versions.push(version_id);
+            self.domain_positions.push(position as i32);
+            self.domains.push(domain.clone());
+        }
+        for (position, phrase) in persona.signature_phrases.iter().enumerate() {
+            self.phrase_versions.push(version_id);
+            self.phrase_positions.push(position as i32);
+            self.phrases.push(phrase.clone());
+        }
+        let config = &persona.config;
+        self.config_versions.push(version_id);
+        self.humor.push(config.humor_usage.to_string());
+        self.emotion.push(config.emotional_style.to_string());
+        self.language.push(config.language_style.to_string());
+        self.voice.push(config.voice_enabled);
+        self.default_mode.push(persona.default_mode.clone());
     }
-    sqlx::query(
-        "INSERT INTO persona_traits (version_id, trait_type, trait_name, value)
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::float8[])",
-    )
-    .bind(version_id)
-    .bind(&types)
-    .bind(&names)
-    .bind(&values)
-    .execute(&mut *connection)
-    .await?;
 
-    let positions = |count: usize| (0..count as i32).collect::<Vec<i32>>();
-    let beliefs: Vec<&str> = persona.beliefs.iter().map(|b| b.text.as_str()).collect();
-    let sources: Vec<Option<&str>> = persona.beliefs.iter().map(|b| b.source.as_deref()).collect();
-    sqlx::query(
-        "INSERT INTO persona_beliefs (version_id, position, belief, source)
-         SELECT $1, * FROM UNNEST($2::int4[], $3::text[], $4::text[])",
-    )
-    .bind(version_id)
-    .bind(positions(beliefs.len()))
-    .bind(&beliefs)
-    .bind(&sources)
-    .execute(&mut *connection)
-    .await?;
-
-    let modes: Vec<&str> = persona.modes.keys().map(String::as_str).collect();
-    let enabled: Vec<bool> = persona.modes.values().copied().collect();
-    sqlx::query(
-        "INSERT INTO persona_modes (version_id, mode, enabled)
-         SELECT $1, * FROM UNNEST($2::text[], $3::bool[])",
-    )
-    .bind(version_id)
-    .bind(&modes)
-    .bind(&enabled)
-    .execute(&mut *connection)
-    .await?;
-
-    sqlx::query(
-        "INSERT INTO persona_domains (version_id, position, domain)
-         SELECT $1, * FROM UNNEST($2::int4[], $3::text[])",
-    )
-    .bind(version_id)
-    .bind(positions(persona.domains.len()))
-    .bind(&persona.domains)
-    .execute(&mut *connection)
-    .await?;
-
-    sqlx::query(
-        "INSERT INTO persona_phrases (version_id, position, phrase)
-         SELECT $1, * FROM UNNEST($2::int4[], $3::text[])",
-    )
-    .bind(version_id)
-    .bind(positions(persona.signature_phrases.len()))
-    .bind(&persona.signature_phrases)
-    .execute(&mut *connection)
-    .await?;
-
-    let config = &persona.config;
-    sqlx::query(
-        "INSERT INTO persona_config (version_id, humor_usage, emotional_style, language_style, voice_enabled, default_mode)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(version_id)
-    .bind(config.humor_usage.to_string())
-    .bind(config.emotional_style.to_string())
-    .bind(config.language_style.to_string())
-    .bind(config.voice_enabled)
-    .bind(&persona.default_mode)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+    async fn insert(&self, connection: &mut PgConnection) -> sqlx::Result<()> {
+        if self.config_versions.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO persona_traits (version_id, trait_type, trait_name, value)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::float8[])",
+        )
+        .bind(&self.trait_versions)
+        .bind(&self.trait_types)
+        .bind(&self.trait_names)
+        .bind(&self.trait_values)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persona_beliefs (version_id, position, belief, source)
+             SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::text[], $4::text[])",
+        )
+        .bind(&self.belief_versions)
+        .bind(&self.belief_positions)
+        .bind(&self.beliefs)
+        .bind(&self.belief_sources)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persona_modes (version_id, mode, enabled)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::bool[])",
+        )
+        .bind(&self.mode_versions)
+        .bind(&self.modes)
+        .bind(&self.mode_enabled)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persona_domains (version_id, position, domain)
+             SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::text[])",
+        )
+        .bind(&self.domain_versions)
+        .bind(&self.domain_positions)
+        .bind(&self.domains)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persona_phrases (version_id, position, phrase)
+             SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::text[])",
+        )
+        .bind(&self.phrase_versions)
+        .bind(&self.phrase_positions)
+        .bind(&self.phrases)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persona_config (version_id, humor_usage, emotional_style, language_style, voice_enabled, default_mode)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])",
+        )
+        .bind(&self.config_versions)
+        .bind(&self.humor)
+        .bind(&self.emotion)
+        .bind(&self.language)
+        .bind(&self.voice)
+        .bind(&self.default_mode)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Marks the versions of commits that are no longer reachable as retracted,
@@ -296,7 +537,7 @@ pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) 
         sqlx::query("INSERT INTO vector_outbox (persona_id, version_id, op) VALUES ($1, $2, $3)")
             .bind(persona_id)
             .bind(current)
-            .bind(if deleted { "delete" } else { "upsert" })
+            .bind(vector_op(deleted))
             .execute(&mut *connection)
             .await?;
     }

@@ -1,9 +1,12 @@
-//! The sync: git history → PostgreSQL, one transaction per commit.
+//! The sync: git history → PostgreSQL, whole commits per transaction.
 //!
 //! The cursor (`sync_state`) names the last commit fully projected, and it is
-//! written in the same transaction as that commit's versions, so a crash at
-//! any instant resumes exactly where the database says: nothing is lost and,
-//! since re-projecting a commit is a no-op, nothing is duplicated.
+//! written in the same transaction as that commit's versions (and those of the
+//! commits before it in the same run), so a crash at any instant resumes
+//! exactly where the database says: nothing is lost and, since re-projecting a
+//! commit is a no-op, nothing is duplicated.
+
+pub mod follow;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -15,7 +18,13 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, WalkOptions, first_parent_chain};
 use crate::git::{GitError, open_repository, resolve_commit};
 use crate::persona::{ContentHash, Persona, PersonaId};
-use crate::store::projection::{cursor, project_commit, retract_commits, set_cursor};
+use crate::store::projection::{CommitStats, cursor, project_commits, retract_commits, set_cursor};
+
+/// Bounds on the commits one transaction projects while catching up: large
+/// enough that per-statement overhead vanishes, small enough that a crash
+/// loses little work and memory stays flat.
+const MAX_RUN_COMMITS: usize = 500;
+const MAX_RUN_CHANGES: usize = 2_000;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -23,6 +32,19 @@ pub struct SyncOptions {
     pub branch: String,
     /// Wait for another sync holding the lock instead of failing at once.
     pub wait_for_lock: bool,
+    /// Advanced by one per projected commit; hidden unless a terminal shows it.
+    pub progress: indicatif::ProgressBar,
+}
+
+impl SyncOptions {
+    pub fn new(repository: impl Into<PathBuf>, branch: impl Into<String>) -> Self {
+        SyncOptions {
+            repository: repository.into(),
+            branch: branch.into(),
+            wait_for_lock: false,
+            progress: indicatif::ProgressBar::hidden(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -220,12 +242,35 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
             let _ = restore_sender.send(differences);
         }
     }
-    while let Some(record) = receiver.recv().await {
-        let record = record?;
-        let stats = project_one(&mut connection, &options.branch, &record).await?;
-        summary.commits += 1;
-        summary.versions += stats.0;
-        summary.errors += stats.1;
+    options.progress.set_length(plan.pending);
+    while let Some(first) = receiver.recv().await {
+        // Whatever the reader has ready goes into one transaction: while
+        // catching up that is a large run, when following a branch one commit.
+        let mut run = Vec::new();
+        let mut failure = None;
+        let mut next = Some(first);
+        while let Some(record) = next.take() {
+            match record {
+                Ok(record) => {
+                    let changes: usize = run.iter().map(|record: &CommitRecord| record.changes.len()).sum();
+                    run.push(record);
+                    if run.len() < MAX_RUN_COMMITS && changes < MAX_RUN_CHANGES {
+                        next = receiver.try_recv().ok();
+                    }
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        if !run.is_empty() {
+            let stats = project_run(&mut connection, &options.branch, &run).await?;
+            summary.commits += run.len() as u64;
+            summary.versions += stats.versions;
+            summary.errors += stats.errors;
+            options.progress.inc(run.len() as u64);
+        }
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
     }
     drop(receiver);
     reader.await.map_err(|error| SyncError::Reader(error.to_string()))?;
@@ -276,11 +321,11 @@ async fn recorded_differences(
     Ok((known, gone))
 }
 
-async fn project_one(connection: &mut PgConnection, branch: &str, record: &CommitRecord) -> sqlx::Result<(u64, u64)> {
+async fn project_run(connection: &mut PgConnection, branch: &str, run: &[CommitRecord]) -> sqlx::Result<CommitStats> {
     let mut transaction = connection.begin().await?;
-    let stats = project_commit(&mut transaction, branch, record).await?;
+    let stats = project_commits(&mut transaction, branch, run).await?;
     transaction.commit().await?;
-    Ok((stats.versions, stats.errors))
+    Ok(stats)
 }
 
 /// What the walk must do, decided from the cursor and the branch tip.
@@ -289,6 +334,8 @@ struct WalkPlan {
     /// Walk the commits after this one (`None`: from the root).
     after: Option<ObjectId>,
     up_to_date: bool,
+    /// Commits to project.
+    pending: u64,
     /// Set when the cursor is not on the tip's first-parent history.
     cursor_reset: bool,
     unreachable: Vec<String>,
@@ -305,6 +352,7 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
             tip,
             after: None,
             up_to_date: false,
+            pending: chain.len() as u64,
             cursor_reset: false,
             unreachable: Vec::new(),
             reachable,
@@ -315,10 +363,12 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
             object: cursor.clone(),
             message: error.to_string(),
         })?;
+        let position = chain.iter().position(|id| *id == after).unwrap_or(0);
         return Ok(WalkPlan {
             tip,
             after: Some(after),
             up_to_date: after == tip,
+            pending: (chain.len() - position - 1) as u64,
             cursor_reset: false,
             unreachable: Vec::new(),
             reachable,
@@ -345,10 +395,15 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
     if unreachable.is_empty() {
         unreachable.push(cursor);
     }
+    let pending = match base {
+        Some(base) => chain.len() - chain.iter().position(|id| *id == base).unwrap_or(0) - 1,
+        None => chain.len(),
+    };
     Ok(WalkPlan {
         tip,
         after: base,
         up_to_date: false,
+        pending: pending as u64,
         cursor_reset: true,
         unreachable,
         reachable,
