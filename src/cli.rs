@@ -137,8 +137,21 @@ pub enum DiffFormat {
     Json,
 }
 
+/// Structured logs on stderr, filtered by `RUST_LOG` (default: warnings, and
+/// this crate's own info lines).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,personas=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if seconds.is_finite() && seconds > 0.0 {
         Ok(std::time::Duration::from_secs_f64(seconds))
     } else {
@@ -154,6 +167,7 @@ pub enum Outcome {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::from(1),

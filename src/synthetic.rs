@@ -207,7 +207,10 @@ fn run_git(directory: &Path, arguments: &[&str], input: Option<&[u8]>) -> std::i
     if status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!("git {} failed: {status}", arguments.join(" "))))
+        Err(std::io::Error::other(format!(
+            "git {} failed: {status}",
+            arguments.join(" ")
+        )))
     }
 }
 

@@ -109,7 +109,10 @@ pub fn sync(bench: SyncBench<'_>) -> anyhow::Result<Outcome> {
     println!("ratio           {:>9.2}×  sync / git floor", ratio(sync_time, floor));
     let expected = (shape.personas * shape.revisions) as u64;
     if summary.versions != expected {
-        bail!("the sync wrote {} versions; the history holds {expected}", summary.versions);
+        bail!(
+            "the sync wrote {} versions; the history holds {expected}",
+            summary.versions
+        );
     }
     Ok(Outcome::Clean)
 }
@@ -124,7 +127,15 @@ fn ratio(time: Duration, reference: Duration) -> f64 {
 fn git_read_floor(repository: &Path) -> anyhow::Result<(Duration, usize)> {
     let started = Instant::now();
     let log = Command::new("git")
-        .args(["log", "--first-parent", "--reverse", "--raw", "--no-abbrev", "--format=%H", BRANCH])
+        .args([
+            "log",
+            "--first-parent",
+            "--reverse",
+            "--raw",
+            "--no-abbrev",
+            "--format=%H",
+            BRANCH,
+        ])
         .current_dir(repository)
         .stderr(Stdio::inherit())
         .output()

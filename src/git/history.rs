@@ -356,7 +356,11 @@ impl HistoryWalk {
 
     /// The personas files that differ from the previous commit's tree;
     /// with `everything`, all files (new settings mean re-checking them all).
-    fn personas_delta(&self, new: Option<ObjectId>, everything: bool) -> Result<(PersonasDelta, IndexedTree), GitError> {
+    fn personas_delta(
+        &self,
+        new: Option<ObjectId>,
+        everything: bool,
+    ) -> Result<(PersonasDelta, IndexedTree), GitError> {
         let old = &self.state.personas_tree;
         if new == old.id && !everything {
             return Ok((PersonasDelta::default(), old.clone()));
@@ -364,14 +368,24 @@ impl HistoryWalk {
         let corrupt = |error: String| Self::object_error(new.map(|id| id.to_string()).unwrap_or_default(), error);
         let data = match new {
             Some(_) if new == old.id => old.data().to_vec(),
-            Some(id) => self.repository.find_tree(id).map_err(|e| Self::object_error(id, e))?.detach().data,
+            Some(id) => {
+                self.repository
+                    .find_tree(id)
+                    .map_err(|e| Self::object_error(id, e))?
+                    .detach()
+                    .data
+            }
             None => Vec::new(),
         };
         let hash_len = self.repository.object_hash().len_in_bytes();
         let (tree, delta) = old.successor(new, data, everything, hash_len).map_err(corrupt)?;
         let path_of = |name: &[u8]| format!("{REGISTRY_DIR}/{PERSONAS_DIR}/{}", String::from_utf8_lossy(name));
         let owned = PersonasDelta {
-            changed: delta.changed.iter().map(|(name, blob)| (path_of(name), *blob)).collect(),
+            changed: delta
+                .changed
+                .iter()
+                .map(|(name, blob)| (path_of(name), *blob))
+                .collect(),
             removed: delta.removed.iter().map(|name| path_of(name)).collect(),
         };
         Ok((owned, tree))

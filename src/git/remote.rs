@@ -21,7 +21,13 @@ impl Mirror {
     pub fn under(data_dir: &Path, url: &str, branch: &str) -> Mirror {
         let name: String = url
             .chars()
-            .map(|character| if character.is_ascii_alphanumeric() { character } else { '_' })
+            .map(|character| {
+                if character.is_ascii_alphanumeric() {
+                    character
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Mirror {
             path: data_dir.join("mirrors").join(format!("{name}.git")),

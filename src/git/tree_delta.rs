@@ -48,7 +48,12 @@ fn entry_at(data: &[u8], start: usize, hash_len: usize) -> Result<Entry<'_>, Str
     let corrupt = || format!("malformed tree entry at byte {start}");
     let rest = &data[start..];
     let space = rest.iter().position(|byte| *byte == b' ').ok_or_else(corrupt)?;
-    let nul = space + 1 + rest[space + 1..].iter().position(|byte| *byte == 0).ok_or_else(corrupt)?;
+    let nul = space
+        + 1
+        + rest[space + 1..]
+            .iter()
+            .position(|byte| *byte == 0)
+            .ok_or_else(corrupt)?;
     let end = nul + 1 + hash_len;
     if end > rest.len() {
         return Err(corrupt());
@@ -177,7 +182,12 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
         if left == right {
             length += left.len();
         } else {
-            let same = left.iter().rev().zip(right.iter().rev()).take_while(|(x, y)| x == y).count();
+            let same = left
+                .iter()
+                .rev()
+                .zip(right.iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count();
             return length + same;
         }
     }
@@ -210,7 +220,12 @@ fn merge(
         new_from,
         new_to,
     } = span;
-    fn next<'t>(tree: &'t IndexedTree, offset: &mut usize, to: usize, hash_len: usize) -> Result<Option<Entry<'t>>, String> {
+    fn next<'t>(
+        tree: &'t IndexedTree,
+        offset: &mut usize,
+        to: usize,
+        hash_len: usize,
+    ) -> Result<Option<Entry<'t>>, String> {
         while *offset < to {
             let entry = entry_at(&tree.data, *offset, hash_len)?;
             *offset = entry.end;
@@ -231,7 +246,9 @@ fn merge(
                 old_entry = next(old, &mut old_offset, old_to, hash_len)?;
             }
             (None, Some(added)) => {
-                delta.changed.push((added.name.to_vec(), ObjectId::from_bytes_or_panic(added.id)));
+                delta
+                    .changed
+                    .push((added.name.to_vec(), ObjectId::from_bytes_or_panic(added.id)));
                 new_entry = next(new, &mut new_offset, new_to, hash_len)?;
             }
             (Some(before), Some(after)) => match before.name.cmp(after.name) {
@@ -240,12 +257,16 @@ fn merge(
                     old_entry = next(old, &mut old_offset, old_to, hash_len)?;
                 }
                 std::cmp::Ordering::Greater => {
-                    delta.changed.push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
+                    delta
+                        .changed
+                        .push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
                     new_entry = next(new, &mut new_offset, new_to, hash_len)?;
                 }
                 std::cmp::Ordering::Equal => {
                     if everything || before.id != after.id {
-                        delta.changed.push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
+                        delta
+                            .changed
+                            .push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
                     }
                     old_entry = next(old, &mut old_offset, old_to, hash_len)?;
                     new_entry = next(new, &mut new_offset, new_to, hash_len)?;
@@ -288,10 +309,18 @@ mod tests {
     /// The answer by brute force: compare the two file maps.
     fn expected(old: &[(String, u8)], new: &[(String, u8)]) -> (Vec<String>, Vec<String>) {
         let toml = |files: &[(String, u8)]| -> std::collections::BTreeMap<String, u8> {
-            files.iter().filter(|(name, _)| name.ends_with(".toml")).cloned().collect()
+            files
+                .iter()
+                .filter(|(name, _)| name.ends_with(".toml"))
+                .cloned()
+                .collect()
         };
         let (old, new) = (toml(old), toml(new));
-        let changed = new.iter().filter(|(name, blob)| old.get(*name) != Some(blob)).map(|(name, _)| name.clone()).collect();
+        let changed = new
+            .iter()
+            .filter(|(name, blob)| old.get(*name) != Some(blob))
+            .map(|(name, _)| name.clone())
+            .collect();
         let removed = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
         (changed, removed)
     }
@@ -320,7 +349,9 @@ mod tests {
         };
         for round in 0..2_000 {
             let size = random(60);
-            let mut old: Vec<(String, u8)> = (0..size).map(|n| (format!("p{}.toml", n * 3), random(3) as u8)).collect();
+            let mut old: Vec<(String, u8)> = (0..size)
+                .map(|n| (format!("p{}.toml", n * 3), random(3) as u8))
+                .collect();
             if round % 5 == 0 {
                 old.push(("sub-dir".to_string(), 1));
                 old.push(("notes.md".to_string(), 1));
@@ -345,7 +376,11 @@ mod tests {
                 }
             }
             let (old_tree, new_tree) = (tree(&old), tree(&new));
-            assert_eq!(actual(&old_tree, &new_tree), expected(&old, &new), "round {round}: {old:?} → {new:?}");
+            assert_eq!(
+                actual(&old_tree, &new_tree),
+                expected(&old, &new),
+                "round {round}: {old:?} → {new:?}"
+            );
         }
     }
 

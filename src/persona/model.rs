@@ -232,6 +232,16 @@ pub struct Persona {
 }
 
 impl Persona {
+    /// The text full-text search matches: name, description, domains and
+    /// beliefs (the same fields as the `search_text` migration's backfill).
+    pub fn search_text(&self) -> String {
+        let mut parts: Vec<&str> = vec![&self.name, &self.description];
+        parts.extend(self.domains.iter().map(String::as_str));
+        parts.extend(self.beliefs.iter().map(|belief| belief.text.as_str()));
+        parts.retain(|part| !part.is_empty());
+        parts.join(" ")
+    }
+
     pub fn enabled_modes(&self) -> impl Iterator<Item = &str> {
         self.modes
             .iter()

@@ -57,7 +57,10 @@ fn slug_of(change: &PersonaChange) -> String {
 
 /// Writes the version rows of `changes` (in commit order) and everything that
 /// hangs off them; returns how many new versions were written.
-async fn project_changes(connection: &mut PgConnection, changes: &[(&CommitRecord, &PersonaChange)]) -> sqlx::Result<u64> {
+async fn project_changes(
+    connection: &mut PgConnection,
+    changes: &[(&CommitRecord, &PersonaChange)],
+) -> sqlx::Result<u64> {
     let slugs: Vec<String> = changes.iter().map(|(_, change)| slug_of(change)).collect();
 
     // Personas seen for the first time: created at their first commit.
@@ -126,10 +129,10 @@ async fn project_changes(connection: &mut PgConnection, changes: &[(&CommitRecor
     let inserted: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "INSERT INTO persona_versions
              (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
-              message, change_kind, slug, path, content_hash, document)
+              message, change_kind, slug, path, content_hash, document, search_text)
          SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                               $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                              $13::jsonb[])
+                              $13::jsonb[], $14::text[])
          RETURNING persona_id, commit_sha, id",
     )
     .bind(&fresh.persona_ids)
@@ -145,10 +148,15 @@ async fn project_changes(connection: &mut PgConnection, changes: &[(&CommitRecor
     .bind(&fresh.paths)
     .bind(&fresh.hashes)
     .bind(&fresh.documents)
+    .bind(&fresh.search_texts)
     .fetch_all(&mut *connection)
     .await?;
     let inserted_count = inserted.len() as u64;
-    version_ids.extend(inserted.into_iter().map(|(persona, commit, id)| ((persona, commit), id)));
+    version_ids.extend(
+        inserted
+            .into_iter()
+            .map(|(persona, commit, id)| ((persona, commit), id)),
+    );
     let version_of = |index: usize| {
         let (record, change) = changes[index];
         version_ids[&(change.persona_id.0, record.commit.id.clone())]
@@ -252,6 +260,7 @@ struct NewVersions {
     paths: Vec<String>,
     hashes: Vec<Option<String>>,
     documents: Vec<Option<serde_json::Value>>,
+    search_texts: Vec<String>,
 }
 
 impl NewVersions {
@@ -270,7 +279,10 @@ impl NewVersions {
         self.slugs.push(slug.to_string());
         self.paths.push(change.path.clone());
         self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
-        self.documents.push(change.persona.as_ref().map(canonical::canonical_value));
+        self.documents
+            .push(change.persona.as_ref().map(canonical::canonical_value));
+        self.search_texts
+            .push(change.persona.as_ref().map(Persona::search_text).unwrap_or_default());
     }
 }
 
