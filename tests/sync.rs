@@ -4,40 +4,13 @@ mod common;
 
 use std::path::Path;
 
-use common::db::{TestDatabase, fresh};
+use common::db::{TestDatabase, count, digest, fresh, orphan_rows};
 use common::*;
 use personas::git::replay::Replay;
 use personas::sync::{SyncError, SyncOptions, lock_key, sync_once};
-use sqlx::PgPool;
 
 fn options(repo: &Path, branch: &str) -> SyncOptions {
     SyncOptions::new(repo, branch)
-}
-
-/// A digest of everything the projection holds, for comparing two databases.
-async fn digest(pool: &PgPool) -> String {
-    sqlx::query_scalar(
-        "SELECT md5(concat_ws('|',
-            (SELECT string_agg(concat_ws(',', persona_id, version_no, commit_sha, change_kind, slug, path,
-                                         content_hash, retracted, md5(document::text)), ';'
-                               ORDER BY persona_id, version_no) FROM persona_versions),
-            (SELECT string_agg(concat_ws(',', p.id, p.slug, p.deleted, p.created_at, v.version_no), ';' ORDER BY p.id)
-               FROM personas p LEFT JOIN persona_versions v ON v.id = p.current_version_id),
-            (SELECT string_agg(concat_ws(',', commit_sha, path, line, col, code), ';'
-                               ORDER BY path, line, col, code) FROM sync_errors),
-            (SELECT string_agg(concat_ws(',', branch, last_commit), ';') FROM sync_state),
-            (SELECT count(*) FROM persona_traits), (SELECT count(*) FROM persona_beliefs),
-            (SELECT count(*) FROM persona_modes), (SELECT count(*) FROM persona_config),
-            (SELECT count(*) FROM persona_domains), (SELECT count(*) FROM persona_phrases),
-            (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox)))",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 #[tokio::test]
@@ -204,6 +177,7 @@ async fn force_pushed_history_retracts_unreachable_versions() {
     let before = digest(&pool).await;
     sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
     assert_eq!(digest(&pool).await, before);
+    assert_eq!(orphan_rows(&pool).await, 0);
 }
 
 #[tokio::test]
@@ -266,6 +240,7 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
     // Resume to the end and compare with the clean one-shot projection.
     sync_once(&target.pool, &options(repo.path(), "main")).await.unwrap();
     assert_eq!(digest(&target.pool).await, expected);
+    assert_eq!(orphan_rows(&target.pool).await, 0);
     assert!(
         kills_mid_sync >= 5,
         "only {kills_mid_sync} kills landed mid-sync; the test did not exercise crashes"

@@ -54,7 +54,9 @@ impl Mirror {
             .remote_at(self.url.as_str())
             .map_err(|error| fetch_error(error.to_string()))?
             .with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch)
-            .map_err(|error| fetch_error(error.to_string()))?;
+            .map_err(|error| fetch_error(error.to_string()))?
+            // Only the branch: tags are not part of the registry's history.
+            .with_fetch_tags(gix::remote::fetch::Tags::None);
         let interrupt = AtomicBool::new(false);
         let outcome = remote
             .connect(gix::remote::Direction::Fetch)

@@ -377,6 +377,49 @@ pub mod db {
         maintenance.close().await;
         name
     }
+
+    /// Normalized rows whose version does not exist: must always be zero
+    /// (these tables rely on the single writer rather than foreign keys).
+    pub async fn orphan_rows(pool: &PgPool) -> i64 {
+        count(
+            pool,
+            "SELECT (SELECT count(*) FROM persona_traits t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_beliefs t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_modes t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_config t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_domains t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_phrases t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))",
+        )
+        .await
+    }
+
+    /// A digest of everything the projection holds, for comparing two databases.
+    pub async fn digest(pool: &PgPool) -> String {
+        sqlx::query_scalar(
+            "SELECT md5(concat_ws('|',
+                (SELECT string_agg(concat_ws(',', persona_id, version_no, commit_sha, change_kind, slug, path,
+                                             content_hash, retracted, md5(document::text)), ';'
+                                   ORDER BY persona_id, version_no) FROM persona_versions),
+                (SELECT string_agg(concat_ws(',', p.id, p.slug, p.deleted, p.created_at, v.version_no), ';' ORDER BY p.id)
+                   FROM personas p LEFT JOIN persona_versions v ON v.id = p.current_version_id),
+                (SELECT string_agg(concat_ws(',', commit_sha, path, line, col, code), ';'
+                                   ORDER BY path, line, col, code) FROM sync_errors),
+                (SELECT string_agg(concat_ws(',', branch, last_commit), ';') FROM sync_state),
+                (SELECT count(*) FROM persona_traits), (SELECT count(*) FROM persona_beliefs),
+                (SELECT count(*) FROM persona_modes), (SELECT count(*) FROM persona_config),
+                (SELECT count(*) FROM persona_domains), (SELECT count(*) FROM persona_phrases),
+                (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox),
+                (SELECT string_agg(concat_ws(',', o.persona_id, v.version_no, o.op), ';' ORDER BY o.id)
+               FROM vector_outbox o LEFT JOIN persona_versions v ON v.id = o.version_id)))",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
 }
 
 /// Writes a synthetic history with `git fast-import`: `personas` personas,

@@ -1,0 +1,260 @@
+//! Following a branch as it moves: `sync --watch` on a local repository,
+//! `sync --remote` through a mirror, and a database restart in mid-sync.
+//! All on real git repositories, a real PostgreSQL and the real binary.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::db::{TestDatabase, count, digest, fresh, orphan_rows};
+use common::*;
+use personas::store::local_pg::LocalCluster;
+use personas::store::pool::{MIGRATOR, connect, ensure_database};
+use personas::sync::{SyncOptions, sync_once};
+use personas::synthetic::SyntheticRegistry;
+use sqlx::PgPool;
+
+fn spawn_sync(args: &[&str], database_url: &str, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_personas"))
+        .arg("sync")
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn,personas=info")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("personas runs")
+}
+
+/// Waits until `sql` returns `expected`, giving up after a generous deadline
+/// (this checks that it happens, not how fast: the benchmarks measure speed).
+async fn eventually(pool: &PgPool, sql: &str, expected: i64) -> Duration {
+    let started = Instant::now();
+    while count(pool, sql).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{sql} never reached {expected} (now {})",
+            count(pool, sql).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::TERM)
+        .expect("the sync is still running");
+    child.wait().unwrap()
+}
+
+#[tokio::test]
+async fn watch_projects_each_new_commit_and_stops_cleanly_on_sigterm() {
+    let repo = TestRepo::new();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.commit("add alice");
+    let TestDatabase { url, pool } = fresh().await;
+    let repo_path = repo.path().to_str().unwrap();
+    let mut child = spawn_sync(&["--watch", "--repo", repo_path], &url, Stdio::null());
+    eventually(&pool, "SELECT count(*) FROM persona_versions", 1).await;
+
+    // Commits made while it watches: an edit, then a new persona on a second commit.
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.4"),
+    );
+    repo.commit("alice opens up less");
+    let latency = eventually(&pool, "SELECT count(*) FROM persona_versions", 2).await;
+    eprintln!("watch: the edit was projected {latency:?} after the commit");
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    let tip = repo.commit("add bob");
+    eventually(&pool, "SELECT count(*) FROM persona_versions", 3).await;
+    let cursor: String = sqlx::query_scalar("SELECT last_commit FROM sync_state")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cursor, tip);
+
+    // `git add` alone (the index changes, no ref moves) projects nothing new.
+    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
+    repo.git(&["add", "-A"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 3);
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "sync --watch exited with {status} on SIGTERM");
+}
+
+#[tokio::test]
+async fn remote_sync_follows_a_bare_repository_through_pushes_and_force_pushes() {
+    let repo = TestRepo::new();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.commit("add alice");
+    let hosted = tempfile::tempdir().unwrap();
+    let bare = hosted.path().join("registry.git");
+    repo.git(&["clone", "-q", "--bare", ".", bare.to_str().unwrap()]);
+    let url = format!("file://{}", bare.display());
+    let data = tempfile::tempdir().unwrap();
+    let TestDatabase { url: database, pool } = fresh().await;
+    let sync = |expect_success: bool| {
+        let output = Command::new(env!("CARGO_BIN_EXE_personas"))
+            .args(["sync", "--once", "--remote", &url, "--data-dir"])
+            .arg(data.path())
+            .env("DATABASE_URL", &database)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.success(),
+            expect_success,
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    sync(true);
+    assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 1);
+
+    // A push upstream arrives with the next fetch.
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    repo.commit("add bob");
+    repo.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+    sync(true);
+    assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 2);
+
+    // A force-push upstream that drops bob retracts his version.
+    repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    repo.git(&["push", "-q", "--force", bare.to_str().unwrap(), "main"]);
+    sync(true);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM persona_versions WHERE retracted").await,
+        1
+    );
+
+    // A remote without the branch, and one that does not exist, fail clearly.
+    let wrong_branch = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args([
+            "sync",
+            "--once",
+            "--branch",
+            "no-such-branch",
+            "--remote",
+            &url,
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("DATABASE_URL", &database)
+        .output()
+        .unwrap();
+    assert_eq!(wrong_branch.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&wrong_branch.stderr);
+    assert!(
+        message.contains("fetching from") && message.contains("no-such-branch"),
+        "{message}"
+    );
+    let missing = format!("file://{}", hosted.path().join("missing.git").display());
+    let gone = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["sync", "--once", "--remote", &missing, "--data-dir"])
+        .arg(data.path())
+        .env("DATABASE_URL", &database)
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        message.contains("fetching from") && message.contains("missing.git"),
+        "{message}"
+    );
+}
+
+/// A database of its own on a cluster of its own, so restarting the server
+/// does not disturb the other tests.
+struct PrivateServer {
+    cluster: LocalCluster,
+    _directory: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    async fn start() -> (PrivateServer, String) {
+        let directory = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cluster_dir = directory.path().join("postgres");
+        let cluster = tokio::task::spawn_blocking(move || {
+            let mut cluster = LocalCluster::new(&cluster_dir).expect("PostgreSQL binaries");
+            cluster.start().expect("the private cluster starts");
+            cluster
+        })
+        .await
+        .unwrap();
+        ensure_database(&cluster.url("postgres"), "restart").await.unwrap();
+        let url = cluster.url("restart");
+        let pool = connect(&url).await.unwrap();
+        MIGRATOR.run(&pool).await.unwrap();
+        pool.close().await;
+        (
+            PrivateServer {
+                cluster,
+                _directory: directory,
+            },
+            url,
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_database_restart_mid_sync_is_retried_and_the_projection_is_complete() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    // One persona per commit: thousands of small commits keep the sync busy
+    // long enough to restart the server under it.
+    let shape = SyntheticRegistry {
+        personas: 1_500,
+        revisions: 3,
+        personas_per_commit: 1,
+    };
+    shape.write_repository(repo_dir.path(), "main").unwrap();
+    let reference = fresh().await;
+    sync_once(&reference.pool, &SyncOptions::new(repo_dir.path(), "main"))
+        .await
+        .unwrap();
+    let expected = digest(&reference.pool).await;
+
+    let (mut server, url) = PrivateServer::start().await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_sync(
+        &["--once", "--repo", repo_dir.path().to_str().unwrap()],
+        &url,
+        Stdio::from(log.reopen().unwrap()),
+    );
+    // Restart once the first runs are committed, i.e. while it is mid-way.
+    let pool = connect(&url).await.unwrap();
+    eventually(&pool, "SELECT count(*) FROM sync_state", 1).await;
+    pool.close().await;
+    let restarted_at = Instant::now();
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.cluster.stop().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        server.cluster.start().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.success(), "the sync did not survive the restart: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the sync finished before the restart ({:?} in), so nothing was tested: {stderr}",
+        restarted_at.elapsed()
+    );
+
+    let pool = connect(&url).await.unwrap();
+    assert_eq!(digest(&pool).await, expected);
+    assert_eq!(orphan_rows(&pool).await, 0);
+    pool.close().await;
+    tokio::task::spawn_blocking(move || server.cluster.stop().unwrap())
+        .await
+        .unwrap();
+}
