@@ -123,11 +123,11 @@ voice_enabled = {voice}
             wit = mix(6 + revision),
             // Distinct for every revision below 90, so each one is a real change.
             irony = (revision % 90 + 5) as f64 / 100.0,
-            critic = n % 2 == 0,
-            debater = n % 3 == 0,
+            critic = n.is_multiple_of(2),
+            debater = n.is_multiple_of(3),
             humor = ["low", "medium", "high"][n % 3],
             emotion = ["reserved", "expressive"][n % 2],
-            voice = n % 5 == 0,
+            voice = n.is_multiple_of(5),
         );
         text
     }
