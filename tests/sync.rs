@@ -37,6 +37,21 @@ async fn every_version_is_projected_once_and_a_second_run_is_a_no_op() {
         let from_git: Vec<i32> = history.versions.iter().map(|v| v.number as i32).collect();
         assert_eq!(numbers, from_git);
     }
+    // The full-text index holds each live persona's current version, and finds by belief words.
+    let stale = count(
+        &pool,
+        "SELECT count(*) FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE NOT p.deleted AND p.search_text <> v.search_text",
+    )
+    .await;
+    assert_eq!(stale, 0);
+    let live = count(&pool, "SELECT count(*) FROM personas WHERE NOT deleted").await;
+    let found = count(
+        &pool,
+        "SELECT count(*) FROM personas WHERE to_tsvector('english', search_text) @@ plainto_tsquery('english', 'optimizing')",
+    )
+    .await;
+    assert!(live > 0 && found > 0 && found <= live, "{found} of {live}");
     let cursor: String = sqlx::query_scalar("SELECT last_commit FROM sync_state WHERE branch = 'main'")
         .fetch_one(&pool)
         .await

@@ -351,6 +351,22 @@ struct ErrorRows<'a> {
     messages: Vec<&'a str>,
 }
 
+/// Brings the full-text index of current versions up to date: personas
+/// whose current version changed since their text was last indexed. Run at
+/// the end of every sync (and so after a crash, by the next one), it
+/// tokenizes each persona once however many versions the sync wrote.
+pub async fn refresh_search(connection: &mut PgConnection) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "UPDATE personas p SET search_text = CASE WHEN p.deleted THEN '' ELSE v.search_text END,
+                               search_version_id = v.id
+         FROM persona_versions v
+         WHERE v.id = p.current_version_id AND p.search_version_id IS DISTINCT FROM p.current_version_id",
+    )
+    .execute(connection)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 pub async fn set_cursor(connection: &mut PgConnection, branch: &str, commit: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO sync_state (branch, last_commit, updated_at) VALUES ($1, $2, now())

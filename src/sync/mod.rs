@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, WalkOptions, first_parent_chain};
 use crate::git::{GitError, open_repository, resolve_commit};
 use crate::persona::{ContentHash, Persona, PersonaId};
-use crate::store::projection::{CommitStats, cursor, project_commits, retract_commits, set_cursor};
+use crate::store::projection::{CommitStats, cursor, project_commits, refresh_search, retract_commits, set_cursor};
 
 /// Bounds on the commits one transaction projects while catching up: large
 /// enough that per-statement overhead vanishes, small enough that a crash
@@ -196,6 +196,8 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
         );
     }
     if plan.up_to_date {
+        // A sync that crashed before its last step left the index behind.
+        refresh_search(&mut connection).await?;
         return Ok(summary);
     }
 
@@ -274,6 +276,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     }
     drop(receiver);
     reader.await.map_err(|error| SyncError::Reader(error.to_string()))?;
+    refresh_search(&mut connection).await?;
     Ok(summary)
 }
 

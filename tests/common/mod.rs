@@ -409,6 +409,7 @@ pub mod db {
                 (SELECT count(*) FROM persona_modes), (SELECT count(*) FROM persona_config),
                 (SELECT count(*) FROM persona_domains), (SELECT count(*) FROM persona_phrases),
                 (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox),
+            (SELECT string_agg(concat_ws(',', id, md5(search_text)), ';' ORDER BY id) FROM personas),
                 (SELECT string_agg(concat_ws(',', o.persona_id, v.version_no, o.op), ';' ORDER BY o.id)
                FROM vector_outbox o LEFT JOIN persona_versions v ON v.id = o.version_id)))",
         )
