@@ -6,6 +6,7 @@
 //! history of a large registry costs about one tree listing per commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use gix::ObjectId;
@@ -73,10 +74,12 @@ pub struct PersonaChange {
     /// For a rename: the file it moved from.
     pub previous_path: Option<String>,
     /// The new content; `None` for a deletion.
-    pub persona: Option<Persona>,
+    /// Shared, not copied: the same version is the walk's current one and,
+    /// later, the `previous` of the next change.
+    pub persona: Option<Arc<Persona>>,
     pub content_hash: Option<ContentHash>,
     /// The content this change replaces, if the persona existed before.
-    pub previous: Option<Persona>,
+    pub previous: Option<Arc<Persona>>,
 }
 
 /// A registry file that is invalid at this commit. The persona it belongs to
@@ -132,7 +135,7 @@ struct TrackedFile {
 /// The last valid version of a live persona.
 struct Current {
     path: String,
-    persona: Persona,
+    persona: Arc<Persona>,
     hash: ContentHash,
 }
 
@@ -273,7 +276,7 @@ impl HistoryWalk {
             let current = Current {
                 path: known.path,
                 hash: content_hash(&known.persona),
-                persona: known.persona,
+                persona: Arc::new(known.persona),
             };
             self.state.set_current(known.persona_id, Some(current));
         }
@@ -512,7 +515,7 @@ impl HistoryWalk {
                             previous_path: None,
                             persona: None,
                             content_hash: None,
-                            previous: Some(previous.persona.clone()),
+                            previous: Some(Arc::clone(&previous.persona)),
                         });
                         next_current.push((*id, None));
                     }
@@ -520,6 +523,7 @@ impl HistoryWalk {
                 [file] => match &file.parsed.persona {
                     Some(persona) => {
                         let hash = content_hash(persona);
+                        let persona = Arc::new(persona.clone());
                         let path = file.parsed.file.clone();
                         if previous.is_some_and(|previous| previous.hash == hash) {
                             continue;
@@ -534,18 +538,11 @@ impl HistoryWalk {
                             kind,
                             path: path.clone(),
                             previous_path: previous.filter(|p| p.path != path).map(|p| p.path.clone()),
-                            persona: Some(persona.clone()),
+                            persona: Some(Arc::clone(&persona)),
                             content_hash: Some(hash),
-                            previous: previous.map(|p| p.persona.clone()),
+                            previous: previous.map(|p| Arc::clone(&p.persona)),
                         });
-                        next_current.push((
-                            *id,
-                            Some(Current {
-                                path,
-                                persona: persona.clone(),
-                                hash,
-                            }),
-                        ));
+                        next_current.push((*id, Some(Current { path, persona, hash })));
                     }
                     None => {
                         problems.insert(

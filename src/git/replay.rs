@@ -102,7 +102,7 @@ impl Replay {
                     commit: record.commit.clone(),
                     path: change.path,
                     content_hash: change.content_hash,
-                    persona: change.persona,
+                    persona: change.persona.map(std::sync::Arc::unwrap_or_clone),
                     changes,
                 });
             }

@@ -280,9 +280,9 @@ impl NewVersions {
         self.paths.push(change.path.clone());
         self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
         self.documents
-            .push(change.persona.as_ref().map(canonical::canonical_value));
+            .push(change.persona.as_deref().map(canonical::canonical_value));
         self.search_texts
-            .push(change.persona.as_ref().map(Persona::search_text).unwrap_or_default());
+            .push(change.persona.as_deref().map(Persona::search_text).unwrap_or_default());
     }
 }
 

@@ -207,7 +207,8 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     // cursor, and is told where the projection recorded otherwise.
     let (primed_sender, primed_receiver) = tokio::sync::oneshot::channel::<HashMap<PersonaId, ContentHash>>();
     let (restore_sender, restore_receiver) = tokio::sync::oneshot::channel::<(Vec<KnownVersion>, Vec<PersonaId>)>();
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<CommitRecord, GitError>>(64);
+    // Room for a whole run, so the reader prepares the next run while the database writes this one.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<CommitRecord, GitError>>(MAX_RUN_COMMITS);
     let repository_path = options.repository.clone();
     let walk_options = WalkOptions {
         tip: plan.tip.to_string(),
