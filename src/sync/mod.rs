@@ -250,12 +250,13 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
         // Whatever the reader has ready goes into one transaction: while
         // catching up that is a large run, when following a branch one commit.
         let mut run = Vec::new();
+        let mut changes = 0;
         let mut failure = None;
         let mut next = Some(first);
         while let Some(record) = next.take() {
             match record {
                 Ok(record) => {
-                    let changes: usize = run.iter().map(|record: &CommitRecord| record.changes.len()).sum();
+                    changes += record.changes.len();
                     run.push(record);
                     if run.len() < MAX_RUN_COMMITS && changes < MAX_RUN_CHANGES {
                         next = receiver.try_recv().ok();
