@@ -8,3 +8,4 @@ pub mod persona;
 pub mod store;
 pub mod sync;
 pub mod synthetic;
+pub mod vectors;
