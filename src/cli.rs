@@ -94,6 +94,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// Embedding throughput vs. a plain Python onnxruntime loop on the same model and texts.
+    Embed {
+        #[arg(long, default_value = "512")]
+        texts: usize,
+        #[arg(long, env = "PERSONAS_EMBED_MODEL_DIR")]
+        model_dir: PathBuf,
+        /// A Python with onnxruntime, tokenizers and numpy: `$(scripts/bench-python)`.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+    },
     /// Full sync of a generated registry vs. reading its history with git.
     Sync {
         #[arg(long, default_value = "10000")]
@@ -194,6 +204,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(&repo, &branch, slug.as_deref(), format),
         Command::Diff { range, repo, format } => commands::diff::run(&repo, &range, format),
+        Command::Bench {
+            target:
+                BenchTarget::Embed {
+                    texts,
+                    model_dir,
+                    python,
+                },
+        } => commands::bench::embed(commands::bench::EmbedBench {
+            texts,
+            model_dir: &model_dir,
+            python: &python,
+        }),
         Command::Bench {
             target:
                 BenchTarget::Sync {

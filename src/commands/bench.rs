@@ -202,3 +202,80 @@ fn walk_only(repository: &Path) -> anyhow::Result<usize> {
     }
     Ok(commits)
 }
+
+pub struct EmbedBench<'a> {
+    pub texts: usize,
+    pub model_dir: &'a Path,
+    /// A Python with onnxruntime, tokenizers and numpy (`scripts/bench-python`).
+    pub python: &'a Path,
+}
+
+/// Embedding throughput of our embedder against a plain Python onnxruntime
+/// loop on the same model, texts, batch size and token limit.
+pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
+    use crate::persona::settings::parse_settings;
+    use crate::persona::validate::validate_persona;
+    use crate::vectors::embed::{BATCH_SIZE, Embedder, MAX_TOKENS};
+    use crate::vectors::text::embedding_text;
+
+    let (settings, _) = parse_settings("registry.toml", crate::synthetic::SETTINGS.as_bytes());
+    let texts: Vec<String> = (0..bench.texts)
+        .map(|n| {
+            let source = SyntheticRegistry::persona_text(n, n % 7);
+            let parsed = validate_persona(
+                "synthetic.toml",
+                source.as_bytes(),
+                &format!("synthetic-{n}"),
+                &settings,
+            );
+            parsed.persona.as_ref().map(embedding_text).unwrap_or(source)
+        })
+        .collect();
+    let embedder = Embedder::load(bench.model_dir, None)?;
+    embedder.embed(&texts[..BATCH_SIZE.min(texts.len())])?; // warm-up
+    let started = Instant::now();
+    let ours = embedder.embed(&texts)?;
+    let our_time = started.elapsed();
+
+    let file = tempfile::NamedTempFile::new()?;
+    serde_json::to_writer(&file, &texts)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/embed_reference.py");
+    let output = Command::new(bench.python)
+        .arg(&script)
+        .arg(bench.model_dir)
+        .arg(file.path())
+        .arg(BATCH_SIZE.to_string())
+        .arg(MAX_TOKENS.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (make one with scripts/bench-python)",
+                bench.python.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "the Python reference failed ({}); try --python $(scripts/bench-python)",
+            output.status
+        );
+    }
+    let reference: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading the reference's output")?;
+    let reference_rate = reference["texts_per_second"].as_f64().context("texts_per_second")?;
+    let first: Vec<f32> = serde_json::from_value(reference["first_vector"].clone())?;
+    let agreement: f32 = first.iter().zip(&ours[0]).map(|(a, b)| a * b).sum();
+    let our_rate = texts.len() as f64 / our_time.as_secs_f64();
+    println!(
+        "texts           {:>9}  (synthetic persona profiles, batch {BATCH_SIZE}, ≤ {MAX_TOKENS} tokens)",
+        texts.len()
+    );
+    println!("python ort      {reference_rate:>9.1} texts/s  (plain onnxruntime loop, same model and inputs)");
+    println!("personas        {our_rate:>9.1} texts/s  ({:.2?})", our_time);
+    println!("ratio           {:>9.2}×  ours / reference", our_rate / reference_rate);
+    println!("agreement       {agreement:>9.5}   cosine of the first text's two vectors");
+    if agreement < 0.999 {
+        bail!("our vectors differ from the reference's (cosine {agreement}): not the same computation");
+    }
+    Ok(Outcome::Clean)
+}

@@ -18,7 +18,10 @@ pub const MODEL_FILES: [&str; 5] = [
 
 /// Texts per forward pass: on CPU larger batches barely help, and this
 /// bounds the padding waste when lengths differ.
-const BATCH_SIZE: usize = 32;
+pub const BATCH_SIZE: usize = 32;
+/// Tokens per text: what all-MiniLM-L6-v2 was trained on
+/// (`sentence_bert_config.json`); longer input only adds cost.
+pub const MAX_TOKENS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -90,8 +93,11 @@ impl Embedder {
         let name = model_dir.file_name().and_then(|name| name.to_str()).unwrap_or("model");
         let model_id = format!("{name}@sha256:{}", hex(&digest[..8]));
         let definition = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
-        let mut model = TextEmbedding::try_new_from_user_defined(definition, InitOptionsUserDefined::default())
-            .map_err(|error| EmbedError::Model(error.to_string()))?;
+        let mut model = TextEmbedding::try_new_from_user_defined(
+            definition,
+            InitOptionsUserDefined::default().with_max_length(MAX_TOKENS),
+        )
+        .map_err(|error| EmbedError::Model(error.to_string()))?;
         let probe = model
             .embed(["dimension probe"], None)
             .map_err(|error| EmbedError::Model(error.to_string()))?;
