@@ -197,3 +197,15 @@ fn identical_personas_have_no_diff_and_reorders_are_reported() {
         }]
     );
 }
+
+/// Content hashes are a published contract: A/B testers pin them and the
+/// embedding cache is keyed on them. A change to the canonical form (or to a
+/// dependency's JSON behaviour) must be a deliberate, visible decision, so
+/// the hash of this fixture is recorded here.
+#[test]
+fn the_content_hash_of_a_fixed_persona_never_changes_silently() {
+    let hash = content_hash(&parse(&persona(ID_A, "Alice")));
+    assert_eq!(hash.to_string(), RECORDED_ALICE_HASH);
+}
+
+const RECORDED_ALICE_HASH: &str = "sha256:b142fe224816b3709a7bafa80130f4a0bfd4d650701c8abe777a6da345536636";
