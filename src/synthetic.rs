@@ -1,7 +1,6 @@
 //! Synthetic registries for benchmarks and load tests: N personas, each
 //! revised R times, in commits that touch a few personas each, written into a
-//! real git repository with `git fast-import` (the fastest honest way to make
-//! tens of thousands of commits).
+//! real git repository with `git fast-import`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -132,31 +131,21 @@ voice_enabled = {voice}
         text
     }
 
-    /// The `git fast-import` stream of the whole history on `refs/heads/{branch}`.
+    /// The whole history as a `git fast-import` stream on `branch`.
     /// Revision r of every persona lands before revision r + 1 of any, so the
     /// history reads like a registry growing and then being edited.
-    pub fn fast_import_stream(&self, branch: &str) -> Vec<u8> {
+    pub fn history(&self, branch: &str) -> FastImport {
         let per_commit = self.personas_per_commit.max(1);
-        let mut stream = String::new();
-        let mut mark = 0usize;
-        let mut commit = |stream: &mut String, message: &str, files: &[(String, String)]| {
-            mark += 1;
-            let time = 1_700_000_000 + mark * 60;
-            let _ = writeln!(stream, "commit refs/heads/{branch}\nmark :{mark}");
-            let _ = writeln!(stream, "author Synthetic <synthetic@example.org> {time} +0000");
-            let _ = writeln!(stream, "committer Synthetic <synthetic@example.org> {time} +0000");
-            let _ = writeln!(stream, "data {}\n{message}", message.len());
-            if mark > 1 {
-                let _ = writeln!(stream, "from :{}", mark - 1);
-            }
-            for (path, text) in files {
-                let _ = writeln!(stream, "M 100644 inline {path}\ndata {}\n{text}", text.len());
-            }
+        let mut import = FastImport::new(branch, "Synthetic <synthetic@example.org>");
+        let mut time = 1_700_000_000;
+        let mut tick = || {
+            time += 60;
+            time
         };
-        commit(
-            &mut stream,
+        import.commit(
             "registry settings",
             &[("registry/registry.toml".to_string(), SETTINGS.to_string())],
+            tick(),
         );
         let edits = (0..self.revisions).flat_map(|revision| (0..self.personas).map(move |n| (n, revision)));
         let edits: Vec<(usize, usize)> = edits.collect();
@@ -172,21 +161,66 @@ voice_enabled = {voice}
                 .collect();
             let (first, revision) = chunk[0];
             let verb = if revision == 0 { "add" } else { "revise" };
-            commit(&mut stream, &format!("{verb} personas from {first}"), &files);
+            import.commit(&format!("{verb} personas from {first}"), &files, tick());
         }
-        stream.into_bytes()
+        import
     }
 
     /// Creates a git repository at `directory` holding the history on `branch`.
     pub fn write_repository(&self, directory: &Path, branch: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(directory)?;
         run_git(directory, &["init", "--quiet", "--initial-branch", branch], None)?;
+        self.history(branch).import_into(directory)?;
+        run_git(directory, &["reset", "--quiet", "--hard", branch], None)
+    }
+}
+
+/// A linear history on one branch, as a `git fast-import` stream: the fastest
+/// honest way to make thousands of real commits.
+#[derive(Debug, Clone)]
+pub struct FastImport {
+    branch: String,
+    /// `Name <email>`, used as author and committer.
+    identity: String,
+    stream: String,
+    commits: usize,
+}
+
+impl FastImport {
+    pub fn new(branch: &str, identity: &str) -> FastImport {
+        FastImport {
+            branch: branch.to_string(),
+            identity: identity.to_string(),
+            stream: String::new(),
+            commits: 0,
+        }
+    }
+
+    /// Appends a commit at `time` (seconds since the epoch, UTC) that writes
+    /// `files` (path, content) on top of the previous one.
+    pub fn commit(&mut self, message: &str, files: &[(String, String)], time: u64) {
+        self.commits += 1;
+        let mark = self.commits;
+        let (branch, identity, stream) = (&self.branch, &self.identity, &mut self.stream);
+        let _ = writeln!(stream, "commit refs/heads/{branch}\nmark :{mark}");
+        let _ = writeln!(stream, "author {identity} {time} +0000");
+        let _ = writeln!(stream, "committer {identity} {time} +0000");
+        let _ = writeln!(stream, "data {}\n{message}", message.len());
+        if mark > 1 {
+            let _ = writeln!(stream, "from :{}", mark - 1);
+        }
+        for (path, text) in files {
+            let _ = writeln!(stream, "M 100644 inline {path}\ndata {}\n{text}", text.len());
+        }
+    }
+
+    /// Imports the history into the existing repository at `directory`.
+    pub fn import_into(&self, directory: &Path) -> std::io::Result<()> {
         run_git(
             directory,
             &["fast-import", "--quiet", "--force"],
-            Some(&self.fast_import_stream(branch)),
-        )?;
-        run_git(directory, &["reset", "--quiet", "--hard", branch], None)
+            Some(self.stream.as_bytes()),
+        )
     }
 }
 

@@ -39,6 +39,14 @@ fn sample_registry() -> Vec<Persona> {
     personas
 }
 
+/// The sample registry and each persona's vector, in the same order.
+fn embedded_registry(embedder: &Embedder) -> (Vec<Persona>, Vec<Vec<f32>>) {
+    let personas = sample_registry();
+    let texts: Vec<String> = personas.iter().map(embedding_text).collect();
+    let vectors = embedder.embed(&texts).unwrap();
+    (personas, vectors)
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -78,9 +86,7 @@ fn vectors_are_normalized_deterministic_and_384_wide() {
 #[test]
 fn a_query_about_relativity_ranks_physicists_above_artists() {
     let embedder = embedder();
-    let personas = sample_registry();
-    let texts: Vec<String> = personas.iter().map(embedding_text).collect();
-    let vectors = embedder.embed(&texts).unwrap();
+    let (personas, vectors) = embedded_registry(&embedder);
     let query = embedder
         .embed(&["Who can explain the theory of relativity, light, space-time and gravity?"])
         .unwrap()
@@ -100,9 +106,7 @@ fn a_query_about_relativity_ranks_physicists_above_artists() {
 #[test]
 fn the_personas_most_similar_to_a_scientist_are_mostly_scientists() {
     let embedder = embedder();
-    let personas = sample_registry();
-    let texts: Vec<String> = personas.iter().map(embedding_text).collect();
-    let vectors = embedder.embed(&texts).unwrap();
+    let (personas, vectors) = embedded_registry(&embedder);
     let curie = personas
         .iter()
         .position(|p| p.slug.to_string() == "marie-curie")

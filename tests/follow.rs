@@ -96,56 +96,42 @@ async fn remote_sync_follows_a_bare_repository_through_pushes_and_force_pushes()
     let url = format!("file://{}", bare.display());
     let data = tempfile::tempdir().unwrap();
     let TestDatabase { url: database, pool } = fresh().await;
-    let sync = |expect_success: bool| {
-        let output = Command::new(env!("CARGO_BIN_EXE_personas"))
-            .args(["sync", "--once", "--remote", &url, "--data-dir"])
+    let remote_sync = |remote: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_personas"))
+            .arg("sync")
+            .args(extra)
+            .args(["--remote", remote, "--data-dir"])
             .arg(data.path())
             .env("DATABASE_URL", &database)
             .output()
-            .unwrap();
-        assert_eq!(
-            output.status.success(),
-            expect_success,
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
+            .unwrap()
+    };
+    let sync = || {
+        let output = remote_sync(&url, &["--once"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     };
 
-    sync(true);
+    sync();
     assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 1);
 
     // A push upstream arrives with the next fetch.
     repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
     repo.commit("add bob");
     repo.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
-    sync(true);
+    sync();
     assert_eq!(count(&pool, "SELECT count(*) FROM persona_versions").await, 2);
 
     // A force-push upstream that drops bob retracts his version.
     repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
     repo.git(&["push", "-q", "--force", bare.to_str().unwrap(), "main"]);
-    sync(true);
+    sync();
     assert_eq!(
         count(&pool, "SELECT count(*) FROM persona_versions WHERE retracted").await,
         1
     );
 
     // A remote without the branch, and one that does not exist, fail clearly.
-    let wrong_branch = Command::new(env!("CARGO_BIN_EXE_personas"))
-        .args([
-            "sync",
-            "--once",
-            "--branch",
-            "no-such-branch",
-            "--remote",
-            &url,
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .env("DATABASE_URL", &database)
-        .output()
-        .unwrap();
+    let wrong_branch = remote_sync(&url, &["--once", "--branch", "no-such-branch"]);
     assert_eq!(wrong_branch.status.code(), Some(2));
     let message = String::from_utf8_lossy(&wrong_branch.stderr);
     assert!(
@@ -153,18 +139,17 @@ async fn remote_sync_follows_a_bare_repository_through_pushes_and_force_pushes()
         "{message}"
     );
     let missing = format!("file://{}", hosted.path().join("missing.git").display());
-    let gone = Command::new(env!("CARGO_BIN_EXE_personas"))
-        .args(["sync", "--once", "--remote", &missing, "--data-dir"])
-        .arg(data.path())
-        .env("DATABASE_URL", &database)
-        .output()
-        .unwrap();
+    let gone = remote_sync(&missing, &["--once"]);
     assert_eq!(gone.status.code(), Some(2));
     let message = String::from_utf8_lossy(&gone.stderr);
     assert!(
         message.contains("fetching from") && message.contains("missing.git"),
         "{message}"
     );
+    // Following it with --watch fails the same way at once, rather than retrying forever.
+    let watching = remote_sync(&missing, &["--watch"]);
+    assert_eq!(watching.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&watching.stderr).contains("missing.git"));
 }
 
 /// A database of its own on a cluster of its own, so restarting the server

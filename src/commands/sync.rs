@@ -10,10 +10,7 @@ use crate::cli::{Outcome, StoreArgs};
 use crate::git::remote::Mirror;
 use crate::store::Database;
 use crate::sync::follow::{Source, follow};
-use crate::sync::{SyncOptions, sync_with_retry};
-
-/// Tries before a one-shot sync gives up on an unreachable database.
-const RETRY_ATTEMPTS: u32 = 8;
+use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
 
 pub struct SyncCommand<'a> {
     pub repository: &'a Path,
@@ -46,9 +43,6 @@ async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -
             let mirror = Mirror::under(data_dir, url, command.branch);
             let path = mirror.path.clone();
             let interval = command.fetch_interval;
-            // The first fetch happens here so a wrong URL fails at once, clearly.
-            let fetched = mirror.clone();
-            tokio::task::spawn_blocking(move || fetched.fetch()).await??;
             (Source::Remote { mirror, interval }, path)
         }
         None => (Source::Local, command.repository.to_path_buf()),
@@ -57,6 +51,10 @@ async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -
     options.wait_for_lock = command.wait;
     options.progress = progress_bar();
     if !command.watch {
+        if let Source::Remote { mirror, .. } = &source {
+            let mirror = mirror.clone();
+            tokio::task::spawn_blocking(move || mirror.fetch()).await??;
+        }
         let summary = sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS).await?;
         options.progress.finish_and_clear();
         eprintln!("sync: {summary}");

@@ -363,10 +363,11 @@ impl HistoryWalk {
         &self,
         new: Option<ObjectId>,
         everything: bool,
-    ) -> Result<(PersonasDelta, IndexedTree), GitError> {
+    ) -> Result<(PersonasDelta, Option<IndexedTree>), GitError> {
         let old = &self.state.personas_tree;
         if new == old.id && !everything {
-            return Ok((PersonasDelta::default(), old.clone()));
+            // Unchanged: the tree already held stays (`None`), nothing is copied.
+            return Ok((PersonasDelta::default(), None));
         }
         let corrupt = |error: String| Self::object_error(new.map(|id| id.to_string()).unwrap_or_default(), error);
         let data = match new {
@@ -391,7 +392,7 @@ impl HistoryWalk {
                 .collect(),
             removed: delta.removed.iter().map(|name| path_of(name)).collect(),
         };
-        Ok((owned, tree))
+        Ok((owned, Some(tree)))
     }
 
     fn commit_info(commit: &gix::Commit<'_>) -> Result<CommitInfo, GitError> {
@@ -460,7 +461,9 @@ impl HistoryWalk {
         // Which persona files need reading again.
         let (PersonasDelta { changed, removed }, personas_tree) =
             self.personas_delta(listing.personas_tree, settings_changed)?;
-        self.state.personas_tree = personas_tree;
+        if let Some(tree) = personas_tree {
+            self.state.personas_tree = tree;
+        }
         let checked: BTreeSet<String> = changed.keys().cloned().collect();
 
         // Ids whose fate this commit may change: those of files read or removed, before and after.

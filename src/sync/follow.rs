@@ -9,7 +9,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use sqlx::PgPool;
 
-use super::{SyncError, SyncOptions, SyncSummary, sync_with_retry};
+use super::{RETRY_ATTEMPTS, SyncError, SyncOptions, SyncSummary, sync_with_retry};
 use crate::git::remote::Mirror;
 use crate::git::{GitError, open_repository, resolve_commit};
 
@@ -30,11 +30,11 @@ const DEBOUNCE_LIMIT: Duration = Duration::from_millis(250);
 /// The safety net when file events are missed (network file systems, a
 /// watcher that could not start).
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
-/// Tries before a sync gives up on an unreachable database.
-const RETRY_ATTEMPTS: u32 = 8;
 
 /// Syncs now, then again whenever the branch moves, until `shutdown` resolves.
-/// Each sync that changed something is reported to `on_sync`.
+/// Each sync that changed something is reported to `on_sync`. A branch that
+/// cannot be read on the first round (wrong URL, no such branch) is an error;
+/// later failures (the network or remote down for a while) are retried.
 pub async fn follow(
     pool: &PgPool,
     options: &SyncOptions,
@@ -68,7 +68,7 @@ pub async fn follow(
                 last_tip = Some(tip);
             }
             Ok(_) => {}
-            // A fetch that fails (network down, remote busy) is retried on the next round.
+            Err(error) if last_tip.is_none() => return Err(error),
             Err(error) => tracing::warn!(%error, "cannot read the branch; trying again"),
         }
         let pause = match source {
@@ -89,25 +89,24 @@ async fn next_change(watcher: Option<&mut RefWatcher>, pause: Duration) {
     }
 }
 
-async fn branch_tip(repository: &Path, branch: &str) -> Result<gix::ObjectId, GitError> {
+async fn branch_tip(repository: &Path, branch: &str) -> Result<gix::ObjectId, SyncError> {
     let repository = repository.to_path_buf();
     let branch = branch.to_string();
-    tokio::task::spawn_blocking(move || open_repository(&repository).and_then(|repo| resolve_commit(&repo, &branch)))
-        .await
-        .unwrap_or_else(|error| Err(reader_stopped(error)))
+    read_git(move || open_repository(&repository).and_then(|repo| resolve_commit(&repo, &branch))).await
 }
 
-async fn fetch(mirror: &Mirror) -> Result<gix::ObjectId, GitError> {
+async fn fetch(mirror: &Mirror) -> Result<gix::ObjectId, SyncError> {
     let mirror = mirror.clone();
-    tokio::task::spawn_blocking(move || mirror.fetch())
-        .await
-        .unwrap_or_else(|error| Err(reader_stopped(error)))
+    read_git(move || mirror.fetch()).await
 }
 
-fn reader_stopped(error: tokio::task::JoinError) -> GitError {
-    GitError::Open {
-        path: String::from("(git reader thread)"),
-        message: error.to_string(),
+/// Runs blocking git work off the async threads.
+async fn read_git(
+    work: impl FnOnce() -> Result<gix::ObjectId, GitError> + Send + 'static,
+) -> Result<gix::ObjectId, SyncError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(SyncError::from),
+        Err(error) => Err(SyncError::Reader(error.to_string())),
     }
 }
 

@@ -25,6 +25,9 @@ use crate::store::projection::{CommitStats, cursor, project_commits, refresh_sea
 /// loses little work and memory stays flat.
 const MAX_RUN_COMMITS: usize = 500;
 const MAX_RUN_CHANGES: usize = 2_000;
+/// Tries before a sync gives up on an unreachable database: with the backoff
+/// of [`sync_with_retry`] about 20 s, enough for a restart or failover.
+pub const RETRY_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {

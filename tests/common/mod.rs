@@ -427,32 +427,9 @@ pub mod db {
 /// then `commits` commits each modifying one or two of them (and sometimes
 /// breaking one file for a commit), so a sync has hundreds of commits to do.
 pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) {
-    use std::fmt::Write as _;
-    use std::io::Write as _;
     let id = |n: usize| format!("{:08x}-0000-4000-8000-{:012x}", n + 1, n + 1);
-    let mut stream = String::new();
-    let mut mark = 0;
-    let mut commit = |stream: &mut String, message: &str, files: &[(String, String)], time: usize| {
-        mark += 1;
-        let _ = writeln!(stream, "commit refs/heads/main\nmark :{mark}");
-        let _ = writeln!(
-            stream,
-            "author Gen <gen@example.org> {} +0000",
-            1_700_000_000 + time * 60
-        );
-        let _ = writeln!(
-            stream,
-            "committer Gen <gen@example.org> {} +0000",
-            1_700_000_000 + time * 60
-        );
-        let _ = writeln!(stream, "data {}\n{message}", message.len());
-        if mark > 1 {
-            let _ = writeln!(stream, "from :{}", mark - 1);
-        }
-        for (path, text) in files {
-            let _ = writeln!(stream, "M 100644 inline {path}\ndata {}\n{text}", text.len());
-        }
-    };
+    let mut history = personas::synthetic::FastImport::new("main", "Gen <gen@example.org>");
+    let time = |step: usize| 1_700_000_000 + step as u64 * 60;
     let mut initial = vec![("registry/registry.toml".to_string(), SETTINGS.to_string())];
     for n in 0..personas_count {
         initial.push((
@@ -460,7 +437,7 @@ pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) 
             persona(&id(n), &format!("Persona {n}")),
         ));
     }
-    commit(&mut stream, "initial registry", &initial, 0);
+    history.commit("initial registry", &initial, time(0));
     for step in 1..=commits {
         let n = (step * 7) % personas_count;
         let value = format!("openness = 0.{:02}", step % 100);
@@ -485,16 +462,7 @@ pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) 
                 "schema = [\n".to_string(),
             ));
         }
-        commit(&mut stream, &format!("change {step}"), &files, step);
+        history.commit(&format!("change {step}"), &files, time(step));
     }
-    let mut child = std::process::Command::new("git")
-        .args(["fast-import", "--quiet", "--force"])
-        .current_dir(repo.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("git fast-import runs");
-    child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "fast-import failed");
+    history.import_into(repo.path()).expect("git fast-import");
 }
