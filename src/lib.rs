@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod git;
 pub mod persona;
+pub mod search;
 pub mod store;
 pub mod sync;
 pub mod synthetic;

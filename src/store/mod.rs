@@ -4,5 +4,6 @@
 pub mod local_pg;
 pub mod pool;
 pub mod projection;
+pub mod search;
 
 pub use pool::Database;

@@ -5,6 +5,11 @@ use std::fmt::Write as _;
 
 use crate::persona::Persona;
 
+/// Names the layout [`embedding_text`] produces. Stored beside every vector
+/// and in the embedding cache key: change it whenever the text changes, so
+/// stale vectors are re-embedded rather than mixed with new ones.
+pub const TEXT_FORMAT: &str = "profile-v1";
+
 /// Name, kind, domains, description, beliefs, signature phrases, enabled
 /// modes, strongest traits and manner, in that order. Leading with subject
 /// matter matters: the model reads at most its first 256 tokens.

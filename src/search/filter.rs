@@ -1,0 +1,121 @@
+//! What a search may be narrowed to: domain, enabled mode, real or
+//! fictional, and ranges over trait values. Shared by the full-text search
+//! in PostgreSQL and both vector indexes.
+
+use crate::vectors::index::PointPayload;
+
+/// An inclusive range over one trait, e.g. `ocean.openness` in 0.6..=1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraitRange {
+    /// `type.name`, as in `ocean.openness`.
+    pub path: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl std::str::FromStr for TraitRange {
+    type Err = String;
+
+    /// `ocean.openness=0.6..0.9`, `ocean.openness=0.6..` or `humor.wit=..0.3`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (path, range) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: expected TYPE.NAME=MIN..MAX, e.g. ocean.openness=0.6..1"))?;
+        let valid_path = path
+            .split_once('.')
+            .is_some_and(|(kind, name)| is_trait_word(kind) && is_trait_word(name));
+        if !valid_path {
+            return Err(format!("{path:?}: a trait is written TYPE.NAME, e.g. ocean.openness"));
+        }
+        let (low, high) = range
+            .split_once("..")
+            .ok_or_else(|| format!("{range:?}: expected MIN..MAX (either side may be empty)"))?;
+        let bound = |side: &str| -> Result<Option<f64>, String> {
+            if side.is_empty() {
+                return Ok(None);
+            }
+            match side.parse::<f64>() {
+                Ok(value) if (0.0..=1.0).contains(&value) => Ok(Some(value)),
+                _ => Err(format!("{side:?}: trait bounds are numbers from 0 to 1")),
+            }
+        };
+        let (min, max) = (bound(low)?, bound(high)?);
+        if let (Some(min), Some(max)) = (min, max)
+            && min > max
+        {
+            return Err(format!("{range:?}: the minimum is above the maximum"));
+        }
+        Ok(TraitRange {
+            path: path.to_string(),
+            min,
+            max,
+        })
+    }
+}
+
+fn is_trait_word(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+}
+
+/// Conditions every result must meet; all are optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    pub domain: Option<String>,
+    /// An enabled mode.
+    pub mode: Option<String>,
+    pub is_real: Option<bool>,
+    pub traits: Vec<TraitRange>,
+}
+
+impl SearchFilter {
+    /// Whether a payload meets the filter (what the index is asked to do;
+    /// used to check results and by the full-text side of hybrid search).
+    pub fn accepts(&self, payload: &PointPayload) -> bool {
+        self.domain.as_ref().is_none_or(|domain| payload.domains.contains(domain))
+            && self.mode.as_ref().is_none_or(|mode| payload.modes.contains(mode))
+            && self.is_real.is_none_or(|is_real| payload.is_real == is_real)
+            && self.traits.iter().all(|range| {
+                let value = range
+                    .path
+                    .split_once('.')
+                    .and_then(|(kind, name)| payload.traits.get(kind)?.get(name));
+                value.is_some_and(|value| {
+                    range.min.is_none_or(|min| *value >= min) && range.max.is_none_or(|max| *value <= max)
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trait_ranges_parse_and_reject_nonsense() {
+        let range: TraitRange = "ocean.openness=0.6..0.9".parse().unwrap();
+        assert_eq!(
+            range,
+            TraitRange {
+                path: "ocean.openness".into(),
+                min: Some(0.6),
+                max: Some(0.9)
+            }
+        );
+        let open: TraitRange = "humor.wit=..0.3".parse().unwrap();
+        assert_eq!((open.min, open.max), (None, Some(0.3)));
+        for bad in [
+            "ocean.openness",
+            "openness=0.1..0.2",
+            "ocean.openness=0.9..0.1",
+            "ocean.openness=1.5..",
+            "ocean.openness=a..b",
+            "Ocean.x=0..1",
+            "ocean.openness=0.5",
+        ] {
+            assert!(bad.parse::<TraitRange>().is_err(), "{bad}");
+        }
+    }
+}

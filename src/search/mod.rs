@@ -1,0 +1,206 @@
+//! Finding personas: full-text (PostgreSQL), semantic (the vector index),
+//! both merged, and similar personas. What the CLI and the web call.
+
+mod filter;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use filter::{SearchFilter, TraitRange};
+
+use crate::store::search::{TextMatch, full_text_search, resolve_persona};
+use crate::vectors::embed::{EmbedError, Embedder};
+use crate::vectors::index::{Hit, IndexError, Point, VectorIndex};
+use crate::vectors::setup::PROVISIONING_HINT;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub is_real: bool,
+    /// Full text: the rank; semantic: cosine similarity; hybrid: the
+    /// reciprocal-rank-fusion score. Comparable within one result list only.
+    pub score: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("semantic search is not configured: no embedding model; {PROVISIONING_HINT}")]
+    NotConfigured,
+    #[error("no live persona is called {0:?}")]
+    UnknownPersona(String),
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Embed(#[from] EmbedError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the search query is empty")]
+    EmptyQuery,
+}
+
+/// The semantic side: the model and the index, when both are available.
+pub struct Semantic<'a, I> {
+    pub embedder: Option<&'a Arc<Embedder>>,
+    pub index: Option<&'a I>,
+}
+
+impl<I: VectorIndex> Semantic<'_, I> {
+    fn parts(&self) -> Result<(&Arc<Embedder>, &I), SearchError> {
+        match (self.embedder, self.index) {
+            (Some(embedder), Some(index)) => Ok((embedder, index)),
+            _ => Err(SearchError::NotConfigured),
+        }
+    }
+}
+
+pub async fn full_text(
+    pool: &PgPool,
+    query: &str,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let query = non_empty(query)?;
+    Ok(full_text_search(pool, query, filter, limit)
+        .await?
+        .into_iter()
+        .map(found_from_text)
+        .collect())
+}
+
+/// The personas whose embedding is nearest to the query's.
+pub async fn semantic<I: VectorIndex>(
+    semantic: &Semantic<'_, I>,
+    query: &str,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let query = non_empty(query)?.to_string();
+    let (embedder, index) = semantic.parts()?;
+    let vector = embed_query(embedder, query).await?;
+    Ok(index
+        .search(vector, filter, limit)
+        .await?
+        .into_iter()
+        .map(found_from_hit)
+        .collect())
+}
+
+/// Both rankings merged by reciprocal rank fusion: robust to their scores
+/// being on different scales, and a persona found by both rises to the top.
+pub async fn hybrid<I: VectorIndex>(
+    pool: &PgPool,
+    semantic_side: &Semantic<'_, I>,
+    query: &str,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    // Each side looks deeper than the page, so fusion has something to merge.
+    let depth = (limit * 3).max(20);
+    let texts = full_text(pool, query, filter, depth).await?;
+    let meanings = semantic(semantic_side, query, filter, depth).await?;
+    Ok(fuse(&[texts, meanings], limit))
+}
+
+/// Reciprocal rank fusion (Cormack et al.): score = Σ 1 / (60 + rank).
+pub fn fuse(rankings: &[Vec<Found>], limit: usize) -> Vec<Found> {
+    const K: f64 = 60.0;
+    let mut merged: HashMap<Uuid, Found> = HashMap::new();
+    for ranking in rankings {
+        for (position, found) in ranking.iter().enumerate() {
+            let contribution = 1.0 / (K + position as f64 + 1.0);
+            merged
+                .entry(found.id)
+                .and_modify(|existing| existing.score += contribution)
+                .or_insert_with(|| Found {
+                    score: contribution,
+                    ..found.clone()
+                });
+        }
+    }
+    let mut merged: Vec<Found> = merged.into_values().collect();
+    merged.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slug.cmp(&b.slug)));
+    merged.truncate(limit);
+    merged
+}
+
+/// Personas most like the one `reference` names (slug, former slug or id), itself excluded.
+pub async fn similar<I: VectorIndex>(
+    pool: &PgPool,
+    index: Option<&I>,
+    reference: &str,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let index = index.ok_or(SearchError::NotConfigured)?;
+    let (id, _) = resolve_persona(pool, reference)
+        .await?
+        .ok_or_else(|| SearchError::UnknownPersona(reference.to_string()))?;
+    Ok(index
+        .similar(id, filter, limit)
+        .await?
+        .into_iter()
+        .map(found_from_hit)
+        .collect())
+}
+
+/// The stored vector of a persona and the model that made it (the seed's
+/// `GET /personas/:id/embed`).
+pub async fn stored_embedding<I: VectorIndex>(
+    pool: &PgPool,
+    index: Option<&I>,
+    reference: &str,
+) -> Result<Point, SearchError> {
+    let index = index.ok_or(SearchError::NotConfigured)?;
+    let (id, _) = resolve_persona(pool, reference)
+        .await?
+        .ok_or_else(|| SearchError::UnknownPersona(reference.to_string()))?;
+    index.point(id).await?.ok_or(SearchError::Index(IndexError::NotIndexed(id)))
+}
+
+async fn embed_query(embedder: &Arc<Embedder>, query: String) -> Result<Vec<f32>, SearchError> {
+    let embedder = Arc::clone(embedder);
+    let mut vectors = tokio::task::spawn_blocking(move || embedder.embed(&[query]))
+        .await
+        .map_err(|error| EmbedError::Model(error.to_string()))??;
+    vectors
+        .pop()
+        .ok_or_else(|| SearchError::Embed(EmbedError::Model("the model returned no vector".to_string())))
+}
+
+fn non_empty(query: &str) -> Result<&str, SearchError> {
+    let query = query.trim();
+    if query.is_empty() {
+        Err(SearchError::EmptyQuery)
+    } else {
+        Ok(query)
+    }
+}
+
+fn found_from_text(found: TextMatch) -> Found {
+    Found {
+        id: found.id,
+        slug: found.slug,
+        name: found.name,
+        domains: found.domains,
+        is_real: found.is_real,
+        score: f64::from(found.rank),
+    }
+}
+
+fn found_from_hit(hit: Hit) -> Found {
+    Found {
+        id: hit.id,
+        slug: hit.payload.slug,
+        name: hit.payload.name,
+        domains: hit.payload.domains,
+        is_real: hit.payload.is_real,
+        score: f64::from(hit.score),
+    }
+}

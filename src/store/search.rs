@@ -1,0 +1,100 @@
+//! Full-text search over each live persona's current version (name,
+//! description, domains, beliefs), with the same filters as vector search.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::search::SearchFilter;
+
+/// One full-text match.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TextMatch {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub is_real: bool,
+    /// `ts_rank`, plus 1 when the query appears in the name: a reader typing
+    /// part of a name wants that persona first.
+    pub rank: f32,
+}
+
+/// Live personas matching `query` (web-search syntax: words, "phrases",
+/// `-excluded`) or containing it in their name, best first.
+pub async fn full_text_search(
+    pool: &PgPool,
+    query: &str,
+    filter: &SearchFilter,
+    limit: usize,
+) -> sqlx::Result<Vec<TextMatch>> {
+    let name_pattern = format!("%{}%", escape_like(query.trim()));
+    let (trait_types, trait_names): (Vec<&str>, Vec<&str>) = filter
+        .traits
+        .iter()
+        .map(|range| range.path.split_once('.').unwrap_or((range.path.as_str(), "")))
+        .unzip();
+    let minimums: Vec<Option<f64>> = filter.traits.iter().map(|range| range.min).collect();
+    let maximums: Vec<Option<f64>> = filter.traits.iter().map(|range| range.max).collect();
+    sqlx::query_as(
+        "SELECT p.id, p.slug, v.document->>'name' AS name,
+                ARRAY(SELECT jsonb_array_elements_text(v.document->'domains')) AS domains,
+                (v.document->>'is_real')::boolean AS is_real,
+                (ts_rank(to_tsvector('english', p.search_text), q)
+                 + CASE WHEN v.document->>'name' ILIKE $2 THEN 1 ELSE 0 END)::real AS rank
+         FROM personas p
+         JOIN persona_versions v ON v.id = p.current_version_id,
+              websearch_to_tsquery('english', $1) AS q
+         WHERE NOT p.deleted
+           AND (to_tsvector('english', p.search_text) @@ q OR v.document->>'name' ILIKE $2 OR p.slug = $1)
+           AND ($3::text IS NULL OR v.document->'domains' ? $3)
+           AND ($4::text IS NULL OR coalesce((v.document->'modes'->>$4)::boolean, false))
+           AND ($5::boolean IS NULL OR (v.document->>'is_real')::boolean = $5)
+           AND NOT EXISTS (
+               SELECT 1 FROM UNNEST($6::text[], $7::text[], $8::float8[], $9::float8[]) AS r(kind, name, low, high)
+               WHERE (v.document->'traits'->r.kind->>r.name) IS NULL
+                  OR (v.document->'traits'->r.kind->>r.name)::float8 < coalesce(r.low, '-infinity')
+                  OR (v.document->'traits'->r.kind->>r.name)::float8 > coalesce(r.high, 'infinity'))
+         ORDER BY rank DESC, p.slug
+         LIMIT $10",
+    )
+    .bind(query)
+    .bind(&name_pattern)
+    .bind(filter.domain.as_deref())
+    .bind(filter.mode.as_deref())
+    .bind(filter.is_real)
+    .bind(&trait_types)
+    .bind(&trait_names)
+    .bind(&minimums)
+    .bind(&maximums)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+}
+
+/// The persona a slug (current or former) or UUID names, if it is live.
+pub async fn resolve_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option<(Uuid, String)>> {
+    let by_id = reference.parse::<Uuid>().ok();
+    sqlx::query_as(
+        "SELECT p.id, p.slug FROM personas p
+         WHERE NOT p.deleted
+           AND (p.id = $1 OR p.slug = $2
+                OR p.id IN (SELECT persona_id FROM persona_slugs WHERE slug = $2))
+         ORDER BY (p.slug = $2) DESC
+         LIMIT 1",
+    )
+    .bind(by_id)
+    .bind(reference)
+    .fetch_optional(pool)
+    .await
+}
+
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        if matches!(character, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}

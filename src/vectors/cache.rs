@@ -1,0 +1,57 @@
+//! The embedding cache in PostgreSQL: vectors keyed by content hash, model
+//! and text layout, so that no persona text is run through the model twice.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+
+/// The cached vectors among `content_hashes`, by content hash.
+pub async fn cached_vectors(
+    pool: &PgPool,
+    model_id: &str,
+    text_format: &str,
+    content_hashes: &[String],
+) -> sqlx::Result<HashMap<String, Vec<f32>>> {
+    let rows: Vec<(String, Vec<f32>)> = sqlx::query_as(
+        "SELECT content_hash, vector FROM embeddings
+         WHERE model_id = $1 AND text_format = $2 AND content_hash = ANY($3)",
+    )
+    .bind(model_id)
+    .bind(text_format)
+    .bind(content_hashes)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Stores freshly computed vectors (a concurrent writer's copy is equal, so
+/// a conflict keeps the first).
+pub async fn store_vectors(
+    pool: &PgPool,
+    model_id: &str,
+    text_format: &str,
+    vectors: &[(String, Vec<f32>)],
+) -> sqlx::Result<()> {
+    if vectors.is_empty() {
+        return Ok(());
+    }
+    // real[][] cannot be bound through UNNEST (it would flatten), so the
+    // vectors travel as one JSON array.
+    let hashes: Vec<&str> = vectors.iter().map(|(hash, _)| hash.as_str()).collect();
+    let values = serde_json::to_value(vectors.iter().map(|(_, vector)| vector).collect::<Vec<_>>())
+        .expect("vectors serialize");
+    sqlx::query(
+        "INSERT INTO embeddings (content_hash, model_id, text_format, vector)
+         SELECT hash, $1, $2, ARRAY(SELECT element::real FROM jsonb_array_elements_text(vector) WITH ORDINALITY AS e(element, i) ORDER BY i)
+         FROM UNNEST($3::text[]) WITH ORDINALITY AS h(hash, n)
+         JOIN jsonb_array_elements($4::jsonb) WITH ORDINALITY AS v(vector, n) USING (n)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(model_id)
+    .bind(text_format)
+    .bind(&hashes)
+    .bind(values)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The vector index on a Qdrant server (or cluster) over gRPC: the scale-out
+//! path, shared by several `serve` replicas.
+
+use qdrant_client::qdrant::{
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
+    Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder, point_id::PointIdOptions,
+    vector_output, vectors_config,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use uuid::Uuid;
+
+use crate::search::SearchFilter;
+
+use super::index::{
+    FILTERED_BOOLS, FILTERED_KEYWORDS, Hit, IndexError, Point, PointStamp, STAMP_FIELDS, VectorIndex,
+    payload_from_json, stamp_from_json,
+};
+
+pub struct QdrantIndex {
+    client: Qdrant,
+    url: String,
+    collection: String,
+}
+
+impl std::fmt::Debug for QdrantIndex {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client holds the API key.
+        formatter
+            .debug_struct("QdrantIndex")
+            .field("url", &self.url)
+            .field("collection", &self.collection)
+            .finish()
+    }
+}
+
+impl QdrantIndex {
+    /// Connects and makes sure `collection` exists with `dimension`-sized
+    /// cosine vectors. An existing collection is never dropped here: other
+    /// replicas may be reading it. One with another vector size is an error
+    /// that names the fix (`personas reindex --recreate`).
+    pub async fn open(
+        url: &str,
+        api_key: Option<&str>,
+        collection: &str,
+        dimension: usize,
+    ) -> Result<QdrantIndex, IndexError> {
+        let index = QdrantIndex::connect(url, api_key, collection)?;
+        index.ensure_collection(dimension).await?;
+        Ok(index)
+    }
+
+    /// A client for `collection`, without checking or creating it.
+    pub fn connect(url: &str, api_key: Option<&str>, collection: &str) -> Result<QdrantIndex, IndexError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key.map(str::to_string))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|error| IndexError::Unavailable(format!("Qdrant at {url}: {error}")))?;
+        Ok(QdrantIndex {
+            client,
+            url: url.to_string(),
+            collection: collection.to_string(),
+        })
+    }
+
+    async fn ensure_collection(&self, dimension: usize) -> Result<(), IndexError> {
+        let exists = self
+            .client
+            .collection_exists(&self.collection)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        if !exists {
+            let created = self
+                .client
+                .create_collection(
+                    CreateCollectionBuilder::new(&self.collection)
+                        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Cosine)),
+                )
+                .await;
+            // Another replica may have created it in the meantime.
+            if let Err(error) = created
+                && !error.to_string().contains("already exists")
+            {
+                return Err(self.unavailable(error));
+            }
+        } else {
+            let stored = self.stored_dimension().await?;
+            if stored != Some(dimension as u64) {
+                return Err(IndexError::Incompatible(format!(
+                    "the Qdrant collection {:?} at {} holds vectors of size {}, but the model gives {dimension}; \
+                     run `personas reindex --recreate` to rebuild it for this model",
+                    self.collection,
+                    self.url,
+                    stored.map_or("unknown".to_string(), |size| size.to_string()),
+                )));
+            }
+        }
+        let fields = FILTERED_KEYWORDS
+            .iter()
+            .map(|field| (*field, FieldType::Keyword))
+            .chain(FILTERED_BOOLS.iter().map(|field| (*field, FieldType::Bool)));
+        for (field, kind) in fields {
+            // Creating an index that exists is accepted by Qdrant (a no-op).
+            self.client
+                .create_field_index(CreateFieldIndexCollectionBuilder::new(&self.collection, field, kind).wait(true))
+                .await
+                .map_err(|error| self.unavailable(error))?;
+        }
+        Ok(())
+    }
+
+    async fn stored_dimension(&self) -> Result<Option<u64>, IndexError> {
+        let info = self
+            .client
+            .collection_info(&self.collection)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        let config = info
+            .result
+            .and_then(|info| info.config)
+            .and_then(|config| config.params)
+            .and_then(|params| params.vectors_config)
+            .and_then(|vectors| vectors.config);
+        Ok(match config {
+            Some(vectors_config::Config::Params(params)) => Some(params.size),
+            _ => None,
+        })
+    }
+
+    /// Drops the collection (for `reindex --recreate`), then creates it anew.
+    pub async fn recreate(&self, dimension: usize) -> Result<(), IndexError> {
+        self.client
+            .delete_collection(&self.collection)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        self.ensure_collection(dimension).await
+    }
+
+    fn unavailable(&self, error: QdrantError) -> IndexError {
+        IndexError::Unavailable(format!("Qdrant at {} ({}): {error}", self.url, self.collection))
+    }
+
+    async fn query(&self, input: VectorInput, filter: Option<Filter>, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(input))
+            .limit(limit as u64)
+            .with_payload(true);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        let response = self.client.query(request).await.map_err(|error| self.unavailable(error))?;
+        response
+            .result
+            .into_iter()
+            .map(|point| {
+                let id = uuid_of(point.id)?;
+                Ok(Hit {
+                    id,
+                    score: point.score,
+                    payload: payload_from_json(id, Payload::from(point.payload).into())?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl VectorIndex for QdrantIndex {
+    fn location(&self) -> String {
+        format!("Qdrant at {} (collection {})", self.url, self.collection)
+    }
+
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let points = points
+            .into_iter()
+            .map(|point| {
+                let payload = Payload::try_from(point.payload.to_json())
+                    .map_err(|error| IndexError::Corrupt(format!("payload of {}: {error}", point.id)))?;
+                Ok(PointStruct::new(point.id.to_string(), point.vector, payload))
+            })
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(())
+    }
+
+    async fn delete(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(PointsIdsList { ids })
+                    .wait(true),
+            )
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(())
+    }
+
+    async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        self.query(VectorInput::from(vector), server_filter(filter, None), limit).await
+    }
+
+    async fn similar(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        if self.point(id).await?.is_none() {
+            return Err(IndexError::NotIndexed(id));
+        }
+        let input = VectorInput::new_id(PointId::from(id.to_string()));
+        self.query(input, server_filter(filter, Some(id)), limit).await
+    }
+
+    async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
+                    .with_payload(true)
+                    .with_vectors(true),
+            )
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        let Some(point) = response.result.into_iter().next() else {
+            return Ok(None);
+        };
+        let vector = match point.vectors.as_ref().and_then(|vectors| vectors.get_vector()) {
+            Some(vector_output::Vector::Dense(dense)) => dense.data,
+            _ => return Err(IndexError::Corrupt(format!("point {id} has no dense vector"))),
+        };
+        Ok(Some(Point {
+            id,
+            vector,
+            payload: payload_from_json(id, Payload::from(point.payload).into())?,
+        }))
+    }
+
+    async fn count(&self) -> Result<u64, IndexError> {
+        let response = self
+            .client
+            .count(CountPointsBuilder::new(&self.collection).exact(true))
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        Ok(response.result.map_or(0, |result| result.count))
+    }
+
+    async fn stamps(&self) -> Result<Vec<PointStamp>, IndexError> {
+        let mut stamps = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(&self.collection)
+                .limit(1000)
+                .with_payload(PayloadIncludeSelector {
+                    fields: STAMP_FIELDS.iter().map(|field| field.to_string()).collect(),
+                })
+                .with_vectors(false);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let response = self.client.scroll(request).await.map_err(|error| self.unavailable(error))?;
+            for point in response.result {
+                let id = uuid_of(point.id)?;
+                stamps.push(stamp_from_json(id, &Payload::from(point.payload).into())?);
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(stamps),
+            }
+        }
+    }
+}
+
+fn server_filter(filter: &SearchFilter, exclude: Option<Uuid>) -> Option<Filter> {
+    let mut must = Vec::new();
+    if let Some(domain) = &filter.domain {
+        must.push(Condition::matches("domains", domain.clone()));
+    }
+    if let Some(mode) = &filter.mode {
+        must.push(Condition::matches("modes", mode.clone()));
+    }
+    if let Some(is_real) = filter.is_real {
+        must.push(Condition::matches("is_real", is_real));
+    }
+    for range in &filter.traits {
+        must.push(Condition::range(
+            format!("traits.{}", range.path),
+            Range {
+                gte: range.min,
+                lte: range.max,
+                gt: None,
+                lt: None,
+            },
+        ));
+    }
+    let must_not: Vec<Condition> = exclude
+        .map(|id| Condition::has_id([PointId::from(id.to_string())]))
+        .into_iter()
+        .collect();
+    if must.is_empty() && must_not.is_empty() {
+        return None;
+    }
+    Some(Filter {
+        must,
+        must_not,
+        ..Default::default()
+    })
+}
+
+fn uuid_of(id: Option<PointId>) -> Result<Uuid, IndexError> {
+    match id.and_then(|id| id.point_id_options) {
+        Some(PointIdOptions::Uuid(text)) => text
+            .parse()
+            .map_err(|_| IndexError::Corrupt(format!("point id {text:?} is not a UUID"))),
+        Some(PointIdOptions::Num(number)) => Err(IndexError::Corrupt(format!(
+            "point {number} has a numeric id; this collection should hold persona UUIDs only"
+        ))),
+        None => Err(IndexError::Corrupt("a point without an id".to_string())),
+    }
+}

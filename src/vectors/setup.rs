@@ -1,0 +1,205 @@
+//! From configuration to a loaded model and an open index: where the model
+//! lives, and which of the two vector stores to use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::edge::EdgeIndex;
+use super::embed::{EmbedError, Embedder};
+use super::index::{Hit, IndexError, Point, PointStamp, VectorIndex};
+use crate::search::SearchFilter;
+use super::server::QdrantIndex;
+
+/// The directory `scripts/fetch-model` unpacks the default model into,
+/// under the cache root.
+pub const DEFAULT_MODEL: &str = "models/all-minilm-l6-v2-int8";
+
+/// The Qdrant collection used when none is configured.
+pub const DEFAULT_COLLECTION: &str = "personas";
+
+/// How to provision the model, for messages where it is missing.
+pub const PROVISIONING_HINT: &str = "run scripts/fetch-model and set PERSONAS_EMBED_MODEL_DIR to the directory it prints \
+     (or leave it unset to use the default cache)";
+
+/// The cache root: `$PERSONAS_CACHE`, else `$XDG_CACHE_HOME/personas`, else `~/.cache/personas`
+/// (the same rule as `scripts/fetch-model`).
+pub fn cache_root() -> Option<PathBuf> {
+    if let Some(root) = std::env::var_os("PERSONAS_CACHE").filter(|value| !value.is_empty()) {
+        return Some(PathBuf::from(root));
+    }
+    if let Some(root) = std::env::var_os("XDG_CACHE_HOME").filter(|value| !value.is_empty()) {
+        return Some(PathBuf::from(root).join("personas"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/personas"))
+}
+
+/// The model directory to use: the configured one, else the default cache
+/// location if `scripts/fetch-model` has filled it.
+pub fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
+    match configured {
+        Some(directory) => Some(directory.to_path_buf()),
+        None => cache_root()
+            .map(|root| root.join(DEFAULT_MODEL))
+            .filter(|directory| directory.join("model.onnx").is_file()),
+    }
+}
+
+/// Loads the model if one is configured or provisioned. `Ok(None)` means
+/// none is (semantic features then answer "not configured"); a configured
+/// model that fails to load is an error.
+pub async fn load_embedder(
+    model_dir: Option<&Path>,
+    runtime_library: Option<&Path>,
+) -> Result<Option<Arc<Embedder>>, EmbedError> {
+    let Some(model_dir) = resolve_model_dir(model_dir) else {
+        return Ok(None);
+    };
+    let runtime_library = runtime_library.map(Path::to_path_buf);
+    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&model_dir, runtime_library.as_deref()))
+        .await
+        .map_err(|error| EmbedError::Model(error.to_string()))??;
+    Ok(Some(Arc::new(embedder)))
+}
+
+/// Where the vectors are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    /// qdrant-edge in this directory (the default: `<data-dir>/vectors`).
+    Embedded(PathBuf),
+    /// A Qdrant server or cluster (`QDRANT_URL`).
+    Server {
+        url: String,
+        api_key: Option<String>,
+        collection: String,
+    },
+}
+
+impl IndexLocation {
+    pub fn new(
+        qdrant_url: Option<&str>,
+        api_key: Option<&str>,
+        collection: Option<&str>,
+        data_dir: &Path,
+    ) -> IndexLocation {
+        match qdrant_url {
+            Some(url) => IndexLocation::Server {
+                url: url.to_string(),
+                api_key: api_key.map(str::to_string),
+                collection: collection.unwrap_or(DEFAULT_COLLECTION).to_string(),
+            },
+            None => IndexLocation::Embedded(data_dir.join("vectors").join(collection.unwrap_or(DEFAULT_COLLECTION))),
+        }
+    }
+}
+
+/// Either index, chosen at run time.
+#[derive(Debug)]
+pub enum AnyIndex {
+    Edge(EdgeIndex),
+    Server(QdrantIndex),
+}
+
+impl AnyIndex {
+    pub async fn open(location: &IndexLocation, dimension: usize) -> Result<AnyIndex, IndexError> {
+        match location {
+            IndexLocation::Embedded(directory) => Ok(AnyIndex::Edge(EdgeIndex::open(directory, dimension).await?)),
+            IndexLocation::Server {
+                url,
+                api_key,
+                collection,
+            } => Ok(AnyIndex::Server(
+                QdrantIndex::open(url, api_key.as_deref(), collection, dimension).await?,
+            )),
+        }
+    }
+
+    /// Drops every point and the collection's settings, and opens it empty
+    /// (`personas reindex --recreate`, e.g. for a model of another size).
+    pub async fn recreate(location: &IndexLocation, dimension: usize) -> Result<AnyIndex, IndexError> {
+        match location {
+            IndexLocation::Embedded(directory) => {
+                if directory.exists() {
+                    std::fs::remove_dir_all(directory)
+                        .map_err(|error| IndexError::Unavailable(format!("{}: {error}", directory.display())))?;
+                }
+                AnyIndex::open(location, dimension).await
+            }
+            IndexLocation::Server {
+                url,
+                api_key,
+                collection,
+            } => {
+                let index = match QdrantIndex::open(url, api_key.as_deref(), collection, dimension).await {
+                    Ok(index) => index,
+                    // The size mismatch is what --recreate is for.
+                    Err(IndexError::Incompatible(_)) => {
+                        QdrantIndex::connect(url, api_key.as_deref(), collection)?
+                    }
+                    Err(error) => return Err(error),
+                };
+                index.recreate(dimension).await?;
+                Ok(AnyIndex::Server(index))
+            }
+        }
+    }
+}
+
+impl VectorIndex for AnyIndex {
+    fn location(&self) -> String {
+        match self {
+            AnyIndex::Edge(index) => index.location(),
+            AnyIndex::Server(index) => index.location(),
+        }
+    }
+
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.upsert(points).await,
+            AnyIndex::Server(index) => index.upsert(points).await,
+        }
+    }
+
+    async fn delete(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.delete(ids).await,
+            AnyIndex::Server(index) => index.delete(ids).await,
+        }
+    }
+
+    async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.search(vector, filter, limit).await,
+            AnyIndex::Server(index) => index.search(vector, filter, limit).await,
+        }
+    }
+
+    async fn similar(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.similar(id, filter, limit).await,
+            AnyIndex::Server(index) => index.similar(id, filter, limit).await,
+        }
+    }
+
+    async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.point(id).await,
+            AnyIndex::Server(index) => index.point(id).await,
+        }
+    }
+
+    async fn count(&self) -> Result<u64, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.count().await,
+            AnyIndex::Server(index) => index.count().await,
+        }
+    }
+
+    async fn stamps(&self) -> Result<Vec<PointStamp>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.stamps().await,
+            AnyIndex::Server(index) => index.stamps().await,
+        }
+    }
+}
