@@ -7,11 +7,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::commands;
+use crate::config::{self, Config};
 use crate::persona::OutputFormat;
+use crate::search::{SearchFilter, TraitRange};
 
 #[derive(Debug, Parser)]
 #[command(name = "personas", version, about = "A git-versioned registry of AI personas")]
 pub struct Cli {
+    /// Configuration file (default: `personas.toml` in the working directory, if present).
+    #[arg(long, global = true, env = "PERSONAS_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -87,13 +92,154 @@ pub enum Command {
         /// Seconds between fetches of --remote in --watch mode.
         #[arg(long, default_value = "10", value_parser = parse_seconds)]
         fetch_interval: std::time::Duration,
+        /// Leave the vector index alone (its updates wait in the outbox).
+        #[arg(long)]
+        no_vectors: bool,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        vectors: VectorArgs,
     },
+    /// Rebuild the vector index from the current versions (e.g. after a model change).
+    Reindex {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Drop the collection first (needed when the new model's vectors have another size).
+        #[arg(long)]
+        recreate: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        vectors: VectorArgs,
+    },
+    /// Find personas: full text by default, by meaning with --semantic, both merged with --hybrid.
+    Search {
+        query: String,
+        #[arg(long, conflicts_with = "hybrid")]
+        semantic: bool,
+        #[arg(long)]
+        hybrid: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value = "10", value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        vectors: VectorArgs,
+    },
+    /// The personas most like one persona (by the vector index).
+    Similar {
+        /// Current or former slug, or id.
+        persona: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value = "5", value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        vectors: VectorArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilterArgs {
+    /// Only personas with this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Only personas with this mode enabled.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Only real people.
+    #[arg(long, conflicts_with = "fictional")]
+    pub real: bool,
+    /// Only fictional characters.
+    #[arg(long)]
+    pub fictional: bool,
+    /// A trait range, e.g. `ocean.openness=0.6..1` (repeatable).
+    #[arg(long = "trait", value_name = "TYPE.NAME=MIN..MAX")]
+    pub traits: Vec<TraitRange>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> SearchFilter {
+        SearchFilter {
+            domain: self.domain.clone(),
+            mode: self.mode.clone(),
+            is_real: match (self.real, self.fictional) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            traits: self.traits.clone(),
+        }
+    }
+}
+
+/// Where embeddings come from and where vectors are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VectorArgs {
+    /// The offline embedding model directory (what `scripts/fetch-model` prints).
+    #[arg(long, env = "PERSONAS_EMBED_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// The ONNX Runtime library (default: the libonnxruntime.so* in the model directory).
+    #[arg(long, env = "PERSONAS_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+    /// A Qdrant server or cluster (gRPC, e.g. http://qdrant:6334); unset: embedded qdrant-edge.
+    #[arg(long, env = "QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// The collection (default: personas).
+    #[arg(long, env = "PERSONAS_QDRANT_COLLECTION")]
+    pub collection: Option<String>,
+}
+
+impl StoreArgs {
+    /// These flags as a configuration layer; `vectors` adds the vector settings.
+    pub fn config(&self, vectors: Option<&VectorArgs>) -> Config {
+        let vectors = vectors.cloned();
+        Config {
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            model_dir: vectors.as_ref().and_then(|args| args.model_dir.clone()),
+            ort_library: vectors.as_ref().and_then(|args| args.ort_library.clone()),
+            qdrant_url: vectors.as_ref().and_then(|args| args.qdrant_url.clone()),
+            qdrant_api_key: vectors.as_ref().and_then(|args| args.qdrant_api_key.clone()),
+            collection: vectors.and_then(|args| args.collection),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// Indexing a synthetic registry after a full sync vs. the model's forward pass alone.
+    Vectors {
+        #[arg(long, default_value = "10000")]
+        personas: usize,
+        #[arg(long, default_value = "10")]
+        revisions: usize,
+        #[arg(long, default_value = "10")]
+        per_commit: usize,
+        /// Keep (and reuse) the generated repository in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long, env = "PERSONAS_EMBED_MODEL_DIR")]
+        model_dir: Option<PathBuf>,
+        #[arg(long, env = "PERSONAS_ORT_LIBRARY")]
+        ort_library: Option<PathBuf>,
+    },
     /// Embedding throughput vs. a plain Python onnxruntime loop on the same model and texts.
     Embed {
         #[arg(long, default_value = "512")]
@@ -189,21 +335,25 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {
-        Command::Check { paths, format } => commands::check::run(&paths, format),
+    // Flags and environment first, then the file.
+    let layered = |store: &StoreArgs, vectors: Option<&VectorArgs>| -> anyhow::Result<Config> {
+        Ok(store.config(vectors).or(config::load(cli.config.as_deref())?))
+    };
+    match &cli.command {
+        Command::Check { paths, format } => commands::check::run(paths, *format),
         Command::New {
             name,
             slug,
             registry,
             real,
-        } => commands::new::run(&name, slug.as_deref(), &registry, real),
+        } => commands::new::run(name, slug.as_deref(), registry, *real),
         Command::Log {
             slug,
             repo,
             branch,
             format,
-        } => commands::log::run(&repo, &branch, slug.as_deref(), format),
-        Command::Diff { range, repo, format } => commands::diff::run(&repo, &range, format),
+        } => commands::log::run(repo, branch, slug.as_deref(), *format),
+        Command::Diff { range, repo, format } => commands::diff::run(repo, range, *format),
         Command::Bench {
             target:
                 BenchTarget::Embed {
@@ -212,9 +362,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     python,
                 },
         } => commands::bench::embed(commands::bench::EmbedBench {
-            texts,
-            model_dir: &model_dir,
-            python: &python,
+            texts: *texts,
+            model_dir,
+            python,
         }),
         Command::Bench {
             target:
@@ -227,12 +377,34 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 },
         } => commands::bench::sync(commands::bench::SyncBench {
             shape: crate::synthetic::SyntheticRegistry {
-                personas,
-                revisions,
-                personas_per_commit: per_commit,
+                personas: *personas,
+                revisions: *revisions,
+                personas_per_commit: *per_commit,
             },
             keep: keep.as_deref(),
             database_url: database_url.as_deref(),
+        }),
+        Command::Bench {
+            target:
+                BenchTarget::Vectors {
+                    personas,
+                    revisions,
+                    per_commit,
+                    keep,
+                    database_url,
+                    model_dir,
+                    ort_library,
+                },
+        } => commands::bench::vectors(commands::bench::VectorBench {
+            shape: crate::synthetic::SyntheticRegistry {
+                personas: *personas,
+                revisions: *revisions,
+                personas_per_commit: *per_commit,
+            },
+            keep: keep.as_deref(),
+            database_url: database_url.as_deref(),
+            model_dir: model_dir.as_deref(),
+            ort_library: ort_library.as_deref(),
         }),
         Command::Sync {
             repo,
@@ -242,15 +414,63 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             wait,
             remote,
             fetch_interval,
+            no_vectors,
             store,
+            vectors,
         } => commands::sync::run(commands::sync::SyncCommand {
-            repository: &repo,
-            branch: &branch,
-            watch,
-            wait,
+            repository: repo,
+            branch,
+            watch: *watch,
+            wait: *wait,
             remote: remote.as_deref(),
-            fetch_interval,
-            store: &store,
+            fetch_interval: *fetch_interval,
+            vectors: !no_vectors,
+            config: &layered(store, Some(vectors))?,
+        }),
+        Command::Reindex {
+            repo,
+            recreate,
+            store,
+            vectors,
+        } => commands::vectors::reindex(repo, *recreate, &layered(store, Some(vectors))?),
+        Command::Search {
+            query,
+            semantic,
+            hybrid,
+            filter,
+            limit,
+            json,
+            repo,
+            store,
+            vectors,
+        } => commands::vectors::search(commands::vectors::SearchCommand {
+            query,
+            kind: match (semantic, hybrid) {
+                (true, _) => commands::vectors::SearchKind::Semantic,
+                (_, true) => commands::vectors::SearchKind::Hybrid,
+                _ => commands::vectors::SearchKind::FullText,
+            },
+            filter: filter.filter(),
+            limit: usize::from(*limit),
+            json: *json,
+            repository: repo,
+            config: &layered(store, Some(vectors))?,
+        }),
+        Command::Similar {
+            persona,
+            filter,
+            limit,
+            json,
+            repo,
+            store,
+            vectors,
+        } => commands::vectors::similar(commands::vectors::SimilarCommand {
+            persona,
+            filter: filter.filter(),
+            limit: usize::from(*limit),
+            json: *json,
+            repository: repo,
+            config: &layered(store, Some(vectors))?,
         }),
     }
 }

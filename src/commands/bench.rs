@@ -1,8 +1,10 @@
-//! `personas bench sync`: the full-sync time of a synthetic registry, against
-//! the floor of merely reading the same history with git, in one run.
+//! `personas bench …`: each figure measured against a reference taken in the
+//! same run. `sync`: the full sync of a synthetic registry against merely
+//! reading its history with git. `vectors`: indexing it against the model's
+//! forward pass. `embed`: our embedder against a plain Python onnxruntime loop.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,10 +36,10 @@ pub struct SyncBench<'a> {
     pub database_url: Option<&'a str>,
 }
 
-pub fn sync(bench: SyncBench<'_>) -> anyhow::Result<Outcome> {
-    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
-    let repository = bench.keep.unwrap_or(temporary.path()).join("repository");
-    let shape = bench.shape;
+/// The synthetic repository: generated under `keep` (or `temporary`), or
+/// reused from `keep` when a previous run left one of the same shape.
+fn prepare_repository(shape: &SyntheticRegistry, keep: Option<&Path>, temporary: &Path) -> anyhow::Result<PathBuf> {
+    let repository = keep.unwrap_or(temporary).join("repository");
     if repository.exists() {
         // Generating is slow at full size; a kept repository of the same shape is reused.
         let marker = std::fs::read_to_string(repository.join(SHAPE_MARKER)).unwrap_or_default();
@@ -61,9 +63,29 @@ pub fn sync(bench: SyncBench<'_>) -> anyhow::Result<Outcome> {
         shape
             .write_repository(&repository, BRANCH)
             .context("generating the repository")?;
-        std::fs::write(repository.join(SHAPE_MARKER), shape_text(&shape))?;
+        std::fs::write(repository.join(SHAPE_MARKER), shape_text(shape))?;
         println!("generate        {:>9.2?}", started.elapsed());
     }
+    Ok(repository)
+}
+
+/// Opens an empty database: the managed cluster in `data_dir`, or `database_url`.
+async fn empty_database(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Database> {
+    let database = Database::open(database_url, data_dir).await?;
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM persona_versions")
+        .fetch_one(&database.pool)
+        .await?;
+    if existing > 0 {
+        database.close().await?;
+        bail!("the bench needs an empty database; this one holds {existing} versions");
+    }
+    Ok(database)
+}
+
+pub fn sync(bench: SyncBench<'_>) -> anyhow::Result<Outcome> {
+    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
+    let shape = bench.shape;
+    let repository = prepare_repository(&shape, bench.keep, temporary.path())?;
 
     // Best of three: the floor should be the floor, page cache warm.
     let mut floor = Duration::MAX;
@@ -86,14 +108,7 @@ pub fn sync(bench: SyncBench<'_>) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (summary, sync_time) = runtime.block_on(async {
         // The managed cluster always starts empty, in the temporary directory.
-        let database = Database::open(bench.database_url, &temporary.path().join("data")).await?;
-        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM persona_versions")
-            .fetch_one(&database.pool)
-            .await?;
-        if existing > 0 {
-            database.close().await?;
-            bail!("the bench needs an empty database; this one holds {existing} versions");
-        }
+        let database = empty_database(bench.database_url, &temporary.path().join("data")).await?;
         let started = Instant::now();
         let summary = sync_once(&database.pool, &SyncOptions::new(&repository, BRANCH)).await;
         let elapsed = started.elapsed();
@@ -278,4 +293,111 @@ pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
         bail!("our vectors differ from the reference's (cosine {agreement}): not the same computation");
     }
     Ok(Outcome::Clean)
+}
+
+pub struct VectorBench<'a> {
+    pub shape: SyntheticRegistry,
+    pub keep: Option<&'a Path>,
+    pub database_url: Option<&'a str>,
+    pub model_dir: Option<&'a Path>,
+    pub ort_library: Option<&'a Path>,
+}
+
+/// Indexing a synthetic registry after a full sync: how many model passes it
+/// takes (one per current persona, none on a re-sync) and how much of the
+/// time is spent outside the model's forward pass.
+pub fn vectors(bench: VectorBench<'_>) -> anyhow::Result<Outcome> {
+    use crate::vectors::edge::EdgeIndex;
+    use crate::vectors::projector::VectorProjector;
+    use crate::vectors::setup::{PROVISIONING_HINT, load_embedder};
+    use crate::vectors::text::embedding_text;
+
+    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
+    let shape = bench.shape;
+    let repository = prepare_repository(&shape, bench.keep, temporary.path())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let database = empty_database(bench.database_url, &temporary.path().join("data")).await?;
+        let options = SyncOptions::new(&repository, BRANCH);
+        let started = Instant::now();
+        let synced = sync_once(&database.pool, &options).await?;
+        println!(
+            "sync            {:>9.2?}  ({} commits, {} versions)",
+            started.elapsed(),
+            synced.commits,
+            synced.versions
+        );
+        let embedder = load_embedder(bench.model_dir, bench.ort_library)
+            .await?
+            .with_context(|| format!("no embedding model; {PROVISIONING_HINT}"))?;
+        let index = EdgeIndex::open(&temporary.path().join("vectors"), embedder.dimension()).await?;
+        let projector = VectorProjector::new(database.pool.clone(), index, embedder.clone());
+
+        let started = Instant::now();
+        let indexed = projector.drain().await?;
+        let total = started.elapsed();
+
+        // The model's time includes tokenizing; measure that alone on the
+        // same texts to leave the forward pass (and pooling) as the floor.
+        let documents: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT v.document FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+             WHERE NOT p.deleted",
+        )
+        .fetch_all(&database.pool)
+        .await?;
+        let texts = documents
+            .into_iter()
+            .map(|document| serde_json::from_value(document).map(|persona| embedding_text(&persona)))
+            .collect::<Result<Vec<String>, _>>()?;
+        let tokenizer = embedder.clone();
+        let tokenize_started = Instant::now();
+        let tokens = tokio::task::spawn_blocking(move || tokenizer.tokenize(&texts)).await??;
+        let tokenizing = tokenize_started.elapsed();
+        let forward = indexed.embedding_time.saturating_sub(tokenizing);
+        let overhead = total.saturating_sub(forward);
+
+        sync_once(&database.pool, &options).await?;
+        let started = Instant::now();
+        let resynced = projector.drain().await?;
+        let resync_time = started.elapsed();
+        let points = crate::vectors::index::VectorIndex::count(projector.index()).await?;
+        drop(projector);
+        database.close().await?;
+
+        println!(
+            "index           {total:>9.2?}  ({} personas, {:.1} personas/s, {tokens} tokens)",
+            indexed.upserted,
+            indexed.upserted as f64 / total.as_secs_f64()
+        );
+        println!("  forward pass  {forward:>9.2?}  (the model alone: the floor)");
+        println!("  tokenizing    {tokenizing:>9.2?}");
+        println!(
+            "  the rest      {:>9.2?}  (text, outbox, cache, upserts)",
+            overhead.saturating_sub(tokenizing)
+        );
+        println!(
+            "overhead        {:>8.1}%  of the indexing time spent outside the forward pass",
+            100.0 * overhead.as_secs_f64() / total.as_secs_f64()
+        );
+        println!(
+            "model passes    {:>9}  for {} versions of {} current personas ({} wasted)",
+            indexed.embedded,
+            synced.versions,
+            points,
+            indexed.embedded.saturating_sub(points)
+        );
+        println!(
+            "re-sync         {resync_time:>9.2?}  ({} model passes, {} writes)",
+            resynced.embedded, resynced.upserted
+        );
+        if indexed.embedded != shape.personas as u64 || points != shape.personas as u64 || resynced.embedded != 0 {
+            bail!(
+                "expected {} model passes and points, then none: got {} passes, {points} points, {} on the re-sync",
+                shape.personas,
+                indexed.embedded,
+                resynced.embedded
+            );
+        }
+        Ok(Outcome::Clean)
+    })
 }

@@ -7,3 +7,4 @@ pub mod log;
 pub mod new;
 pub mod registry_files;
 pub mod sync;
+pub mod vectors;

@@ -74,7 +74,9 @@ impl SearchFilter {
     /// Whether a payload meets the filter (what the index is asked to do;
     /// used to check results and by the full-text side of hybrid search).
     pub fn accepts(&self, payload: &PointPayload) -> bool {
-        self.domain.as_ref().is_none_or(|domain| payload.domains.contains(domain))
+        self.domain
+            .as_ref()
+            .is_none_or(|domain| payload.domains.contains(domain))
             && self.mode.as_ref().is_none_or(|mode| payload.modes.contains(mode))
             && self.is_real.is_none_or(|is_real| payload.is_real == is_real)
             && self.traits.iter().all(|range| {

@@ -161,7 +161,10 @@ pub async fn stored_embedding<I: VectorIndex>(
     let (id, _) = resolve_persona(pool, reference)
         .await?
         .ok_or_else(|| SearchError::UnknownPersona(reference.to_string()))?;
-    index.point(id).await?.ok_or(SearchError::Index(IndexError::NotIndexed(id)))
+    index
+        .point(id)
+        .await?
+        .ok_or(SearchError::Index(IndexError::NotIndexed(id)))
 }
 
 async fn embed_query(embedder: &Arc<Embedder>, query: String) -> Result<Vec<f32>, SearchError> {

@@ -38,8 +38,8 @@ pub async fn store_vectors(
     // real[][] cannot be bound through UNNEST (it would flatten), so the
     // vectors travel as one JSON array.
     let hashes: Vec<&str> = vectors.iter().map(|(hash, _)| hash.as_str()).collect();
-    let values = serde_json::to_value(vectors.iter().map(|(_, vector)| vector).collect::<Vec<_>>())
-        .expect("vectors serialize");
+    let values =
+        serde_json::to_value(vectors.iter().map(|(_, vector)| vector).collect::<Vec<_>>()).expect("vectors serialize");
     sqlx::query(
         "INSERT INTO embeddings (content_hash, model_id, text_format, vector)
          SELECT hash, $1, $2, ARRAY(SELECT element::real FROM jsonb_array_elements_text(vector) WITH ORDINALITY AS e(element, i) ORDER BY i)

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
     FieldIndexOperations, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorStructInternal, WalOptions,
-    WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchRequest,
+    UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -279,7 +279,10 @@ impl VectorIndex for EdgeIndex {
 
     fn stamps(&self) -> impl Future<Output = Result<Vec<PointStamp>, IndexError>> + Send {
         self.run(|shard| {
-            let fields = STAMP_FIELDS.iter().map(|field| json_path(field)).collect::<Result<Vec<_>, _>>()?;
+            let fields = STAMP_FIELDS
+                .iter()
+                .map(|field| json_path(field))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut stamps = Vec::new();
             let mut offset = None;
             loop {
@@ -296,7 +299,10 @@ impl VectorIndex for EdgeIndex {
                     .map_err(unavailable)?;
                 for record in records {
                     let id = uuid_of(record.id)?;
-                    stamps.push(stamp_from_json(id, &payload_value(record.payload.map(|payload| payload.0)))?);
+                    stamps.push(stamp_from_json(
+                        id,
+                        &payload_value(record.payload.map(|payload| payload.0)),
+                    )?);
                 }
                 match next {
                     Some(next) => offset = Some(next),

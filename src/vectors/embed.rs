@@ -129,6 +129,21 @@ impl Embedder {
     }
 }
 
+impl Embedder {
+    /// Tokenizes `texts` the way [`Embedder::embed`] does, without running the
+    /// model; returns the number of tokens. The benchmark uses it to split
+    /// the model's time into tokenizing and the forward pass.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<usize, EmbedError> {
+        let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = model
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|error| EmbedError::Model(error.to_string()))?;
+        Ok(encodings.iter().map(|encoding| encoding.len()).sum())
+    }
+}
+
 /// `libonnxruntime.so.<version>` (or plain `.so`) inside `directory`.
 pub fn find_runtime_library(directory: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(directory)

@@ -277,8 +277,7 @@ impl<I: VectorIndex> VectorProjector<I> {
                 .map_err(|error| EmbedError::Model(error.to_string()))??;
             summary.embedding_time = model_started.elapsed();
             summary.embedded = computed.len() as u64;
-            let fresh: Vec<(String, Vec<f32>)> =
-                missing.into_iter().map(|(hash, _)| hash).zip(computed).collect();
+            let fresh: Vec<(String, Vec<f32>)> = missing.into_iter().map(|(hash, _)| hash).zip(computed).collect();
             store_vectors(&self.pool, &model_id, TEXT_FORMAT, &fresh).await?;
             vectors.extend(fresh);
         }
@@ -323,12 +322,11 @@ impl<I: VectorIndex> VectorProjector<I> {
             .map(|(id, deleted, version_no, content_hash, document)| {
                 match (deleted, version_no, content_hash, document) {
                     (false, Some(version_no), Some(content_hash), Some(document)) => {
-                        let persona: Persona = serde_json::from_value(document).map_err(|error| {
-                            ProjectError::Document {
+                        let persona: Persona =
+                            serde_json::from_value(document).map_err(|error| ProjectError::Document {
                                 id,
                                 reason: error.to_string(),
-                            }
-                        })?;
+                            })?;
                         Ok(Target::Live {
                             id,
                             version_no,
@@ -379,7 +377,11 @@ impl<I: VectorIndex> VectorProjector<I> {
             };
             // After a failure that left nothing scheduled (the database
             // itself away), still wait a little rather than spin.
-            let shortest = if failed { Duration::from_secs(1) } else { Duration::from_millis(50) };
+            let shortest = if failed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(50)
+            };
             let pause = match self.next_due().await {
                 Ok(Some(due)) => due.clamp(shortest, IDLE_POLL),
                 _ => IDLE_POLL,

@@ -3,9 +3,9 @@
 
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
-    Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
-    Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder, point_id::PointIdOptions,
-    vector_output, vectors_config,
+    Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
+    QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
+    point_id::PointIdOptions, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
@@ -130,11 +130,17 @@ impl QdrantIndex {
 
     /// Drops the collection (for `reindex --recreate`), then creates it anew.
     pub async fn recreate(&self, dimension: usize) -> Result<(), IndexError> {
+        self.drop_collection().await?;
+        self.ensure_collection(dimension).await
+    }
+
+    /// Deletes the collection and every point in it.
+    pub async fn drop_collection(&self) -> Result<(), IndexError> {
         self.client
             .delete_collection(&self.collection)
             .await
             .map_err(|error| self.unavailable(error))?;
-        self.ensure_collection(dimension).await
+        Ok(())
     }
 
     fn unavailable(&self, error: QdrantError) -> IndexError {
@@ -149,7 +155,11 @@ impl QdrantIndex {
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
-        let response = self.client.query(request).await.map_err(|error| self.unavailable(error))?;
+        let response = self
+            .client
+            .query(request)
+            .await
+            .map_err(|error| self.unavailable(error))?;
         response
             .result
             .into_iter()
@@ -206,7 +216,8 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        self.query(VectorInput::from(vector), server_filter(filter, None), limit).await
+        self.query(VectorInput::from(vector), server_filter(filter, None), limit)
+            .await
     }
 
     async fn similar(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
@@ -263,7 +274,11 @@ impl VectorIndex for QdrantIndex {
             if let Some(offset) = offset.take() {
                 request = request.offset(offset);
             }
-            let response = self.client.scroll(request).await.map_err(|error| self.unavailable(error))?;
+            let response = self
+                .client
+                .scroll(request)
+                .await
+                .map_err(|error| self.unavailable(error))?;
             for point in response.result {
                 let id = uuid_of(point.id)?;
                 stamps.push(stamp_from_json(id, &Payload::from(point.payload).into())?);

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::edge::EdgeIndex;
 use super::embed::{EmbedError, Embedder};
 use super::index::{Hit, IndexError, Point, PointStamp, VectorIndex};
-use crate::search::SearchFilter;
 use super::server::QdrantIndex;
+use crate::config::Config;
+use crate::search::SearchFilter;
 
 /// The directory `scripts/fetch-model` unpacks the default model into,
 /// under the cache root.
@@ -63,6 +64,33 @@ pub async fn load_embedder(
     Ok(Some(Arc::new(embedder)))
 }
 
+/// The loaded model and the open index: what semantic features need.
+#[derive(Debug)]
+pub struct Vectors {
+    pub embedder: Arc<Embedder>,
+    pub index: AnyIndex,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Loads the model and opens the index the configuration names (a Qdrant
+/// server when `qdrant_url` is set, else qdrant-edge under `data_dir`).
+/// `Ok(None)` when no model is configured or provisioned: the caller then
+/// runs without semantic features and says so.
+pub async fn open_vectors(config: &Config, data_dir: &Path) -> Result<Option<Vectors>, SetupError> {
+    let Some(embedder) = load_embedder(config.model_dir.as_deref(), config.ort_library.as_deref()).await? else {
+        return Ok(None);
+    };
+    let index = AnyIndex::open(&IndexLocation::from_config(config, data_dir), embedder.dimension()).await?;
+    Ok(Some(Vectors { embedder, index }))
+}
+
 /// Where the vectors are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexLocation {
@@ -77,6 +105,15 @@ pub enum IndexLocation {
 }
 
 impl IndexLocation {
+    pub fn from_config(config: &Config, data_dir: &Path) -> IndexLocation {
+        IndexLocation::new(
+            config.qdrant_url.as_deref(),
+            config.qdrant_api_key.as_deref(),
+            config.collection.as_deref(),
+            data_dir,
+        )
+    }
+
     pub fn new(
         qdrant_url: Option<&str>,
         api_key: Option<&str>,
@@ -134,9 +171,7 @@ impl AnyIndex {
                 let index = match QdrantIndex::open(url, api_key.as_deref(), collection, dimension).await {
                     Ok(index) => index,
                     // The size mismatch is what --recreate is for.
-                    Err(IndexError::Incompatible(_)) => {
-                        QdrantIndex::connect(url, api_key.as_deref(), collection)?
-                    }
+                    Err(IndexError::Incompatible(_)) => QdrantIndex::connect(url, api_key.as_deref(), collection)?,
                     Err(error) => return Err(error),
                 };
                 index.recreate(dimension).await?;

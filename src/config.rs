@@ -1,0 +1,221 @@
+//! One configuration for every command. Precedence: command-line flags, then
+//! environment variables (clap reads both), then `personas.toml`, then the
+//! built-in defaults each command applies.
+//!
+//! The file is read with the same spanned reader as registry files, so a
+//! mistake in it is reported as `personas.toml:LINE:COL` with a suggestion
+//! for a misspelt key, never silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use crate::persona::diagnostic::{Diagnostic, Diagnostics};
+use crate::persona::reader::{TableReader, expect_text};
+use crate::persona::source;
+use crate::persona::validate::source_error;
+
+/// The file looked for in the working directory when no `--config` is given.
+pub const DEFAULT_FILE: &str = "personas.toml";
+
+/// Every setting that can come from more than one place. `None` means "not
+/// set here"; [`Config::or`] fills gaps from a lower layer.
+#[derive(Clone, Default, PartialEq)]
+pub struct Config {
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub model_dir: Option<PathBuf>,
+    pub ort_library: Option<PathBuf>,
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    pub collection: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A database URL may carry a password and the API key is a secret.
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "<hidden>");
+        formatter
+            .debug_struct("Config")
+            .field("database_url", &hidden(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("model_dir", &self.model_dir)
+            .field("ort_library", &self.ort_library)
+            .field("qdrant_url", &self.qdrant_url)
+            .field("qdrant_api_key", &hidden(&self.qdrant_api_key))
+            .field("collection", &self.collection)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Each setting from `self`, or from `lower` where `self` leaves it unset.
+    pub fn or(self, lower: Config) -> Config {
+        Config {
+            database_url: self.database_url.or(lower.database_url),
+            data_dir: self.data_dir.or(lower.data_dir),
+            model_dir: self.model_dir.or(lower.model_dir),
+            ort_library: self.ort_library.or(lower.ort_library),
+            qdrant_url: self.qdrant_url.or(lower.qdrant_url),
+            qdrant_api_key: self.qdrant_api_key.or(lower.qdrant_api_key),
+            collection: self.collection.or(lower.collection),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    format!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+/// Reads the configuration file: `explicit` (from `--config` or
+/// `PERSONAS_CONFIG`) must exist; otherwise `personas.toml` in the working
+/// directory is used when present, and no file means an empty layer.
+pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from(DEFAULT_FILE);
+            if !default.is_file() {
+                return Ok(Config::default());
+            }
+            default
+        }
+    };
+    let bytes = std::fs::read(&path).map_err(|error| ConfigError::Unreadable {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&path.display().to_string(), &bytes, base)
+}
+
+const TOP_KEYS: &[&str] = &["database", "embed", "qdrant"];
+const DATABASE_KEYS: &[&str] = &["url", "data_dir"];
+const EMBED_KEYS: &[&str] = &["model_dir", "runtime_library"];
+const QDRANT_KEYS: &[&str] = &["url", "api_key", "collection"];
+
+/// Parses configuration text. Relative paths in it are taken relative to
+/// `base` (the file's directory), so the file means the same from anywhere.
+pub fn parse(file: &str, bytes: &[u8], base: &Path) -> Result<Config, ConfigError> {
+    let mut diagnostics = Diagnostics::new(file, bytes);
+    let root = match source::parse(bytes) {
+        Ok(root) => root,
+        Err(error) => {
+            source_error(&mut diagnostics, &error);
+            return Err(ConfigError::Invalid(diagnostics.into_vec()));
+        }
+    };
+    let mut config = Config::default();
+    if let Some(mut top) = TableReader::new(&mut diagnostics, &root, "", TOP_KEYS) {
+        let path = |text: &str| base.join(text);
+        if let Some(mut section) = section(&mut diagnostics, &mut top, "database", DATABASE_KEYS) {
+            config.database_url = text(&mut diagnostics, &mut section, "url");
+            config.data_dir = text(&mut diagnostics, &mut section, "data_dir").map(|text| path(&text));
+            section.finish(&mut diagnostics);
+        }
+        if let Some(mut section) = section(&mut diagnostics, &mut top, "embed", EMBED_KEYS) {
+            config.model_dir = text(&mut diagnostics, &mut section, "model_dir").map(|text| path(&text));
+            config.ort_library = text(&mut diagnostics, &mut section, "runtime_library").map(|text| path(&text));
+            section.finish(&mut diagnostics);
+        }
+        if let Some(mut section) = section(&mut diagnostics, &mut top, "qdrant", QDRANT_KEYS) {
+            config.qdrant_url = text(&mut diagnostics, &mut section, "url");
+            config.qdrant_api_key = text(&mut diagnostics, &mut section, "api_key");
+            config.collection = text(&mut diagnostics, &mut section, "collection");
+            section.finish(&mut diagnostics);
+        }
+        top.finish(&mut diagnostics);
+    }
+    if diagnostics.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(diagnostics.into_vec()))
+    }
+}
+
+fn section<'a>(
+    diagnostics: &mut Diagnostics,
+    top: &mut TableReader<'a>,
+    name: &str,
+    keys: &'static [&'static str],
+) -> Option<TableReader<'a>> {
+    let entry = top.optional(name)?;
+    TableReader::new(diagnostics, &entry.value, name, keys)
+}
+
+fn text(diagnostics: &mut Diagnostics, section: &mut TableReader<'_>, key: &str) -> Option<String> {
+    let entry = section.optional(key)?;
+    expect_text(diagnostics, &entry.value, &section.path_of(key), 4096).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_section_and_resolves_paths_against_the_file() {
+        let text = br#"
+[database]
+url = "postgres://registry@db/personas"
+data_dir = "state"
+
+[embed]
+model_dir = "/models/minilm"
+
+[qdrant]
+url = "http://qdrant:6334"
+api_key = "secret"
+collection = "staging"
+"#;
+        let config = parse("personas.toml", text, Path::new("/etc/personas")).unwrap();
+        assert_eq!(config.database_url.as_deref(), Some("postgres://registry@db/personas"));
+        assert_eq!(config.data_dir, Some(PathBuf::from("/etc/personas/state")));
+        assert_eq!(config.model_dir, Some(PathBuf::from("/models/minilm")));
+        assert_eq!(config.collection.as_deref(), Some("staging"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret") && !shown.contains("registry@db"), "{shown}");
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_line_and_column() {
+        let text = b"[qdrant]\nurl = \"http://q:6334\"\ncolection = \"x\"\n\n[embed]\nmodel_dir = 3\n";
+        let Err(ConfigError::Invalid(problems)) = parse("personas.toml", text, Path::new(".")) else {
+            panic!("accepted a misspelt key and a number for a path");
+        };
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|line| line.starts_with("personas.toml:3:1: unknown-key")
+                    && line.contains("did you mean `collection`")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|line| line.starts_with("personas.toml:6:13: type")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let file = Config {
+            qdrant_url: Some("http://file:6334".into()),
+            collection: Some("from-file".into()),
+            ..Config::default()
+        };
+        let flags = Config {
+            qdrant_url: Some("http://flag:6334".into()),
+            ..Config::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.qdrant_url.as_deref(), Some("http://flag:6334"));
+        assert_eq!(merged.collection.as_deref(), Some("from-file"));
+    }
+}
