@@ -16,7 +16,7 @@ const DIMENSION: usize = 8;
 
 /// A unit vector pointing mostly along `axis`, tilted by `tilt` towards the next axis.
 fn vector(axis: usize, tilt: f32) -> Vec<f32> {
-    let mut vector = vec![0.0; DIMENSION];
+    let mut vector = [0.0; DIMENSION];
     vector[axis % DIMENSION] = 1.0;
     vector[(axis + 1) % DIMENSION] = tilt;
     let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -44,7 +44,9 @@ fn payload(name: &str, domains: &[&str], modes: &[&str], is_real: bool, openness
 }
 
 fn points() -> Vec<Point> {
-    let specs: [(&str, &[&str], &[&str], bool, f64, usize, f32); 7] = [
+    // name, domains, modes, is_real, openness, axis, tilt
+    type Spec<'a> = (&'a str, &'a [&'a str], &'a [&'a str], bool, f64, usize, f32);
+    let specs: [Spec; 7] = [
         ("Ada", &["computing", "mathematics"], &["Educator"], true, 0.9, 0, 0.1),
         ("Alan", &["computing"], &["Critic"], true, 0.8, 0, 0.4),
         (

@@ -43,7 +43,7 @@ fn prepare_repository(shape: &SyntheticRegistry, keep: Option<&Path>, temporary:
     if repository.exists() {
         // Generating is slow at full size; a kept repository of the same shape is reused.
         let marker = std::fs::read_to_string(repository.join(SHAPE_MARKER)).unwrap_or_default();
-        if marker != shape_text(&shape) {
+        if marker != shape_text(shape) {
             bail!(
                 "{} holds a repository of another shape ({:?}); pass another --keep directory",
                 repository.display(),

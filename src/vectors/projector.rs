@@ -92,6 +92,16 @@ pub struct VectorProjector<I> {
     embedder: Arc<Embedder>,
 }
 
+/// A persona's current version as PostgreSQL holds it (all `None` when it never existed).
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: Uuid,
+    deleted: bool,
+    version_no: Option<i32>,
+    content_hash: Option<String>,
+    document: Option<serde_json::Value>,
+}
+
 /// A persona's state as the index should reflect it.
 enum Target {
     Live {
@@ -309,8 +319,8 @@ impl<I: VectorIndex> VectorProjector<I> {
     }
 
     async fn targets(&self, personas: &[Uuid]) -> Result<Vec<Target>, ProjectError> {
-        let rows: Vec<(Uuid, bool, Option<i32>, Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
-            "SELECT wanted.id, coalesce(p.deleted, true), v.version_no, v.content_hash, v.document
+        let rows: Vec<TargetRow> = sqlx::query_as(
+            "SELECT wanted.id, coalesce(p.deleted, true) AS deleted, v.version_no, v.content_hash, v.document
              FROM UNNEST($1::uuid[]) AS wanted(id)
              LEFT JOIN personas p ON p.id = wanted.id
              LEFT JOIN persona_versions v ON v.id = p.current_version_id",
@@ -319,24 +329,32 @@ impl<I: VectorIndex> VectorProjector<I> {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, deleted, version_no, content_hash, document)| {
-                match (deleted, version_no, content_hash, document) {
-                    (false, Some(version_no), Some(content_hash), Some(document)) => {
-                        let persona: Persona =
-                            serde_json::from_value(document).map_err(|error| ProjectError::Document {
+            .map(
+                |TargetRow {
+                     id,
+                     deleted,
+                     version_no,
+                     content_hash,
+                     document,
+                 }| {
+                    match (deleted, version_no, content_hash, document) {
+                        (false, Some(version_no), Some(content_hash), Some(document)) => {
+                            let persona: Persona =
+                                serde_json::from_value(document).map_err(|error| ProjectError::Document {
+                                    id,
+                                    reason: error.to_string(),
+                                })?;
+                            Ok(Target::Live {
                                 id,
-                                reason: error.to_string(),
-                            })?;
-                        Ok(Target::Live {
-                            id,
-                            version_no,
-                            content_hash,
-                            persona: Box::new(persona),
-                        })
+                                version_no,
+                                content_hash,
+                                persona: Box::new(persona),
+                            })
+                        }
+                        _ => Ok(Target::Gone(id)),
                     }
-                    _ => Ok(Target::Gone(id)),
-                }
-            })
+                },
+            )
             .collect()
     }
 
