@@ -191,6 +191,9 @@ pub struct VectorArgs {
     /// The offline embedding model directory (what `scripts/fetch-model` prints).
     #[arg(long, env = "PERSONAS_EMBED_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    /// A model to download by name instead, e.g. BGESmallENV15 (builds with `--features online-models`).
+    #[arg(long, env = "PERSONAS_EMBED_MODEL")]
+    pub model: Option<String>,
     /// The ONNX Runtime library (default: the libonnxruntime.so* in the model directory).
     #[arg(long, env = "PERSONAS_ORT_LIBRARY")]
     pub ort_library: Option<PathBuf>,
@@ -212,6 +215,7 @@ impl StoreArgs {
             database_url: self.database_url.clone(),
             data_dir: self.data_dir.clone(),
             model_dir: vectors.as_ref().and_then(|args| args.model_dir.clone()),
+            model: vectors.as_ref().and_then(|args| args.model.clone()),
             ort_library: vectors.as_ref().and_then(|args| args.ort_library.clone()),
             qdrant_url: vectors.as_ref().and_then(|args| args.qdrant_url.clone()),
             qdrant_api_key: vectors.as_ref().and_then(|args| args.qdrant_api_key.clone()),
@@ -297,7 +301,9 @@ pub enum DiffFormat {
 /// this crate's own info lines).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,personas=info"));
+        // qdrant-edge warns on every start about process-wide flags that only
+        // the Qdrant server binary initializes; they say nothing about our data.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,personas=info,qdrant_edge=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

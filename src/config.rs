@@ -23,6 +23,8 @@ pub struct Config {
     pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub model_dir: Option<PathBuf>,
+    /// A model fastembed downloads by name (online builds only), e.g. `BGESmallENV15`.
+    pub model: Option<String>,
     pub ort_library: Option<PathBuf>,
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<String>,
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &hidden(&self.database_url))
             .field("data_dir", &self.data_dir)
             .field("model_dir", &self.model_dir)
+            .field("model", &self.model)
             .field("ort_library", &self.ort_library)
             .field("qdrant_url", &self.qdrant_url)
             .field("qdrant_api_key", &hidden(&self.qdrant_api_key))
@@ -53,6 +56,7 @@ impl Config {
             database_url: self.database_url.or(lower.database_url),
             data_dir: self.data_dir.or(lower.data_dir),
             model_dir: self.model_dir.or(lower.model_dir),
+            model: self.model.or(lower.model),
             ort_library: self.ort_library.or(lower.ort_library),
             qdrant_url: self.qdrant_url.or(lower.qdrant_url),
             qdrant_api_key: self.qdrant_api_key.or(lower.qdrant_api_key),
@@ -98,7 +102,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
 
 const TOP_KEYS: &[&str] = &["database", "embed", "qdrant"];
 const DATABASE_KEYS: &[&str] = &["url", "data_dir"];
-const EMBED_KEYS: &[&str] = &["model_dir", "runtime_library"];
+const EMBED_KEYS: &[&str] = &["model_dir", "model", "runtime_library"];
 const QDRANT_KEYS: &[&str] = &["url", "api_key", "collection"];
 
 /// Parses configuration text. Relative paths in it are taken relative to
@@ -122,6 +126,7 @@ pub fn parse(file: &str, bytes: &[u8], base: &Path) -> Result<Config, ConfigErro
         }
         if let Some(mut section) = section(&mut diagnostics, &mut top, "embed", EMBED_KEYS) {
             config.model_dir = text(&mut diagnostics, &mut section, "model_dir").map(|text| path(&text));
+            config.model = text(&mut diagnostics, &mut section, "model");
             config.ort_library = text(&mut diagnostics, &mut section, "runtime_library").map(|text| path(&text));
             section.finish(&mut diagnostics);
         }

@@ -327,7 +327,12 @@ pub fn vectors(bench: VectorBench<'_>) -> anyhow::Result<Outcome> {
             synced.commits,
             synced.versions
         );
-        let embedder = load_embedder(bench.model_dir, bench.ort_library)
+        let model = crate::config::Config {
+            model_dir: bench.model_dir.map(Path::to_path_buf),
+            ort_library: bench.ort_library.map(Path::to_path_buf),
+            ..crate::config::Config::default()
+        };
+        let embedder = load_embedder(&model)
             .await?
             .with_context(|| format!("no embedding model; {PROVISIONING_HINT}"))?;
         let index = EdgeIndex::open(&temporary.path().join("vectors"), embedder.dimension()).await?;

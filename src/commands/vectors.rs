@@ -36,7 +36,7 @@ fn with_database<T>(
 /// every persona once.
 pub fn reindex(repository: &Path, recreate: bool, config: &Config) -> anyhow::Result<Outcome> {
     with_database(repository, config, async |database, data_dir| {
-        let embedder = load_embedder(config.model_dir.as_deref(), config.ort_library.as_deref())
+        let embedder = load_embedder(config)
             .await?
             .with_context(|| format!("cannot reindex without an embedding model; {PROVISIONING_HINT}"))?;
         let location = IndexLocation::from_config(config, data_dir);

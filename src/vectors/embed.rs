@@ -82,22 +82,36 @@ impl Embedder {
                 reason: "not found".to_string(),
             })?,
         };
-        // Loading twice in one process is fine: ort keeps the first library.
-        ort::init_from(&library).map_err(|error| EmbedError::Runtime {
-            path: library.display().to_string(),
-            reason: error.to_string(),
-        })?;
+        init_runtime(&library)?;
         // The model id names the exact weights, so a changed model is noticed
         // (and re-indexed) even when its directory keeps the same name.
         let digest = Sha256::digest(&onnx);
         let name = model_dir.file_name().and_then(|name| name.to_str()).unwrap_or("model");
         let model_id = format!("{name}@sha256:{}", hex(&digest[..8]));
         let definition = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
-        let mut model = TextEmbedding::try_new_from_user_defined(
+        let model = TextEmbedding::try_new_from_user_defined(
             definition,
             InitOptionsUserDefined::default().with_max_length(MAX_TOKENS),
         )
         .map_err(|error| EmbedError::Model(error.to_string()))?;
+        Embedder::from_model(model, model_id)
+    }
+
+    /// Downloads (once, into `cache_dir`) and loads a model fastembed knows
+    /// by name, such as `BGESmallENV15`: the online path, for machines that
+    /// reach the model hub. Needs the `online-models` build feature.
+    #[cfg(feature = "online-models")]
+    pub fn load_named(name: &str, cache_dir: &Path, runtime_library: &Path) -> Result<Embedder, EmbedError> {
+        let model: fastembed::EmbeddingModel = name.parse().map_err(EmbedError::Model)?;
+        init_runtime(runtime_library)?;
+        let options = fastembed::TextInitOptions::new(model)
+            .with_cache_dir(cache_dir.to_path_buf())
+            .with_max_length(MAX_TOKENS);
+        let model = TextEmbedding::try_new(options).map_err(|error| EmbedError::Model(error.to_string()))?;
+        Embedder::from_model(model, format!("fastembed:{name}"))
+    }
+
+    fn from_model(mut model: TextEmbedding, model_id: String) -> Result<Embedder, EmbedError> {
         let probe = model
             .embed(["dimension probe"], None)
             .map_err(|error| EmbedError::Model(error.to_string()))?;
@@ -142,6 +156,15 @@ impl Embedder {
             .map_err(|error| EmbedError::Model(error.to_string()))?;
         Ok(encodings.iter().map(|encoding| encoding.len()).sum())
     }
+}
+
+fn init_runtime(library: &Path) -> Result<(), EmbedError> {
+    // Loading twice in one process is fine: ort keeps the first library.
+    ort::init_from(library).map_err(|error| EmbedError::Runtime {
+        path: library.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    Ok(())
 }
 
 /// `libonnxruntime.so.<version>` (or plain `.so`) inside `directory`.

@@ -38,7 +38,7 @@ pub fn cache_root() -> Option<PathBuf> {
 
 /// The model directory to use: the configured one, else the default cache
 /// location if `scripts/fetch-model` has filled it.
-pub fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
+fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
     match configured {
         Some(directory) => Some(directory.to_path_buf()),
         None => cache_root()
@@ -47,21 +47,50 @@ pub fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Loads the model if one is configured or provisioned. `Ok(None)` means
-/// none is (semantic features then answer "not configured"); a configured
-/// model that fails to load is an error.
-pub async fn load_embedder(
-    model_dir: Option<&Path>,
-    runtime_library: Option<&Path>,
-) -> Result<Option<Arc<Embedder>>, EmbedError> {
-    let Some(model_dir) = resolve_model_dir(model_dir) else {
-        return Ok(None);
+/// Loads the model the configuration names: `model_dir` (offline) first,
+/// then a named model fastembed downloads (`model`, online builds only),
+/// else the default offline model if it is provisioned. `Ok(None)` means no
+/// model is configured or provisioned (semantic features then answer "not
+/// configured"); a configured model that fails to load is an error.
+pub async fn load_embedder(config: &Config) -> Result<Option<Arc<Embedder>>, EmbedError> {
+    let runtime_library = config.ort_library.clone();
+    let loading = match (&config.model_dir, &config.model, resolve_model_dir(None)) {
+        (Some(model_dir), _, _) | (None, None, Some(model_dir)) => {
+            let model_dir = model_dir.clone();
+            tokio::task::spawn_blocking(move || Embedder::load(&model_dir, runtime_library.as_deref())).await
+        }
+        (None, Some(name), _) => {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || load_named(&name, runtime_library)).await
+        }
+        (None, None, None) => return Ok(None),
     };
-    let runtime_library = runtime_library.map(Path::to_path_buf);
-    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&model_dir, runtime_library.as_deref()))
-        .await
-        .map_err(|error| EmbedError::Model(error.to_string()))??;
+    let embedder = loading.map_err(|error| EmbedError::Model(error.to_string()))??;
     Ok(Some(Arc::new(embedder)))
+}
+
+#[cfg(feature = "online-models")]
+fn load_named(name: &str, runtime_library: Option<PathBuf>) -> Result<Embedder, EmbedError> {
+    let default_model = cache_root().map(|root| root.join(DEFAULT_MODEL));
+    let library = runtime_library
+        .or_else(|| default_model.as_deref().and_then(super::embed::find_runtime_library))
+        .ok_or_else(|| EmbedError::Runtime {
+            path: "libonnxruntime.so".to_string(),
+            reason: "not found; set PERSONAS_ORT_LIBRARY (or embed.runtime_library), or run scripts/fetch-model"
+                .to_string(),
+        })?;
+    let cache = cache_root()
+        .map(|root| root.join("hub"))
+        .ok_or_else(|| EmbedError::Model("no cache directory: set PERSONAS_CACHE or HOME".to_string()))?;
+    Embedder::load_named(name, &cache, &library)
+}
+
+#[cfg(not(feature = "online-models"))]
+fn load_named(name: &str, _runtime_library: Option<PathBuf>) -> Result<Embedder, EmbedError> {
+    Err(EmbedError::Model(format!(
+        "embed.model = {name:?} names a model to download, but this build cannot download models; \
+         rebuild with `cargo build --release --features online-models`, or use the offline model: {PROVISIONING_HINT}"
+    )))
 }
 
 /// The loaded model and the open index: what semantic features need.
@@ -84,7 +113,7 @@ pub enum SetupError {
 /// `Ok(None)` when no model is configured or provisioned: the caller then
 /// runs without semantic features and says so.
 pub async fn open_vectors(config: &Config, data_dir: &Path) -> Result<Option<Vectors>, SetupError> {
-    let Some(embedder) = load_embedder(config.model_dir.as_deref(), config.ort_library.as_deref()).await? else {
+    let Some(embedder) = load_embedder(config).await? else {
         return Ok(None);
     };
     let index = AnyIndex::open(&IndexLocation::from_config(config, data_dir), embedder.dimension()).await?;
