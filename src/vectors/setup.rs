@@ -54,7 +54,7 @@ fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
 /// configured"); a configured model that fails to load is an error.
 pub async fn load_embedder(config: &Config) -> Result<Option<Arc<Embedder>>, EmbedError> {
     let runtime_library = config.ort_library.clone();
-    let loading = match (&config.model_dir, &config.model, resolve_model_dir(None)) {
+    let loading = match (&config.model_dir, &config.model, &resolve_model_dir(None)) {
         (Some(model_dir), _, _) | (None, None, Some(model_dir)) => {
             let model_dir = model_dir.clone();
             tokio::task::spawn_blocking(move || Embedder::load(&model_dir, runtime_library.as_deref())).await
