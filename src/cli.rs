@@ -100,6 +100,32 @@ pub enum Command {
         #[command(flatten)]
         vectors: VectorArgs,
     },
+    /// Serve the website and the JSON API (and, on the embedded defaults, sync in-process).
+    Serve {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Address to listen on.
+        #[arg(long, env = "PERSONAS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Follow a hosted repository (fetched into a mirror under the data directory).
+        #[arg(long, env = "PERSONAS_REMOTE")]
+        remote: Option<String>,
+        #[arg(long, default_value = "10", value_parser = parse_seconds)]
+        fetch_interval: std::time::Duration,
+        /// Run the sync in this process (the default without DATABASE_URL).
+        #[arg(long, conflicts_with = "no_sync")]
+        sync: bool,
+        /// Only read the projection; another process runs `personas sync --watch`
+        /// (the default with DATABASE_URL).
+        #[arg(long)]
+        no_sync: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        vectors: VectorArgs,
+    },
     /// Rebuild the vector index from the current versions (e.g. after a model change).
     Reindex {
         #[arg(long, default_value = ".")]
@@ -431,6 +457,29 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             remote: remote.as_deref(),
             fetch_interval: *fetch_interval,
             vectors: !no_vectors,
+            config: &layered(store, Some(vectors))?,
+        }),
+        Command::Serve {
+            repo,
+            branch,
+            listen,
+            remote,
+            fetch_interval,
+            sync,
+            no_sync,
+            store,
+            vectors,
+        } => commands::serve::run(commands::serve::ServeCommand {
+            repository: repo,
+            branch,
+            listen: *listen,
+            remote: remote.as_deref(),
+            fetch_interval: *fetch_interval,
+            sync: match (sync, no_sync) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             config: &layered(store, Some(vectors))?,
         }),
         Command::Reindex {

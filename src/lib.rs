@@ -11,3 +11,4 @@ pub mod store;
 pub mod sync;
 pub mod synthetic;
 pub mod vectors;
+pub mod web;

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,32 +41,6 @@ async fn embedder() -> Arc<Embedder> {
         })
         .await
         .clone()
-}
-
-/// A repository whose one commit holds this project's sample registry.
-fn sample_repository() -> TestRepo {
-    let repo = TestRepo::new();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry");
-    for entry in walk(&source) {
-        let relative = entry.strip_prefix(&source).unwrap();
-        let text = std::fs::read_to_string(&entry).unwrap();
-        repo.write(&format!("registry/{}", relative.display()), &text);
-    }
-    repo.commit("the sample registry");
-    repo
-}
-
-fn walk(directory: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(directory).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 async fn live_personas(pool: &PgPool) -> i64 {

@@ -6,5 +6,6 @@ pub mod diff;
 pub mod log;
 pub mod new;
 pub mod registry_files;
+pub mod serve;
 pub mod sync;
 pub mod vectors;

@@ -1,6 +1,7 @@
 //! `personas sync`: project the repository into PostgreSQL, once or continuously.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -50,33 +51,66 @@ async fn projector(
     command: &SyncCommand<'_>,
     data_dir: &Path,
     database: &Database,
-) -> anyhow::Result<Option<VectorProjector<AnyIndex>>> {
+) -> anyhow::Result<Option<VectorProjector<Arc<AnyIndex>>>> {
     if !command.vectors {
         return Ok(None);
     }
-    match open_vectors(command.config, data_dir).await? {
-        Some(Vectors { embedder, index }) => Ok(Some(VectorProjector::new(database.pool.clone(), index, embedder))),
+    let vectors = open_vectors(command.config, data_dir).await?;
+    Ok(vector_projector(database, vectors.as_ref()))
+}
+
+/// The outbox worker over `vectors`; `None`, with the reason logged, without a model.
+pub fn vector_projector(database: &Database, vectors: Option<&Vectors>) -> Option<VectorProjector<Arc<AnyIndex>>> {
+    match vectors {
+        Some(Vectors { embedder, index }) => Some(VectorProjector::new(
+            database.pool.clone(),
+            Arc::clone(index),
+            Arc::clone(embedder),
+        )),
         None => {
             tracing::warn!(
                 "the vector index is not updated: no embedding model; {PROVISIONING_HINT}. \
                  Its updates wait in the outbox until then"
             );
-            Ok(None)
+            None
         }
     }
 }
 
-async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {
-    let (source, repository) = match command.remote {
+/// Where commits come from (the repository, or a mirror of `remote` under
+/// `data_dir`) and the sync options for it.
+pub fn source_and_options(
+    repository: &Path,
+    branch: &str,
+    remote: Option<&str>,
+    fetch_interval: Duration,
+    data_dir: &Path,
+) -> (Source, SyncOptions) {
+    let (source, repository) = match remote {
         Some(url) => {
-            let mirror = Mirror::under(data_dir, url, command.branch);
+            let mirror = Mirror::under(data_dir, url, branch);
             let path = mirror.path.clone();
-            let interval = command.fetch_interval;
-            (Source::Remote { mirror, interval }, path)
+            (
+                Source::Remote {
+                    mirror,
+                    interval: fetch_interval,
+                },
+                path,
+            )
         }
-        None => (Source::Local, command.repository.to_path_buf()),
+        None => (Source::Local, repository.to_path_buf()),
     };
-    let mut options = SyncOptions::new(repository, command.branch);
+    (source, SyncOptions::new(repository, branch))
+}
+
+async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {
+    let (source, mut options) = source_and_options(
+        command.repository,
+        command.branch,
+        command.remote,
+        command.fetch_interval,
+        data_dir,
+    );
     options.wait_for_lock = command.wait;
     options.progress = progress_bar("syncing", "commits");
     if !command.watch {
@@ -102,40 +136,80 @@ async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -
         return Ok(());
     }
     let projector = projector(command, data_dir, database).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wake = tokio::sync::Notify::new();
-    let until_stopped = || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+    let stop = Stop::new();
+    let signalled = async {
+        tokio::select! {
+            _ = shutdown_signal() => stop.now(),
+            _ = stop.wait() => {}
         }
     };
+    let (result, ()) = tokio::join!(
+        follow_and_index(database, &options, &source, projector.as_ref(), &stop),
+        signalled
+    );
+    result?;
+    Ok(())
+}
+
+/// A shutdown every part of a long-running command waits on.
+pub struct Stop {
+    sender: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop::new()
+    }
+}
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop {
+            sender: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn now(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Resolves once [`Stop::now`] was called (at once if it already was).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receiver = self.sender.subscribe();
+        async move {
+            let _ = receiver.wait_for(|stopped| *stopped).await;
+        }
+    }
+}
+
+/// Follows the branch and keeps the vector index in step until `stop`; a
+/// failed follow stops everything else too.
+pub async fn follow_and_index(
+    database: &Database,
+    options: &SyncOptions,
+    source: &Source,
+    projector: Option<&VectorProjector<Arc<AnyIndex>>>,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let wake = tokio::sync::Notify::new();
     let following = async {
-        let result = follow(&database.pool, &options, &source, until_stopped(), |summary| {
+        let result = follow(&database.pool, options, source, stop.wait(), |summary| {
             options.progress.finish_and_clear();
             eprintln!("sync: {summary}");
             options.progress.reset();
             wake.notify_one();
         })
         .await;
-        // A failed follow ends the vector worker too.
-        let _ = stop.send(true);
+        stop.now();
         result
     };
     let indexing = async {
-        if let Some(projector) = &projector {
-            projector.run(&wake, until_stopped()).await;
+        if let Some(projector) = projector {
+            projector.run(&wake, stop.wait()).await;
         }
     };
-    let signalled = async {
-        tokio::select! {
-            _ = shutdown_signal() => { let _ = stop.send(true); }
-            _ = until_stopped() => {}
-        }
-    };
-    let (result, (), ()) = tokio::join!(following, indexing, signalled);
-    result?;
-    Ok(())
+    let (result, ()) = tokio::join!(following, indexing);
+    Ok(result?)
 }
 
 /// A bar on an interactive terminal, nothing otherwise (logs stay clean).

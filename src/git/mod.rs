@@ -34,6 +34,26 @@ pub fn open_repository(path: &Path) -> Result<gix::Repository, GitError> {
     Ok(repository)
 }
 
+/// Every tag of the repository that names a commit, as (tag name, commit id);
+/// annotated tags are peeled. Tags of trees or blobs are left out.
+pub fn commit_tags(repository: &gix::Repository) -> Result<Vec<(String, String)>, GitError> {
+    let failed = |message: String| GitError::Revision {
+        revision: "refs/tags/*".to_string(),
+        message,
+    };
+    let references = repository.references().map_err(|error| failed(error.to_string()))?;
+    let mut tags = Vec::new();
+    for reference in references.tags().map_err(|error| failed(error.to_string()))? {
+        let mut reference = reference.map_err(|error| failed(error.to_string()))?;
+        let name = reference.name().shorten().to_string();
+        if let Ok(commit) = reference.peel_to_commit() {
+            tags.push((name, commit.id.to_string()));
+        }
+    }
+    tags.sort();
+    Ok(tags)
+}
+
 /// Resolves a revision (branch, tag, sha prefix, `HEAD~2`, …) to a commit id.
 pub fn resolve_commit(repository: &gix::Repository, revision: &str) -> Result<gix::ObjectId, GitError> {
     let revision_error = |message: String| GitError::Revision {

@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod diagnostic;
 pub mod diff;
 pub mod model;
+pub mod pin;
 pub mod profile;
 pub mod reader;
 pub mod settings;

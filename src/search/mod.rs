@@ -17,7 +17,7 @@ use crate::vectors::embed::{EmbedError, Embedder};
 use crate::vectors::index::{Hit, IndexError, Point, VectorIndex};
 use crate::vectors::setup::PROVISIONING_HINT;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Found {
     pub id: Uuid,
     pub slug: String,

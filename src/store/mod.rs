@@ -4,6 +4,7 @@
 pub mod local_pg;
 pub mod pool;
 pub mod projection;
+pub mod queries;
 pub mod search;
 
 pub use pool::Database;

@@ -40,8 +40,91 @@ pub async fn project_commits(
         stats.versions = project_changes(connection, &changes).await?;
     }
     stats.errors = replace_sync_errors(connection, records).await?;
+    record_commits(connection, records).await?;
+    record_registry_files(connection, records).await?;
     set_cursor(connection, branch, &last.commit.id).await?;
     Ok(stats)
+}
+
+/// Appends the run's commits to `sync_commits` in order (a revived commit,
+/// projected again after a force-push came back, is un-retracted).
+async fn record_commits(connection: &mut PgConnection, records: &[CommitRecord]) -> sqlx::Result<()> {
+    let shas: Vec<&str> = records.iter().map(|record| record.commit.id.as_str()).collect();
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> =
+        records.iter().map(|record| record.commit.committed_at).collect();
+    sqlx::query(
+        "INSERT INTO sync_commits (sha, committed_at)
+         SELECT sha, committed_at FROM UNNEST($1::text[], $2::timestamptz[]) WITH ORDINALITY AS c(sha, committed_at, n)
+         ORDER BY n
+         ON CONFLICT (sha) DO UPDATE SET retracted = false",
+    )
+    .bind(&shas)
+    .bind(&times)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the registry's current settings and profiles (the last change in the run wins).
+async fn record_registry_files(connection: &mut PgConnection, records: &[CommitRecord]) -> sqlx::Result<()> {
+    for record in records {
+        if let Some(settings) = &record.settings {
+            sqlx::query(
+                "INSERT INTO registry_settings (document, commit_sha) VALUES ($1, $2)
+                 ON CONFLICT (singleton) DO UPDATE SET document = excluded.document, commit_sha = excluded.commit_sha",
+            )
+            .bind(sqlx::types::Json(settings))
+            .bind(&record.commit.id)
+            .execute(&mut *connection)
+            .await?;
+        }
+        for (slug, profile) in &record.profiles {
+            match profile {
+                Some(profile) => {
+                    sqlx::query(
+                        "INSERT INTO registry_profiles (slug, document, commit_sha) VALUES ($1, $2, $3)
+                         ON CONFLICT (slug) DO UPDATE SET document = excluded.document, commit_sha = excluded.commit_sha",
+                    )
+                    .bind(slug)
+                    .bind(sqlx::types::Json(profile))
+                    .bind(&record.commit.id)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM registry_profiles WHERE slug = $1")
+                        .bind(slug)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the recorded tags with the repository's current ones.
+pub async fn replace_tags(connection: &mut PgConnection, tags: &[(String, String)]) -> sqlx::Result<()> {
+    let (names, commits): (Vec<&str>, Vec<&str>) = tags
+        .iter()
+        .map(|(name, commit)| (name.as_str(), commit.as_str()))
+        .unzip();
+    sqlx::query("DELETE FROM git_tags").execute(&mut *connection).await?;
+    sqlx::query("INSERT INTO git_tags (name, commit_sha) SELECT * FROM UNNEST($1::text[], $2::text[])")
+        .bind(&names)
+        .bind(&commits)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Marks every recorded commit that is not in `reachable` as retracted.
+pub async fn retract_unreachable_commits(connection: &mut PgConnection, reachable: &[String]) -> sqlx::Result<u64> {
+    let retracted = sqlx::query("UPDATE sync_commits SET retracted = true WHERE NOT retracted AND NOT (sha = ANY($1))")
+        .bind(reachable)
+        .execute(&mut *connection)
+        .await?;
+    Ok(retracted.rows_affected())
 }
 
 /// The slug a change is filed under: the persona's own, or for a file that

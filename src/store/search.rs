@@ -4,6 +4,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::queries::{FILTER, trait_bounds};
 use crate::search::SearchFilter;
 
 /// One full-text match.
@@ -28,37 +29,22 @@ pub async fn full_text_search(
     limit: usize,
 ) -> sqlx::Result<Vec<TextMatch>> {
     let name_pattern = format!("%{}%", escape_like(query.trim()));
-    let (trait_types, trait_names): (Vec<&str>, Vec<&str>) = filter
-        .traits
-        .iter()
-        .map(|range| range.path.split_once('.').unwrap_or((range.path.as_str(), "")))
-        .unzip();
-    let minimums: Vec<Option<f64>> = filter.traits.iter().map(|range| range.min).collect();
-    let maximums: Vec<Option<f64>> = filter.traits.iter().map(|range| range.max).collect();
-    sqlx::query_as(
+    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
+    sqlx::query_as(&format!(
         "SELECT p.id, p.slug, v.document->>'name' AS name,
                 ARRAY(SELECT jsonb_array_elements_text(v.document->'domains')) AS domains,
                 (v.document->>'is_real')::boolean AS is_real,
                 (ts_rank(to_tsvector('english', p.search_text), q)
-                 + CASE WHEN v.document->>'name' ILIKE $2 THEN 1 ELSE 0 END)::real AS rank
+                 + CASE WHEN v.document->>'name' ILIKE $9 THEN 1 ELSE 0 END)::real AS rank
          FROM personas p
          JOIN persona_versions v ON v.id = p.current_version_id,
-              websearch_to_tsquery('english', $1) AS q
+              websearch_to_tsquery('english', $8) AS q
          WHERE NOT p.deleted
-           AND (to_tsvector('english', p.search_text) @@ q OR v.document->>'name' ILIKE $2 OR p.slug = $1)
-           AND ($3::text IS NULL OR v.document->'domains' ? $3)
-           AND ($4::text IS NULL OR coalesce((v.document->'modes'->>$4)::boolean, false))
-           AND ($5::boolean IS NULL OR (v.document->>'is_real')::boolean = $5)
-           AND NOT EXISTS (
-               SELECT 1 FROM UNNEST($6::text[], $7::text[], $8::float8[], $9::float8[]) AS r(kind, name, low, high)
-               WHERE (v.document->'traits'->r.kind->>r.name) IS NULL
-                  OR (v.document->'traits'->r.kind->>r.name)::float8 < coalesce(r.low, '-infinity')
-                  OR (v.document->'traits'->r.kind->>r.name)::float8 > coalesce(r.high, 'infinity'))
+           AND (to_tsvector('english', p.search_text) @@ q OR v.document->>'name' ILIKE $9 OR p.slug = $8)
+           {FILTER}
          ORDER BY rank DESC, p.slug
-         LIMIT $10",
-    )
-    .bind(query)
-    .bind(&name_pattern)
+         LIMIT $10"
+    ))
     .bind(filter.domain.as_deref())
     .bind(filter.mode.as_deref())
     .bind(filter.is_real)
@@ -66,6 +52,8 @@ pub async fn full_text_search(
     .bind(&trait_names)
     .bind(&minimums)
     .bind(&maximums)
+    .bind(query)
+    .bind(&name_pattern)
     .bind(limit as i64)
     .fetch_all(pool)
     .await

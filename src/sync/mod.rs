@@ -16,9 +16,12 @@ use gix::ObjectId;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, WalkOptions, first_parent_chain};
-use crate::git::{GitError, open_repository, resolve_commit};
+use crate::git::{GitError, commit_tags, open_repository, resolve_commit};
 use crate::persona::{ContentHash, Persona, PersonaId};
-use crate::store::projection::{CommitStats, cursor, project_commits, refresh_search, retract_commits, set_cursor};
+use crate::store::projection::{
+    CommitStats, cursor, project_commits, refresh_search, replace_tags, retract_commits, retract_unreachable_commits,
+    set_cursor,
+};
 
 /// Bounds on the commits one transaction projects while catching up: large
 /// enough that per-statement overhead vanishes, small enough that a crash
@@ -183,6 +186,8 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
             .filter(|commit| !plan.reachable.contains(commit))
             .collect();
         summary.retracted = retract_commits(&mut transaction, &gone).await?;
+        let reachable: Vec<String> = plan.reachable.iter().cloned().collect();
+        retract_unreachable_commits(&mut transaction, &reachable).await?;
         match &plan.after {
             Some(base) => set_cursor(&mut transaction, &options.branch, &base.to_string()).await?,
             None => {
@@ -198,6 +203,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
             "history was rewritten; retracted unreachable versions"
         );
     }
+    replace_tags(&mut connection, &plan.tags).await?;
     if plan.up_to_date {
         // A sync that crashed before its last step left the index behind.
         refresh_search(&mut connection).await?;
@@ -348,6 +354,8 @@ struct WalkPlan {
     cursor_reset: bool,
     unreachable: Vec<String>,
     reachable: HashSet<String>,
+    /// The repository's tags, recorded for pins by tag.
+    tags: Vec<(String, String)>,
 }
 
 fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<String>) -> Result<WalkPlan, SyncError> {
@@ -355,6 +363,7 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
     let tip = resolve_commit(&repo, branch)?;
     let chain = first_parent_chain(&repo, tip, None)?;
     let reachable: HashSet<String> = chain.iter().map(ObjectId::to_string).collect();
+    let tags = commit_tags(&repo)?;
     let Some(cursor) = stored_cursor else {
         return Ok(WalkPlan {
             tip,
@@ -364,6 +373,7 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
             cursor_reset: false,
             unreachable: Vec::new(),
             reachable,
+            tags,
         });
     };
     if reachable.contains(&cursor) {
@@ -380,6 +390,7 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
             cursor_reset: false,
             unreachable: Vec::new(),
             reachable,
+            tags,
         });
     }
     // Rewritten history: follow the old cursor's first parents back to the
@@ -415,5 +426,6 @@ fn plan_walk(repository: &std::path::Path, branch: &str, stored_cursor: Option<S
         cursor_reset: true,
         unreachable,
         reachable,
+        tags,
     })
 }

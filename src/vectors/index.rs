@@ -156,3 +156,48 @@ pub const STAMP_FIELDS: [&str; 3] = ["content_hash", "model_id", "text_format"];
 /// The payload fields filters use, indexed by both stores.
 pub const FILTERED_KEYWORDS: [&str; 3] = ["domains", "modes", "slug"];
 pub const FILTERED_BOOLS: [&str; 1] = ["is_real"];
+
+/// A shared index is an index: the web server and the outbox worker hold one.
+impl<T: VectorIndex> VectorIndex for std::sync::Arc<T> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+
+    fn upsert(&self, points: Vec<Point>) -> impl Future<Output = Result<(), IndexError>> + Send {
+        (**self).upsert(points)
+    }
+
+    fn delete(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<(), IndexError>> + Send {
+        (**self).delete(ids)
+    }
+
+    fn search(
+        &self,
+        vector: Vec<f32>,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
+        (**self).search(vector, filter, limit)
+    }
+
+    fn similar(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
+        (**self).similar(id, filter, limit)
+    }
+
+    fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {
+        (**self).point(id)
+    }
+
+    fn count(&self) -> impl Future<Output = Result<u64, IndexError>> + Send {
+        (**self).count()
+    }
+
+    fn stamps(&self) -> impl Future<Output = Result<Vec<PointStamp>, IndexError>> + Send {
+        (**self).stamps()
+    }
+}

@@ -97,7 +97,8 @@ fn load_named(name: &str, _runtime_library: Option<PathBuf>) -> Result<Embedder,
 #[derive(Debug)]
 pub struct Vectors {
     pub embedder: Arc<Embedder>,
-    pub index: AnyIndex,
+    /// Shared: a server reads it while its outbox worker writes it.
+    pub index: Arc<AnyIndex>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,10 @@ pub async fn open_vectors(config: &Config, data_dir: &Path) -> Result<Option<Vec
         return Ok(None);
     };
     let index = AnyIndex::open(&IndexLocation::from_config(config, data_dir), embedder.dimension()).await?;
-    Ok(Some(Vectors { embedder, index }))
+    Ok(Some(Vectors {
+        embedder,
+        index: Arc::new(index),
+    }))
 }
 
 /// Where the vectors are kept.

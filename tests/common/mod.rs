@@ -250,6 +250,32 @@ pub fn build_story(repo: &TestRepo) -> Vec<String> {
     commits
 }
 
+/// A repository whose one commit holds this project's sample registry.
+pub fn sample_repository() -> TestRepo {
+    let repo = TestRepo::new();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry");
+    for entry in files_under(&source) {
+        let relative = entry.strip_prefix(&source).unwrap();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        repo.write(&format!("registry/{}", relative.display()), &text);
+    }
+    repo.commit("the sample registry");
+    repo
+}
+
+fn files_under(directory: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(directory).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 pub mod db {
     //! A real PostgreSQL for tests: `DATABASE_URL` if set, otherwise one
     //! managed cluster shared by all test binaries of a run. Each test gets a

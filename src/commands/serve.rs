@@ -1,0 +1,113 @@
+//! `personas serve`: the website and read API. On the embedded defaults it
+//! also runs the managed PostgreSQL, the sync in watch mode and the vector
+//! worker in-process, so one command gives a live site; with `DATABASE_URL`
+//! it only reads, and any number of replicas can run side by side.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::sync::{Stop, data_dir, follow_and_index, shutdown_signal, source_and_options, vector_projector};
+use crate::cli::Outcome;
+use crate::config::Config;
+use crate::store::Database;
+use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
+use crate::web::{Shared, metrics::Metrics, router};
+
+pub struct ServeCommand<'a> {
+    pub repository: &'a Path,
+    pub branch: &'a str,
+    pub listen: SocketAddr,
+    pub remote: Option<&'a str>,
+    pub fetch_interval: Duration,
+    /// Run the sync in this process: `None` decides by whether the database is external.
+    pub sync: Option<bool>,
+    pub config: &'a Config,
+}
+
+pub fn run(command: ServeCommand<'_>) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let data_dir = data_dir(command.config, command.repository);
+        let database = Database::open(command.config.database_url.as_deref(), &data_dir).await?;
+        let result = serve(&command, &data_dir, &database).await;
+        // In-flight requests are done by now; the managed cluster stops cleanly.
+        database.close().await?;
+        result.map(|()| Outcome::Clean)
+    })
+}
+
+async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {
+    let syncing = command.sync.unwrap_or(command.config.database_url.is_none());
+    let vectors = open_vectors(command.config, data_dir).await?;
+    if vectors.is_none() {
+        tracing::warn!("semantic search is not configured: no embedding model; {PROVISIONING_HINT}");
+    }
+    let (source, options) = source_and_options(
+        command.repository,
+        command.branch,
+        command.remote,
+        command.fetch_interval,
+        data_dir,
+    );
+    let following = (syncing && command.remote.is_none()).then(|| (options.repository.clone(), options.branch.clone()));
+    let projector = if syncing {
+        vector_projector(database, vectors.as_ref())
+    } else {
+        None
+    };
+    let state = Arc::new(Shared {
+        pool: database.pool.clone(),
+        vectors,
+        metrics: Metrics::default(),
+        following,
+    });
+    let listener = tokio::net::TcpListener::bind(command.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", command.listen))?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "serving http://{address}/ ({})",
+        if syncing {
+            format!(
+                "following {} of {}",
+                command.branch,
+                command.remote.unwrap_or(&command.repository.display().to_string())
+            )
+        } else {
+            "reading the projection; another process syncs".to_string()
+        }
+    );
+
+    let stop = Stop::new();
+    let server = async {
+        let result = axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop.wait())
+            .await;
+        stop.now();
+        result.context("the HTTP server failed")
+    };
+    let sync = async {
+        if syncing {
+            follow_and_index(database, &options, &source, projector.as_ref(), &stop).await
+        } else {
+            Ok(())
+        }
+    };
+    let signalled = async {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                eprintln!("shutting down: finishing requests in flight");
+                stop.now();
+            }
+            _ = stop.wait() => {}
+        }
+    };
+    let (served, synced, ()) = tokio::join!(server, sync, signalled);
+    served?;
+    synced?;
+    Ok(())
+}

@@ -1,0 +1,539 @@
+//! Reads of the projection: everything the website and the read API show.
+//! The web server only ever reads; the sync is the one writer.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::persona::Persona;
+use crate::persona::pin::Pin;
+use crate::persona::profile::Profile;
+use crate::persona::settings::RegistrySettings;
+use crate::search::SearchFilter;
+
+/// One row of the persona list.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PersonaSummary {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub domains: Vec<String>,
+    pub is_real: bool,
+    /// Enabled modes.
+    pub modes: Vec<String>,
+    pub version: i32,
+    pub content_hash: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One version of one persona, with the commit that made it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct VersionRecord {
+    pub persona_id: Uuid,
+    pub version: i32,
+    pub slug: String,
+    pub path: String,
+    /// `added`, `modified`, `renamed` or `deleted`.
+    pub change: String,
+    pub commit: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub authored_at: DateTime<Utc>,
+    pub committed_at: DateTime<Utc>,
+    pub message: String,
+    /// `None` for a deletion.
+    pub content_hash: Option<String>,
+    /// Set when a force-push made the commit unreachable.
+    pub retracted: bool,
+    /// The full document (`None` for a deletion).
+    #[schema(value_type = Option<Object>)]
+    pub persona: Option<Persona>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    persona_id: Uuid,
+    version_no: i32,
+    slug: String,
+    path: String,
+    change_kind: String,
+    commit_sha: String,
+    author_name: String,
+    author_email: String,
+    authored_at: DateTime<Utc>,
+    committed_at: DateTime<Utc>,
+    message: String,
+    content_hash: Option<String>,
+    retracted: bool,
+    document: Option<sqlx::types::Json<Persona>>,
+}
+
+impl From<VersionRow> for VersionRecord {
+    fn from(row: VersionRow) -> Self {
+        VersionRecord {
+            persona_id: row.persona_id,
+            version: row.version_no,
+            slug: row.slug,
+            path: row.path,
+            change: row.change_kind,
+            commit: row.commit_sha,
+            author_name: row.author_name,
+            author_email: row.author_email,
+            authored_at: row.authored_at,
+            committed_at: row.committed_at,
+            message: row.message,
+            content_hash: row.content_hash,
+            retracted: row.retracted,
+            persona: row.document.map(|document| document.0),
+        }
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.persona_id, v.version_no, v.slug, v.path, v.change_kind, v.commit_sha, v.author_name,
+     v.author_email, v.authored_at, v.committed_at, v.message, v.content_hash, v.retracted, v.document";
+
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    #[sqlx(flatten)]
+    summary: PersonaSummary,
+    total: i64,
+}
+
+/// How a list is ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    #[default]
+    Name,
+    Updated,
+    Created,
+}
+
+/// Live personas meeting `filter`, one page of them, and how many there are in all.
+pub async fn list_personas(
+    pool: &PgPool,
+    filter: &SearchFilter,
+    sort: Sort,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<PersonaSummary>, i64)> {
+    let order = match sort {
+        Sort::Name => "lower(v.document->>'name'), p.slug",
+        Sort::Updated => "v.committed_at DESC, p.slug",
+        Sort::Created => "p.created_at DESC, p.slug",
+    };
+    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
+    let rows: Vec<ListRow> = sqlx::query_as(&format!(
+        "SELECT p.id, p.slug, v.document->>'name' AS name,
+                coalesce(v.document->>'description', '') AS description,
+                ARRAY(SELECT jsonb_array_elements_text(v.document->'domains')) AS domains,
+                (v.document->>'is_real')::boolean AS is_real,
+                ARRAY(SELECT m.key FROM jsonb_each(v.document->'modes') m
+                      WHERE m.value = 'true'::jsonb ORDER BY m.key) AS modes,
+                v.version_no AS version, v.content_hash, v.committed_at AS updated_at,
+                count(*) OVER () AS total
+         FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE NOT p.deleted {FILTER}
+         ORDER BY {order}
+         LIMIT $8 OFFSET $9"
+    ))
+    .bind(filter.domain.as_deref())
+    .bind(filter.mode.as_deref())
+    .bind(filter.is_real)
+    .bind(&trait_types)
+    .bind(&trait_names)
+    .bind(&minimums)
+    .bind(&maximums)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total = rows.first().map_or(0, |row| row.total);
+    let total = if rows.is_empty() && offset > 0 {
+        count_personas(pool, filter).await?
+    } else {
+        total
+    };
+    Ok((rows.into_iter().map(|row| row.summary).collect(), total))
+}
+
+/// A [`SearchFilter`] as SQL over `v.document`, bound as $1 domain, $2 mode,
+/// $3 is_real and $4..$7 the trait ranges (see [`trait_bounds`]).
+pub(crate) const FILTER: &str = "
+           AND ($1::text IS NULL OR v.document->'domains' ? $1)
+           AND ($2::text IS NULL OR coalesce((v.document->'modes'->>$2)::boolean, false))
+           AND ($3::boolean IS NULL OR (v.document->>'is_real')::boolean = $3)
+           AND NOT EXISTS (
+               SELECT 1 FROM UNNEST($4::text[], $5::text[], $6::float8[], $7::float8[]) AS r(kind, name, low, high)
+               WHERE (v.document->'traits'->r.kind->>r.name) IS NULL
+                  OR (v.document->'traits'->r.kind->>r.name)::float8 < coalesce(r.low, '-infinity')
+                  OR (v.document->'traits'->r.kind->>r.name)::float8 > coalesce(r.high, 'infinity'))";
+
+pub(crate) type TraitBounds = (Vec<String>, Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>);
+
+/// The trait ranges as four parallel arrays: types, names, minimums, maximums.
+pub(crate) fn trait_bounds(filter: &SearchFilter) -> TraitBounds {
+    let mut bounds: TraitBounds = Default::default();
+    for range in &filter.traits {
+        let (kind, name) = range.path.split_once('.').unwrap_or((range.path.as_str(), ""));
+        bounds.0.push(kind.to_string());
+        bounds.1.push(name.to_string());
+        bounds.2.push(range.min);
+        bounds.3.push(range.max);
+    }
+    bounds
+}
+
+async fn count_personas(pool: &PgPool, filter: &SearchFilter) -> sqlx::Result<i64> {
+    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE NOT p.deleted {FILTER}"
+    ))
+    .bind(filter.domain.as_deref())
+    .bind(filter.mode.as_deref())
+    .bind(filter.is_real)
+    .bind(&trait_types)
+    .bind(&trait_names)
+    .bind(&minimums)
+    .bind(&maximums)
+    .fetch_one(pool)
+    .await
+}
+
+/// How many live personas have one domain or mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: i64,
+}
+
+/// Counts for the index page's facets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Facets {
+    pub domains: Vec<FacetCount>,
+    pub modes: Vec<FacetCount>,
+    pub real: i64,
+    pub fictional: i64,
+}
+
+pub async fn facets(pool: &PgPool) -> sqlx::Result<Facets> {
+    let domains: Vec<FacetCount> = sqlx::query_as(
+        "SELECT d.domain AS value, count(*) AS count FROM personas p JOIN persona_versions v ON v.id = p.current_version_id,
+                jsonb_array_elements_text(v.document->'domains') AS d(domain)
+         WHERE NOT p.deleted GROUP BY d.domain ORDER BY count(*) DESC, d.domain",
+    )
+    .fetch_all(pool)
+    .await?;
+    let modes: Vec<FacetCount> = sqlx::query_as(
+        "SELECT m.key AS value, count(*) AS count FROM personas p JOIN persona_versions v ON v.id = p.current_version_id,
+                jsonb_each(v.document->'modes') AS m
+         WHERE NOT p.deleted AND m.value = 'true'::jsonb GROUP BY m.key ORDER BY count(*) DESC, m.key",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (real, fictional): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE (v.document->>'is_real')::boolean),
+                count(*) FILTER (WHERE NOT (v.document->>'is_real')::boolean)
+         FROM personas p JOIN persona_versions v ON v.id = p.current_version_id WHERE NOT p.deleted",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Facets {
+        domains,
+        modes,
+        real,
+        fictional,
+    })
+}
+
+/// How a reference to a persona resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonaRef {
+    pub id: Uuid,
+    /// The current slug (differs from the reference for a former slug or an id).
+    pub slug: String,
+    pub deleted: bool,
+}
+
+/// The persona an id, a current slug or a former slug names (deleted ones too).
+pub async fn find_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option<PersonaRef>> {
+    let by_id = reference.parse::<Uuid>().ok();
+    let found: Option<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT p.id, p.slug, p.deleted FROM personas p
+         WHERE p.id = $1 OR p.slug = $2
+            OR p.id IN (SELECT persona_id FROM persona_slugs WHERE slug = $2)
+         ORDER BY (p.id = $1) DESC NULLS LAST, (p.slug = $2) DESC, p.deleted, p.created_at DESC
+         LIMIT 1",
+    )
+    .bind(by_id)
+    .bind(reference)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(id, slug, deleted)| PersonaRef { id, slug, deleted }))
+}
+
+/// The persona's current version.
+pub async fn current_version(pool: &PgPool, persona: Uuid) -> sqlx::Result<Option<VersionRecord>> {
+    let row: Option<VersionRow> = sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
+         WHERE p.id = $1"
+    ))
+    .bind(persona)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(VersionRecord::from))
+}
+
+/// Every version of a persona, newest first, retracted ones included.
+pub async fn versions(pool: &PgPool, persona: Uuid) -> sqlx::Result<Vec<VersionRecord>> {
+    let rows: Vec<VersionRow> = sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 ORDER BY v.version_no DESC"
+    ))
+    .bind(persona)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(VersionRecord::from).collect())
+}
+
+/// Why a pin named no version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("commit prefix {prefix:?} is ambiguous: it matches {matches} commits; give more digits")]
+    Ambiguous { prefix: String, matches: i64 },
+}
+
+/// The version a pin names. Pins by commit or tag name the version current
+/// at that commit: the newest version made at or before it on the branch.
+pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<VersionRecord, PinLookupError> {
+    let row: Option<VersionRow> = match pin {
+        Pin::Number(number) => {
+            sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 AND v.version_no = $2"
+            ))
+            .bind(persona)
+            .bind(number)
+            .fetch_optional(pool)
+            .await?
+        }
+        Pin::Content(hash) => {
+            // The same content can recur (an edit reverted); the newest live one wins.
+            sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 AND v.content_hash = $2
+                 ORDER BY v.retracted, v.version_no DESC LIMIT 1"
+            ))
+            .bind(persona)
+            .bind(hash.to_string())
+            .fetch_optional(pool)
+            .await?
+        }
+        Pin::Commit(prefix) => {
+            let commit = commit_by_prefix(pool, prefix).await?;
+            version_at_commit(pool, persona, &commit).await?
+        }
+        Pin::Tag(tag) => {
+            let commit: Option<String> = sqlx::query_scalar("SELECT commit_sha FROM git_tags WHERE name = $1")
+                .bind(tag)
+                .fetch_optional(pool)
+                .await?;
+            let commit = commit.ok_or_else(|| PinError::NotFound(format!("no tag named {tag:?}")))?;
+            version_at_commit(pool, persona, &commit).await?
+        }
+    };
+    row.map(VersionRecord::from)
+        .ok_or_else(|| PinLookupError::Pin(PinError::NotFound(format!("the persona has no version {pin}"))))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinLookupError {
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+async fn commit_by_prefix(pool: &PgPool, prefix: &str) -> Result<String, PinLookupError> {
+    let pattern = format!("{prefix}%");
+    let matches: Vec<String> = sqlx::query_scalar("SELECT sha FROM sync_commits WHERE sha LIKE $1 LIMIT 2")
+        .bind(&pattern)
+        .fetch_all(pool)
+        .await?;
+    match matches.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(PinError::NotFound(format!("no projected commit starts with {prefix}")).into()),
+        _ => {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_commits WHERE sha LIKE $1")
+                .bind(&pattern)
+                .fetch_one(pool)
+                .await?;
+            Err(PinError::Ambiguous {
+                prefix: prefix.to_string(),
+                matches: count,
+            }
+            .into())
+        }
+    }
+}
+
+/// The persona's newest version made at or before `commit` on the branch. For
+/// a commit that a force-push retracted, retracted versions count too: that
+/// is the history the commit belonged to.
+async fn version_at_commit(pool: &PgPool, persona: Uuid, commit: &str) -> Result<Option<VersionRow>, PinLookupError> {
+    let position: Option<(i64, bool)> = sqlx::query_as("SELECT seq, retracted FROM sync_commits WHERE sha = $1")
+        .bind(commit)
+        .fetch_optional(pool)
+        .await?;
+    let (seq, retracted) = position.ok_or_else(|| PinError::NotFound(format!("commit {commit} is not projected")))?;
+    let row: Option<VersionRow> = sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM persona_versions v JOIN sync_commits c ON c.sha = v.commit_sha
+         WHERE v.persona_id = $1 AND c.seq <= $2 AND ($3 OR NOT v.retracted)
+         ORDER BY c.seq DESC LIMIT 1"
+    ))
+    .bind(persona)
+    .bind(seq)
+    .bind(retracted)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) if row.change_kind == "deleted" => Err(PinError::NotFound(format!(
+            "the persona was deleted at or before commit {}",
+            &commit[..commit.len().min(12)]
+        ))
+        .into()),
+        Some(row) => Ok(Some(row)),
+        None => Err(PinError::NotFound(format!(
+            "the persona did not exist yet at commit {}",
+            &commit[..commit.len().min(12)]
+        ))
+        .into()),
+    }
+}
+
+/// One entry of the registry-wide change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ChangeRecord {
+    pub persona_id: Uuid,
+    /// The persona's slug at that version.
+    pub slug: String,
+    pub name: Option<String>,
+    pub version: i32,
+    pub change: String,
+    pub commit: String,
+    pub author_name: String,
+    pub committed_at: DateTime<Utc>,
+    pub message: String,
+    pub retracted: bool,
+}
+
+/// The newest versions across the registry (retracted ones left out).
+pub async fn recent_changes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<ChangeRecord>> {
+    sqlx::query_as(
+        "SELECT v.persona_id, v.slug, coalesce(v.document->>'name',
+                    (SELECT w.document->>'name' FROM persona_versions w
+                     WHERE w.persona_id = v.persona_id AND w.document IS NOT NULL
+                     ORDER BY w.version_no DESC LIMIT 1)) AS name,
+                v.version_no AS version, v.change_kind AS change, v.commit_sha AS commit, v.author_name,
+                v.committed_at, v.message, v.retracted
+         FROM persona_versions v WHERE NOT v.retracted
+         ORDER BY v.committed_at DESC, v.id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A file's validation problem as of the last projected commit.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct FileError {
+    pub path: String,
+    pub line: i32,
+    pub column: i32,
+    pub code: String,
+    pub message: String,
+    pub commit: String,
+}
+
+/// The state of the projection.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    pub branch: Option<String>,
+    pub last_commit: Option<String>,
+    pub last_commit_at: Option<DateTime<Utc>>,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub personas: i64,
+    pub versions: i64,
+    pub outbox_depth: i64,
+    pub errors: Vec<FileError>,
+}
+
+pub async fn sync_status(pool: &PgPool) -> sqlx::Result<SyncStatus> {
+    let cursor: Option<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT s.branch, s.last_commit, s.updated_at, c.committed_at
+         FROM sync_state s LEFT JOIN sync_commits c ON c.sha = s.last_commit
+         ORDER BY s.updated_at DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let (personas, versions, outbox_depth): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM personas WHERE NOT deleted),
+                (SELECT count(*) FROM persona_versions WHERE NOT retracted),
+                (SELECT count(*) FROM vector_outbox)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let errors: Vec<FileError> = sqlx::query_as(
+        "SELECT path, line, col AS column, code, message, commit_sha AS commit FROM sync_errors ORDER BY path, line, col",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (branch, last_commit, synced_at, last_commit_at) = match cursor {
+        Some((branch, commit, synced, committed)) => (Some(branch), Some(commit), Some(synced), committed),
+        None => (None, None, None, None),
+    };
+    Ok(SyncStatus {
+        branch,
+        last_commit,
+        last_commit_at,
+        synced_at,
+        personas,
+        versions,
+        outbox_depth,
+        errors,
+    })
+}
+
+pub async fn profile(pool: &PgPool, slug: &str) -> sqlx::Result<Option<Profile>> {
+    let document: Option<sqlx::types::Json<Profile>> =
+        sqlx::query_scalar("SELECT document FROM registry_profiles WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(pool)
+            .await?;
+    Ok(document.map(|document| document.0))
+}
+
+pub async fn profiles(pool: &PgPool) -> sqlx::Result<Vec<Profile>> {
+    let documents: Vec<sqlx::types::Json<Profile>> =
+        sqlx::query_scalar("SELECT document FROM registry_profiles ORDER BY slug")
+            .fetch_all(pool)
+            .await?;
+    Ok(documents.into_iter().map(|document| document.0).collect())
+}
+
+pub async fn settings(pool: &PgPool) -> sqlx::Result<Option<RegistrySettings>> {
+    let document: Option<sqlx::types::Json<RegistrySettings>> =
+        sqlx::query_scalar("SELECT document FROM registry_settings")
+            .fetch_optional(pool)
+            .await?;
+    Ok(document.map(|document| document.0))
+}
+
+/// The newest projected commit id: what caches of unpinned answers key on.
+pub async fn projection_stamp(pool: &PgPool) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT last_commit FROM sync_state ORDER BY updated_at DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await
+}

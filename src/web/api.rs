@@ -1,0 +1,653 @@
+//! The JSON read API under `/api`, described by the OpenAPI document at
+//! `/api/openapi.json`. Pinned answers are immutable and cacheable forever;
+//! unpinned ones revalidate by ETag.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use super::cache::{Freshness, cached};
+use super::error::{ErrorBody, WebError};
+use super::{AppState, Path, Query, Resolved, resolve, split_pin};
+use crate::persona::Persona;
+use crate::persona::diff::{Change, diff};
+use crate::persona::profile::Profile;
+use crate::search::{self, Found, SearchFilter, Semantic, TraitRange};
+use crate::store::queries::{self, ChangeRecord, PersonaSummary, Sort};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/personas", get(list))
+        .route("/personas/search", get(search_personas))
+        .route("/personas/{reference}", get(persona))
+        .route("/personas/{reference}/versions", get(versions))
+        .route("/personas/{reference}/diff", get(persona_diff))
+        .route("/personas/{reference}/similar", get(similar))
+        .route("/personas/{reference}/embed", get(embedding))
+        .route("/personas/{reference}/settings", patch(settings))
+        .route("/changes", get(changes))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Persona registry read API",
+        description = "Personas and every version of them, projected from the registry's git history. \
+                       Pin a version with `{id}@{pin}` or `?version={pin}`: a version number, a commit \
+                       (7+ hex digits), `sha256:<content hash>` or a git tag."
+    ),
+    paths(
+        list,
+        search_personas,
+        persona,
+        versions,
+        persona_diff,
+        similar,
+        embedding,
+        settings,
+        changes
+    ),
+    components(schemas(
+        ErrorBody,
+        PersonaList,
+        PersonaSummary,
+        PersonaResponse,
+        VersionList,
+        VersionEntry,
+        DiffResponse,
+        DiffSide,
+        SearchResponse,
+        Found,
+        EmbeddingResponse,
+        ChangeList,
+        ChangeRecord,
+        Sort
+    ))
+)]
+pub struct ApiDoc;
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let document = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    let validator = format!("openapi-{}", hex_prefix(document.as_bytes()));
+    cached(
+        &headers,
+        &validator,
+        Freshness::Revalidate,
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], document),
+    )
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The filters every listing and search accepts.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterParams {
+    /// Only personas with this domain.
+    pub domain: Option<String>,
+    /// Only personas with this mode enabled.
+    pub mode: Option<String>,
+    /// `true`: real people only; `false`: fictional characters only.
+    #[serde(default, deserialize_with = "query_value")]
+    pub is_real: Option<bool>,
+    /// Trait ranges, comma-separated: `ocean.openness=0.6..1,humor.wit=..0.3`.
+    pub traits: Option<String>,
+}
+
+impl FilterParams {
+    pub fn filter(&self) -> Result<SearchFilter, WebError> {
+        let traits = match &self.traits {
+            Some(text) if !text.trim().is_empty() => text
+                .split(',')
+                .map(|range| range.trim().parse::<TraitRange>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| WebError::bad_request("bad_filter", error))?,
+            _ => Vec::new(),
+        };
+        Ok(SearchFilter {
+            domain: self.domain.clone().filter(|domain| !domain.is_empty()),
+            mode: self.mode.clone().filter(|mode| !mode.is_empty()),
+            is_real: self.is_real,
+            traits,
+        })
+    }
+}
+
+/// A typed query value. Query parameters in a struct that flattens another
+/// reach serde as text, so numbers and booleans are parsed here (an empty
+/// value, as an HTML form sends for "any", means unset).
+pub(super) fn query_value<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}"))),
+    }
+}
+
+pub const MAX_PAGE: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    filter: FilterParams,
+    sort: Option<Sort>,
+    #[serde(default, deserialize_with = "query_value")]
+    limit: Option<i64>,
+    #[serde(default, deserialize_with = "query_value")]
+    offset: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct PersonaList {
+    items: Vec<PersonaSummary>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), WebError> {
+    let limit = limit.unwrap_or(50);
+    let offset = offset.unwrap_or(0);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(WebError::bad_request(
+            "bad_limit",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    if offset < 0 {
+        return Err(WebError::bad_request("bad_offset", "offset must not be negative"));
+    }
+    Ok((limit, offset))
+}
+
+/// Validator of answers that depend on the whole projection: the last
+/// projected commit plus the request, so any new commit changes it.
+async fn projection_validator(state: &AppState, request: &str) -> Result<String, WebError> {
+    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
+    Ok(format!(
+        "{}-{}",
+        &stamp[..stamp.len().min(12)],
+        hex_prefix(request.as_bytes())
+    ))
+}
+
+/// Live personas, filtered, sorted and paginated.
+#[utoipa::path(get, path = "/api/personas",
+    params(FilterParams,
+           ("sort" = Option<Sort>, Query, description = "name (default), updated or created"),
+           ("limit" = Option<i64>, Query, description = "1 to 500; default 50"),
+           ("offset" = Option<i64>, Query, description = "default 0")),
+    responses((status = 200, body = PersonaList), (status = 400, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(params): Query<ListParams>,
+) -> Result<Response, WebError> {
+    let filter = params.filter.filter()?;
+    let (limit, offset) = page(params.limit, params.offset)?;
+    let (items, total) =
+        queries::list_personas(&state.pool, &filter, params.sort.unwrap_or_default(), limit, offset).await?;
+    let validator = projection_validator(&state, uri.query().unwrap_or("")).await?;
+    Ok(cached(
+        &headers,
+        &validator,
+        Freshness::Revalidate,
+        Json(PersonaList {
+            items,
+            total,
+            limit,
+            offset,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchParams {
+    /// Words to find in name, description, domains and beliefs, or (with
+    /// `semantic=true`) a description of what to find.
+    q: String,
+    #[serde(default, deserialize_with = "query_value")]
+    semantic: Option<bool>,
+    #[serde(flatten)]
+    filter: FilterParams,
+    #[serde(default, deserialize_with = "query_value")]
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct SearchResponse {
+    query: String,
+    semantic: bool,
+    results: Vec<Found>,
+}
+
+/// Full-text or semantic search over live personas.
+#[utoipa::path(get, path = "/api/personas/search",
+    params(("q" = String, Query, description = "words, or (semantic) a description of who to find"),
+           ("semantic" = Option<bool>, Query, description = "search by meaning through the vector index"),
+           FilterParams,
+           ("limit" = Option<i64>, Query, description = "1 to 100; default 20")),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody),
+              (status = 503, description = "semantic search without a model", body = ErrorBody)))]
+async fn search_personas(
+    State(state): State<AppState>,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, WebError> {
+    let filter = params.filter.filter()?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(WebError::bad_request("bad_limit", "limit must be 1 to 100"));
+    }
+    let semantic = params.semantic.unwrap_or(false);
+    let results = run_search(&state, &params.q, semantic, &filter, limit as usize).await?;
+    Ok(Json(SearchResponse {
+        query: params.q,
+        semantic,
+        results,
+    })
+    .into_response())
+}
+
+pub async fn run_search(
+    state: &AppState,
+    query: &str,
+    semantic: bool,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, WebError> {
+    if semantic {
+        let parts = Semantic {
+            embedder: state.vectors.as_ref().map(|vectors| &vectors.embedder),
+            index: state.vectors.as_ref().map(|vectors| &vectors.index),
+        };
+        Ok(search::semantic(&parts, query, filter, limit).await?)
+    } else {
+        Ok(search::full_text(&state.pool, query, filter, limit).await?)
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PersonaParams {
+    /// A pin: version number, commit (7+ hex digits), `sha256:…` or tag.
+    version: Option<String>,
+    /// Apply a registry profile (a config template) on read.
+    profile: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct PersonaResponse {
+    id: Uuid,
+    slug: String,
+    version: i32,
+    content_hash: String,
+    commit: String,
+    committed_at: chrono::DateTime<chrono::Utc>,
+    author: String,
+    /// The slug and version as a permanent pin: `slug@version`.
+    permalink: String,
+    /// Whether the request pinned the version (the answer is then immutable).
+    pinned: bool,
+    retracted: bool,
+    /// The profile applied, if any.
+    profile: Option<String>,
+    #[schema(value_type = Object)]
+    persona: Persona,
+}
+
+/// One persona: current, or pinned with `{reference}@{pin}` / `?version=`.
+#[utoipa::path(get, path = "/api/personas/{reference}",
+    params(("reference" = String, Path, description = "id, slug or former slug, optionally `@pin`"), PersonaParams),
+    responses((status = 200, body = PersonaResponse), (status = 304, description = "not modified"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "ambiguous commit prefix", body = ErrorBody),
+              (status = 410, description = "deleted", body = ErrorBody)))]
+async fn persona(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    Query(params): Query<PersonaParams>,
+) -> Result<Response, WebError> {
+    let (reference, at_pin) = split_pin(&reference);
+    if at_pin.is_some() && params.version.is_some() {
+        return Err(WebError::bad_request(
+            "bad_pin",
+            "give the version either as @pin or as ?version=, not both",
+        ));
+    }
+    let resolved = resolve(&state.pool, reference, at_pin.or(params.version.as_deref())).await?;
+    let profile = match &params.profile {
+        Some(name) => Some(
+            queries::profile(&state.pool, name)
+                .await?
+                .ok_or_else(|| WebError::not_found(format!("no profile is called {name:?}")))?,
+        ),
+        None => None,
+    };
+    let (body, validator, freshness) = persona_body(&resolved, profile.as_ref())?;
+    Ok(cached(&headers, &validator, freshness, Json(body)))
+}
+
+fn persona_body(
+    resolved: &Resolved,
+    profile: Option<&Profile>,
+) -> Result<(PersonaResponse, String, Freshness), WebError> {
+    let version = &resolved.version;
+    let (Some(document), Some(hash)) = (&version.persona, &version.content_hash) else {
+        return Err(WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!(
+                "version {} records the persona's deletion; it has no content",
+                version.version
+            ),
+        ));
+    };
+    let (persona, validator, freshness) = match profile {
+        // A profile can change later, so a profiled answer revalidates even when pinned.
+        Some(profile) => {
+            let profile_json = serde_json::to_vec(profile).unwrap_or_default();
+            (
+                profile.apply(document),
+                format!("{hash}+{}:{}", profile.slug.as_str(), hex_prefix(&profile_json)),
+                Freshness::Revalidate,
+            )
+        }
+        None if resolved.pinned => (document.clone(), hash.clone(), Freshness::Immutable),
+        None => (document.clone(), hash.clone(), Freshness::Revalidate),
+    };
+    Ok((
+        PersonaResponse {
+            id: resolved.persona.id,
+            slug: version.slug.clone(),
+            version: version.version,
+            content_hash: hash.clone(),
+            commit: version.commit.clone(),
+            committed_at: version.committed_at,
+            author: version.author_name.clone(),
+            permalink: format!("{}@{}", resolved.persona.slug, version.version),
+            pinned: resolved.pinned,
+            retracted: version.retracted,
+            profile: profile.map(|profile| profile.slug.to_string()),
+            persona,
+        },
+        validator,
+        freshness,
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct VersionEntry {
+    version: i32,
+    change: String,
+    slug: String,
+    commit: String,
+    author_name: String,
+    authored_at: chrono::DateTime<chrono::Utc>,
+    committed_at: chrono::DateTime<chrono::Utc>,
+    message: String,
+    content_hash: Option<String>,
+    retracted: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct VersionList {
+    id: Uuid,
+    slug: String,
+    /// Newest first; retracted versions are listed and marked.
+    versions: Vec<VersionEntry>,
+}
+
+/// Every version of a persona, newest first.
+#[utoipa::path(get, path = "/api/personas/{reference}/versions",
+    params(("reference" = String, Path, description = "id, slug or former slug")),
+    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
+async fn versions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Result<Response, WebError> {
+    let persona = queries::find_persona(&state.pool, &reference)
+        .await?
+        .ok_or_else(|| WebError::no_persona(&reference))?;
+    let versions = queries::versions(&state.pool, persona.id).await?;
+    let validator = projection_validator(&state, &format!("versions/{}", persona.id)).await?;
+    let entries = versions
+        .into_iter()
+        .map(|version| VersionEntry {
+            version: version.version,
+            change: version.change,
+            slug: version.slug,
+            commit: version.commit,
+            author_name: version.author_name,
+            authored_at: version.authored_at,
+            committed_at: version.committed_at,
+            message: version.message,
+            content_hash: version.content_hash,
+            retracted: version.retracted,
+        })
+        .collect();
+    Ok(cached(
+        &headers,
+        &validator,
+        Freshness::Revalidate,
+        Json(VersionList {
+            id: persona.id,
+            slug: persona.slug,
+            versions: entries,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DiffParams {
+    /// The older pin.
+    from: String,
+    /// The newer pin (default: the current version).
+    to: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DiffSide {
+    version: i32,
+    content_hash: String,
+    commit: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DiffResponse {
+    id: Uuid,
+    from: DiffSide,
+    to: DiffSide,
+    /// Field-level changes, each with a `kind`.
+    #[schema(value_type = Vec<Object>)]
+    changes: Vec<Change>,
+}
+
+/// Field-level differences between two versions.
+#[utoipa::path(get, path = "/api/personas/{reference}/diff",
+    params(("reference" = String, Path, description = "id, slug or former slug"), DiffParams),
+    responses((status = 200, body = DiffResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn persona_diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    Query(params): Query<DiffParams>,
+) -> Result<Response, WebError> {
+    let from = resolve(&state.pool, &reference, Some(&params.from)).await?;
+    let to = resolve(&state.pool, &reference, params.to.as_deref()).await?;
+    let (from_side, from_persona) = diff_side(&from)?;
+    let (to_side, to_persona) = diff_side(&to)?;
+    let validator = format!("diff:{}..{}", from_side.content_hash, to_side.content_hash);
+    let body = DiffResponse {
+        id: from.persona.id,
+        changes: diff(from_persona, to_persona),
+        from: from_side,
+        to: to_side,
+    };
+    let freshness = if to.pinned {
+        Freshness::Immutable
+    } else {
+        Freshness::Revalidate
+    };
+    Ok(cached(&headers, &validator, freshness, Json(body)))
+}
+
+fn diff_side(resolved: &Resolved) -> Result<(DiffSide, &Persona), WebError> {
+    let version = &resolved.version;
+    match (&version.persona, &version.content_hash) {
+        (Some(persona), Some(hash)) => Ok((
+            DiffSide {
+                version: version.version,
+                content_hash: hash.clone(),
+                commit: version.commit.clone(),
+            },
+            persona,
+        )),
+        _ => Err(WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!(
+                "version {} records a deletion and has no content to compare",
+                version.version
+            ),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SimilarParams {
+    /// 1 to 50; default 5.
+    limit: Option<i64>,
+}
+
+/// The personas nearest to this one in the vector index.
+#[utoipa::path(get, path = "/api/personas/{reference}/similar",
+    params(("reference" = String, Path, description = "id, slug or former slug"), SimilarParams),
+    responses((status = 200, body = SearchResponse), (status = 404, body = ErrorBody),
+              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+async fn similar(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    Query(params): Query<SimilarParams>,
+) -> Result<Response, WebError> {
+    let limit = params.limit.unwrap_or(5);
+    if !(1..=50).contains(&limit) {
+        return Err(WebError::bad_request("bad_limit", "limit must be 1 to 50"));
+    }
+    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+    let results = search::similar(&state.pool, index, &reference, &SearchFilter::default(), limit as usize).await?;
+    Ok(Json(SearchResponse {
+        query: reference,
+        semantic: true,
+        results,
+    })
+    .into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EmbeddingResponse {
+    id: Uuid,
+    slug: String,
+    version: i32,
+    content_hash: String,
+    model_id: String,
+    dimension: usize,
+    vector: Vec<f32>,
+}
+
+/// The stored embedding of a persona's current version and the model that made it.
+#[utoipa::path(get, path = "/api/personas/{reference}/embed",
+    params(("reference" = String, Path, description = "id, slug or former slug")),
+    responses((status = 200, body = EmbeddingResponse), (status = 404, body = ErrorBody),
+              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+async fn embedding(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Result<Response, WebError> {
+    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+    let point = search::stored_embedding(&state.pool, index, &reference).await?;
+    let validator = format!("{}@{}", point.payload.content_hash, point.payload.model_id);
+    Ok(cached(
+        &headers,
+        &validator,
+        Freshness::Revalidate,
+        Json(EmbeddingResponse {
+            id: point.id,
+            slug: point.payload.slug,
+            version: point.payload.version_no,
+            content_hash: point.payload.content_hash,
+            model_id: point.payload.model_id,
+            dimension: point.vector.len(),
+            vector: point.vector,
+        }),
+    ))
+}
+
+/// Reserved: settings changes become git commits (the write path).
+#[utoipa::path(patch, path = "/api/personas/{reference}/settings",
+    params(("reference" = String, Path, description = "id or slug")),
+    responses((status = 501, description = "not yet available on this server", body = ErrorBody)))]
+async fn settings(Path(_reference): Path<String>) -> WebError {
+    WebError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "changing settings through the API is not available yet; propose the change as a pull request \
+         to the registry repository",
+    )
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChangesParams {
+    /// 1 to 500; default 50.
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ChangeList {
+    changes: Vec<ChangeRecord>,
+}
+
+/// The newest versions across the registry.
+#[utoipa::path(get, path = "/api/changes", params(ChangesParams),
+    responses((status = 200, body = ChangeList), (status = 400, body = ErrorBody)))]
+async fn changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ChangesParams>,
+) -> Result<Response, WebError> {
+    let (limit, _) = page(params.limit, None)?;
+    let changes = queries::recent_changes(&state.pool, limit).await?;
+    let validator = projection_validator(&state, &format!("changes/{limit}")).await?;
+    Ok(cached(
+        &headers,
+        &validator,
+        Freshness::Revalidate,
+        Json(ChangeList { changes }),
+    ))
+}

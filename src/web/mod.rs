@@ -1,0 +1,188 @@
+//! The website and the read API: one axum router over the PostgreSQL
+//! projection (and the vector index for semantic features). The server only
+//! reads; the sync is the one writer.
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod metrics;
+pub mod pages;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::persona::pin::Pin;
+use crate::store::queries::{self, PersonaRef, VersionRecord};
+use crate::vectors::setup::Vectors;
+use error::WebError;
+
+/// What every handler can reach.
+pub struct Shared {
+    pub pool: PgPool,
+    /// The model and index, when a model is provisioned.
+    pub vectors: Option<Vectors>,
+    pub metrics: metrics::Metrics,
+    /// The repository and branch this process syncs in-process, if it does
+    /// (sync lag is then measured against the branch tip).
+    pub following: Option<(PathBuf, String)>,
+}
+
+pub type AppState = Arc<Shared>;
+
+/// A request may take this long before it is answered with 503; the
+/// slowest honest request (a semantic search) takes a few tens of ms.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole site: pages, API, health and metrics.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .nest("/api", api::routes())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(error::render_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(CompressionLayer::new())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> WebError {
+    WebError::not_found(format!("nothing is at {}", uri.path()))
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers; the body says how far the sync is.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match queries::sync_status(&state.pool).await {
+        Ok(status) => {
+            let lag = metrics::sync_lag(&state, &status).await;
+            axum::Json(serde_json::json!({
+                "database": "ok",
+                "last_commit": status.last_commit,
+                "synced_at": status.synced_at,
+                "sync_lag_seconds": lag,
+                "outbox_depth": status.outbox_depth,
+                "semantic_search": state.vectors.is_some(),
+            }))
+            .into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "readiness check: the database is unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "database": "unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A persona named in a URL, at its current version or a pinned one.
+pub struct Resolved {
+    pub persona: PersonaRef,
+    pub version: VersionRecord,
+    /// Whether a pin named the version (the answer is then immutable).
+    pub pinned: bool,
+}
+
+/// Splits `slug@pin` (the `@` form of the API) into its parts.
+pub fn split_pin(reference: &str) -> (&str, Option<&str>) {
+    match reference.split_once('@') {
+        Some((persona, pin)) => (persona, Some(pin)),
+        None => (reference, None),
+    }
+}
+
+pub fn parse_pin(text: &str) -> Result<Pin, WebError> {
+    text.parse::<Pin>()
+        .map_err(|error| WebError::bad_request("bad_pin", error.to_string()))
+}
+
+/// Finds the persona `reference` names (id, slug or former slug) and the
+/// version `pin` names (its current version when `None`).
+pub async fn resolve(pool: &PgPool, reference: &str, pin: Option<&str>) -> Result<Resolved, WebError> {
+    let pin = pin.map(parse_pin).transpose()?;
+    let persona = queries::find_persona(pool, reference)
+        .await?
+        .ok_or_else(|| WebError::no_persona(reference))?;
+    let version = match &pin {
+        Some(pin) => queries::pinned_version(pool, persona.id, pin).await?,
+        None => {
+            if persona.deleted {
+                return Err(WebError::new(
+                    StatusCode::GONE,
+                    "deleted",
+                    format!(
+                        "persona {:?} was deleted; its earlier versions stay readable by pin",
+                        persona.slug
+                    ),
+                ));
+            }
+            queries::current_version(pool, persona.id)
+                .await?
+                .ok_or_else(|| WebError::no_persona(reference))?
+        }
+    };
+    Ok(Resolved {
+        persona,
+        version,
+        pinned: pin.is_some(),
+    })
+}
+
+/// Extractor rejections (a malformed query string, path or body) become
+/// [`WebError`]s, so they render like every other error.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, WebError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| WebError::bad_request("bad_query", rejection.body_text()))
+    }
+}
+
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, WebError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| WebError::bad_request("bad_path", rejection.body_text()))
+    }
+}

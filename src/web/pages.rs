@@ -1,0 +1,581 @@
+//! The website: server-rendered askama pages over the same reads as the API.
+//! Every value from a persona file goes through askama's HTML escaping.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::api::{FilterParams, run_search};
+use super::cache::{Freshness, cached};
+use super::error::WebError;
+use super::{AppState, Path, Query, Resolved, resolve};
+use crate::persona::Persona;
+use crate::persona::diff::{Change, describe, diff};
+use crate::search::{self, Found, SearchFilter};
+use crate::store::queries::{self, ChangeRecord, Facets, FileError, PersonaSummary, Sort, SyncStatus, VersionRecord};
+
+const STYLE: &str = include_str!("../../templates/style.css");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/style.css", get(style))
+        .route("/p/{slug}", get(persona_page))
+        .route("/p/{slug}/history", get(history_page))
+        .route("/p/{slug}/v/{pin}", get(pinned_page))
+        .route("/p/{slug}/compare/{range}", get(compare_page))
+        .route("/search", get(search_page))
+        .route("/changes", get(changes_page))
+        .route("/changes.atom", get(changes_feed))
+        .route("/status", get(status_page))
+}
+
+fn page(template: &impl Template) -> Result<Html<String>, WebError> {
+    template
+        .render()
+        .map(Html)
+        .map_err(|error| WebError::unavailable("rendering the page", &error))
+}
+
+async fn style(headers: HeaderMap) -> Response {
+    cached(
+        &headers,
+        concat!("style-", env!("CARGO_PKG_VERSION")),
+        Freshness::Revalidate,
+        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE),
+    )
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// The HTML page for an error (see `error::render_errors`).
+pub fn error_page(error: &WebError) -> String {
+    ErrorPage {
+        status: error.status.as_u16(),
+        reason: error.status.canonical_reason().unwrap_or("Error"),
+        message: &error.message,
+    }
+    .render()
+    .unwrap_or_else(|_| format!("{} {}", error.status, error.code))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexParams {
+    #[serde(flatten)]
+    filter: FilterParams,
+    sort: Option<Sort>,
+    #[serde(default, deserialize_with = "super::api::query_value")]
+    page: Option<i64>,
+}
+
+const PAGE_SIZE: i64 = 60;
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    personas: Vec<PersonaSummary>,
+    total: i64,
+    facets: Facets,
+    filter: SearchFilter,
+    page: i64,
+    pages: i64,
+    /// The current filter as a query string, for pagination links.
+    query: String,
+}
+
+async fn index(State(state): State<AppState>, Query(params): Query<IndexParams>) -> Result<Response, WebError> {
+    let filter = params.filter.filter()?;
+    let page_number = params.page.unwrap_or(1).max(1);
+    let (personas, total) = queries::list_personas(
+        &state.pool,
+        &filter,
+        params.sort.unwrap_or_default(),
+        PAGE_SIZE,
+        (page_number - 1) * PAGE_SIZE,
+    )
+    .await?;
+    let facets = queries::facets(&state.pool).await?;
+    let mut query = Vec::new();
+    if let Some(domain) = &filter.domain {
+        query.push(format!("domain={}", encode(domain)));
+    }
+    if let Some(mode) = &filter.mode {
+        query.push(format!("mode={}", encode(mode)));
+    }
+    if let Some(is_real) = filter.is_real {
+        query.push(format!("is_real={is_real}"));
+    }
+    Ok(page(&IndexPage {
+        personas,
+        total,
+        facets,
+        filter,
+        page: page_number,
+        pages: ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
+        query: query.join("&"),
+    })?
+    .into_response())
+}
+
+/// Percent-encodes a query-string value.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// One trait as drawn: its bar width in the 0..=200 SVG box.
+pub struct TraitBar {
+    pub name: String,
+    pub value: f64,
+}
+
+impl TraitBar {
+    pub fn width(&self) -> String {
+        format!("{:.1}", self.value.clamp(0.0, 1.0) * 200.0)
+    }
+
+    pub fn label(&self) -> String {
+        format!("{:.2}", self.value)
+    }
+}
+
+pub struct TraitGroup {
+    pub kind: String,
+    pub bars: Vec<TraitBar>,
+}
+
+fn trait_groups(persona: &Persona) -> Vec<TraitGroup> {
+    persona
+        .traits
+        .iter()
+        .map(|(kind, values)| TraitGroup {
+            kind: kind.clone(),
+            bars: values
+                .iter()
+                .map(|(name, value)| TraitBar {
+                    name: name.clone(),
+                    value: *value,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A belief's source: a link when it is a web address, plain text otherwise
+/// (`isbn:…`), never a `javascript:` or other scheme.
+pub fn source_link(source: &str) -> Option<&str> {
+    (source.starts_with("https://") || source.starts_with("http://")).then_some(source)
+}
+
+#[derive(Template)]
+#[template(path = "persona.html")]
+struct PersonaPage {
+    persona: Persona,
+    version: VersionRecord,
+    traits: Vec<TraitGroup>,
+    /// The current version number, when this page shows an older one.
+    pinned_of: Option<i32>,
+    similar: Vec<Found>,
+    /// Why "similar personas" is empty, when it is.
+    similar_note: Option<String>,
+    former_slugs: Vec<String>,
+}
+
+impl PersonaPage {
+    fn short_commit(&self) -> &str {
+        &self.version.commit[..self.version.commit.len().min(7)]
+    }
+
+    fn date(&self) -> String {
+        self.version.committed_at.format("%Y-%m-%d").to_string()
+    }
+
+    fn link<'a>(&self, source: &'a str) -> Option<&'a str> {
+        source_link(source)
+    }
+
+    fn avatar(&self) -> Option<&str> {
+        self.persona.avatar_url.as_deref().and_then(source_link)
+    }
+}
+
+async fn persona_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+) -> Result<Response, WebError> {
+    let resolved = resolve(&state.pool, &slug, None).await?;
+    if resolved.persona.slug != slug {
+        // A former slug or an id: the persona lives at its current address.
+        return Ok(Redirect::permanent(&format!("/p/{}", resolved.persona.slug)).into_response());
+    }
+    render_persona(&state, &headers, resolved).await
+}
+
+async fn pinned_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, pin)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let resolved = resolve(&state.pool, &slug, Some(&pin)).await?;
+    render_persona(&state, &headers, resolved).await
+}
+
+async fn render_persona(state: &AppState, headers: &HeaderMap, resolved: Resolved) -> Result<Response, WebError> {
+    let Resolved {
+        persona: reference,
+        version,
+        pinned,
+    } = resolved;
+    let Some(persona) = version.persona.clone() else {
+        return Err(WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!("version {} records the deletion of {:?}", version.version, version.slug),
+        ));
+    };
+    let current = queries::current_version(&state.pool, reference.id).await?;
+    let pinned_of = current
+        .as_ref()
+        .map(|current| current.version)
+        .filter(|current| pinned && *current != version.version);
+    let (similar, similar_note) = if pinned {
+        (Vec::new(), None)
+    } else {
+        let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+        match search::similar(
+            &state.pool,
+            index,
+            &reference.id.to_string(),
+            &SearchFilter::default(),
+            5,
+        )
+        .await
+        {
+            Ok(found) => (found, None),
+            Err(error) => (Vec::new(), Some(WebError::from(error).message)),
+        }
+    };
+    let former_slugs: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM persona_slugs WHERE persona_id = $1 AND slug <> $2 ORDER BY slug")
+            .bind(reference.id)
+            .bind(&reference.slug)
+            .fetch_all(&state.pool)
+            .await?;
+    let validator = format!(
+        "page-{}-{}",
+        version.content_hash.as_deref().unwrap_or_default(),
+        similar
+            .iter()
+            .map(|found| found.slug.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let traits = trait_groups(&persona);
+    let body = page(&PersonaPage {
+        persona,
+        version,
+        traits,
+        pinned_of,
+        similar,
+        similar_note,
+        former_slugs,
+    })?;
+    let freshness = if pinned {
+        Freshness::Immutable
+    } else {
+        Freshness::Revalidate
+    };
+    Ok(cached(headers, &validator, freshness, body))
+}
+
+/// One change, as the history and compare pages draw it.
+pub struct ChangeView {
+    pub text: String,
+    /// For a trait change: the old and new bar widths (0..=100).
+    pub bars: Option<(String, String)>,
+}
+
+fn change_views(changes: &[Change]) -> Vec<ChangeView> {
+    changes
+        .iter()
+        .map(|change| ChangeView {
+            text: describe(change),
+            bars: match change {
+                Change::TraitChanged { old, new, .. } => Some((
+                    format!("{:.1}", old.clamp(0.0, 1.0) * 100.0),
+                    format!("{:.1}", new.clamp(0.0, 1.0) * 100.0),
+                )),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+pub struct HistoryEntry {
+    pub version: VersionRecord,
+    pub changes: Vec<ChangeView>,
+}
+
+impl HistoryEntry {
+    pub fn short_commit(&self) -> &str {
+        &self.version.commit[..self.version.commit.len().min(7)]
+    }
+
+    pub fn date(&self) -> String {
+        self.version.committed_at.format("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage {
+    slug: String,
+    name: String,
+    entries: Vec<HistoryEntry>,
+}
+
+async fn history_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+) -> Result<Response, WebError> {
+    let persona = queries::find_persona(&state.pool, &slug)
+        .await?
+        .ok_or_else(|| WebError::no_persona(&slug))?;
+    if persona.slug != slug {
+        return Ok(Redirect::permanent(&format!("/p/{}/history", persona.slug)).into_response());
+    }
+    let versions = queries::versions(&state.pool, persona.id).await?;
+    let name = versions
+        .iter()
+        .find_map(|version| version.persona.as_ref().map(|persona| persona.name.clone()))
+        .unwrap_or_else(|| slug.clone());
+    let mut entries = Vec::with_capacity(versions.len());
+    for (position, version) in versions.iter().enumerate() {
+        // Compared with the previous version that had content (newest first).
+        let previous = versions[position + 1..].iter().find_map(|older| older.persona.as_ref());
+        let changes = match (previous, &version.persona) {
+            (Some(old), Some(new)) => change_views(&diff(old, new)),
+            _ => Vec::new(),
+        };
+        entries.push(HistoryEntry {
+            version: version.clone(),
+            changes,
+        });
+    }
+    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
+    let body = page(&HistoryPage {
+        slug: persona.slug.clone(),
+        name,
+        entries,
+    })?;
+    Ok(cached(
+        &headers,
+        &format!("history-{}-{stamp}", persona.id),
+        Freshness::Revalidate,
+        body,
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "compare.html")]
+struct ComparePage {
+    slug: String,
+    name: String,
+    from: VersionRecord,
+    to: VersionRecord,
+    changes: Vec<ChangeView>,
+}
+
+async fn compare_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, range)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let Some((from, to)) = range.split_once("...") else {
+        return Err(WebError::bad_request(
+            "bad_range",
+            format!("{range:?} is not a range; write FROM...TO, e.g. 1...3"),
+        ));
+    };
+    let from = resolve(&state.pool, &slug, Some(from)).await?;
+    let to = resolve(&state.pool, &slug, Some(to)).await?;
+    let (Some(old), Some(new)) = (&from.version.persona, &to.version.persona) else {
+        return Err(WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            "one side of the comparison records a deletion and has no content",
+        ));
+    };
+    let changes = change_views(&diff(old, new));
+    let validator = format!(
+        "compare-{}-{}",
+        from.version.content_hash.as_deref().unwrap_or_default(),
+        to.version.content_hash.as_deref().unwrap_or_default()
+    );
+    let body = page(&ComparePage {
+        slug: to.persona.slug.clone(),
+        name: new.name.clone(),
+        from: from.version,
+        to: to.version,
+        changes,
+    })?;
+    Ok(cached(&headers, &validator, Freshness::Immutable, body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SearchPageParams {
+    #[serde(default)]
+    q: String,
+    #[serde(flatten)]
+    filter: FilterParams,
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage {
+    query: String,
+    filter: SearchFilter,
+    facets: Facets,
+    full_text: Vec<Found>,
+    semantic: Vec<Found>,
+    semantic_note: Option<String>,
+}
+
+async fn search_page(
+    State(state): State<AppState>,
+    Query(params): Query<SearchPageParams>,
+) -> Result<Response, WebError> {
+    let filter = params.filter.filter()?;
+    let query = params.q.trim().to_string();
+    let facets = queries::facets(&state.pool).await?;
+    let (full_text, semantic, semantic_note) = if query.is_empty() {
+        (Vec::new(), Vec::new(), None)
+    } else {
+        let full_text = run_search(&state, &query, false, &filter, 20).await?;
+        match run_search(&state, &query, true, &filter, 10).await {
+            Ok(found) => (full_text, found, None),
+            Err(error) => (full_text, Vec::new(), Some(error.message)),
+        }
+    };
+    Ok(page(&SearchPage {
+        query,
+        filter,
+        facets,
+        full_text,
+        semantic,
+        semantic_note,
+    })?
+    .into_response())
+}
+
+pub struct ChangeItem {
+    pub change: ChangeRecord,
+}
+
+impl ChangeItem {
+    pub fn short_commit(&self) -> &str {
+        &self.change.commit[..self.change.commit.len().min(7)]
+    }
+
+    pub fn date(&self) -> String {
+        self.change.committed_at.format("%Y-%m-%d %H:%M").to_string()
+    }
+
+    pub fn rfc3339(&self) -> String {
+        self.change.committed_at.to_rfc3339()
+    }
+
+    pub fn title(&self) -> String {
+        format!(
+            "{} v{}: {}",
+            self.change.name.as_deref().unwrap_or(&self.change.slug),
+            self.change.version,
+            self.change.change
+        )
+    }
+}
+
+#[derive(Template)]
+#[template(path = "changes.html")]
+struct ChangesPage {
+    items: Vec<ChangeItem>,
+}
+
+async fn recent(state: &AppState) -> Result<Vec<ChangeItem>, WebError> {
+    Ok(queries::recent_changes(&state.pool, 100)
+        .await?
+        .into_iter()
+        .map(|change| ChangeItem { change })
+        .collect())
+}
+
+async fn changes_page(State(state): State<AppState>) -> Result<Response, WebError> {
+    Ok(page(&ChangesPage {
+        items: recent(&state).await?,
+    })?
+    .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "feed.xml")]
+struct ChangesFeed {
+    base: String,
+    updated: String,
+    items: Vec<ChangeItem>,
+}
+
+async fn changes_feed(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, WebError> {
+    let items = recent(&state).await?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| {
+            host.bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b".:-[]".contains(&byte))
+        })
+        .unwrap_or("localhost");
+    let updated = items
+        .first()
+        .map_or_else(|| "1970-01-01T00:00:00+00:00".to_string(), ChangeItem::rfc3339);
+    let feed = ChangesFeed {
+        base: format!("http://{host}"),
+        updated,
+        items,
+    }
+    .render()
+    .map_err(|error| WebError::unavailable("rendering the feed", &error))?;
+    Ok(([(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], feed).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage {
+    status: SyncStatus,
+    errors: Vec<FileError>,
+    lag: Option<f64>,
+    semantic: bool,
+}
+
+async fn status_page(State(state): State<AppState>) -> Result<Response, WebError> {
+    let status = queries::sync_status(&state.pool).await?;
+    let lag = super::metrics::sync_lag(&state, &status).await;
+    let errors = status.errors.clone();
+    Ok(page(&StatusPage {
+        status,
+        errors,
+        lag,
+        semantic: state.vectors.is_some(),
+    })?
+    .into_response())
+}

@@ -1,0 +1,648 @@
+//! The website and the read API through the router itself (no network): a
+//! real git repository built here, synced into a real PostgreSQL, and for the
+//! semantic routes the real model and a real qdrant-edge shard. Pages are
+//! checked through CSS selectors, API answers through insta snapshots with
+//! ids, times, commits and hashes redacted.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use common::db::{TestDatabase, fresh};
+use common::*;
+use http_body_util::BodyExt;
+use personas::sync::{SyncOptions, sync_once};
+use personas::vectors::edge::EdgeIndex;
+use personas::vectors::embed::Embedder;
+use personas::vectors::projector::VectorProjector;
+use personas::vectors::setup::{AnyIndex, Vectors};
+use personas::web::metrics::Metrics;
+use personas::web::{Shared, router};
+use scraper::{Html, Selector};
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Site {
+    app: Router,
+    database: TestDatabase,
+    repo: TestRepo,
+    _vectors_dir: Option<tempfile::TempDir>,
+}
+
+async fn embedder() -> Arc<Embedder> {
+    static EMBEDDER: tokio::sync::OnceCell<Arc<Embedder>> = tokio::sync::OnceCell::const_new();
+    EMBEDDER
+        .get_or_init(|| async {
+            let dir = PathBuf::from(
+                std::env::var_os("PERSONAS_EMBED_MODEL_DIR")
+                    .expect("PERSONAS_EMBED_MODEL_DIR is not set: run scripts/fetch-model (scripts/test does)"),
+            );
+            tokio::task::spawn_blocking(move || Arc::new(Embedder::load(&dir, None).expect("the model loads")))
+                .await
+                .unwrap()
+        })
+        .await
+        .clone()
+}
+
+/// The sample registry plus a second version of Einstein and a tag, synced.
+async fn site(with_vectors: bool) -> Site {
+    let repo = sample_repository();
+    let path = "registry/personas/albert-einstein.toml";
+    let text = std::fs::read_to_string(repo.path().join(path)).unwrap();
+    repo.git(&["tag", "v1.0"]);
+    repo.write(path, &replace_value(&text, "extraversion", "0.41"));
+    repo.commit("einstein: a little more outgoing");
+    let site = Site {
+        app: Router::new(),
+        database: fresh().await,
+        repo,
+        _vectors_dir: None,
+    };
+    finish(site, with_vectors).await
+}
+
+/// Replaces the value of the first `name = …` line.
+fn replace_value(text: &str, name: &str, value: &str) -> String {
+    let start = text.find(&format!("{name} = ")).expect("trait present");
+    let end = start + text[start..].find('\n').unwrap();
+    format!("{}{name} = {value}{}", &text[..start], &text[end..])
+}
+
+async fn finish(mut site: Site, with_vectors: bool) -> Site {
+    let pool = site.database.pool.clone();
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    let vectors = if with_vectors {
+        let directory = tempfile::tempdir().unwrap();
+        let embedder = embedder().await;
+        let index = Arc::new(AnyIndex::Edge(
+            EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
+                .await
+                .unwrap(),
+        ));
+        VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&embedder))
+            .drain()
+            .await
+            .unwrap();
+        site._vectors_dir = Some(directory);
+        Some(Vectors { embedder, index })
+    } else {
+        None
+    };
+    site.app = router(Arc::new(Shared {
+        pool,
+        vectors,
+        metrics: Metrics::default(),
+        following: Some((site.repo.path().to_path_buf(), "main".to_string())),
+    }));
+    site
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}), status {}: {:?}", self.status, self.body))
+    }
+
+    fn html(&self) -> Html {
+        assert!(
+            self.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{:?}",
+            self.headers
+        );
+        Html::parse_document(&self.body)
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+async fn request(app: &Router, method: Method, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = app.clone().oneshot(builder.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn get(app: &Router, uri: &str) -> Answer {
+    request(app, Method::GET, uri, &[]).await
+}
+
+fn select<'a>(html: &'a Html, selector: &str) -> Vec<scraper::ElementRef<'a>> {
+    html.select(&Selector::parse(selector).unwrap()).collect()
+}
+
+fn text_of(element: &scraper::ElementRef<'_>) -> String {
+    element.text().collect::<Vec<_>>().join("").trim().to_string()
+}
+
+async fn live_personas(site: &Site) -> usize {
+    common::db::count(&site.database.pool, "SELECT count(*) FROM personas WHERE NOT deleted").await as usize
+}
+
+#[tokio::test]
+async fn every_page_renders_what_it_promises() {
+    let site = site(false).await;
+    let app = &site.app;
+
+    let index = get(app, "/").await;
+    assert_eq!(index.status, StatusCode::OK);
+    let html = index.html();
+    assert_eq!(select(&html, "article.card").len(), live_personas(&site).await);
+    assert!(!select(&html, ".facets a[href='/?domain=physics']").is_empty());
+    let physics = get(app, "/?domain=physics").await.html();
+    let names: Vec<String> = select(&physics, "article.card h2").iter().map(text_of).collect();
+    assert!(
+        names.contains(&"Albert Einstein".to_string()) && names.contains(&"Marie Curie".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"Frida Kahlo".to_string()));
+    let fictional = get(app, "/?is_real=false").await.html();
+    assert!(select(&fictional, "article.card .badge.real").is_empty());
+
+    let page = get(app, "/p/albert-einstein").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.html();
+    assert_eq!(text_of(&select(&html, "h1")[0]), "Albert Einstein");
+    assert!(
+        !select(&html, "svg.trait-chart rect.trait-bar").is_empty(),
+        "trait chart"
+    );
+    let citations = select(&html, ".beliefs a.citation");
+    assert!(!citations.is_empty());
+    for citation in &citations {
+        assert!(citation.value().attr("href").unwrap().starts_with("http"));
+    }
+    assert!(text_of(&select(&html, ".version-badge")[0]).contains("v2"));
+    assert_eq!(
+        select(&html, ".version-badge a")[0].value().attr("href"),
+        Some("/p/albert-einstein/v/2")
+    );
+    assert!(!select(&html, ".mode-list li.enabled").is_empty());
+    assert!(!select(&html, ".config dd").is_empty());
+    assert!(
+        select(&html, ".similar .note")
+            .iter()
+            .any(|note| text_of(note).contains("not configured"))
+    );
+
+    let history = get(app, "/p/albert-einstein/history").await.html();
+    let versions = select(&history, "ol.timeline > li");
+    assert_eq!(versions.len(), 2);
+    let newest = text_of(&versions[0]);
+    assert!(newest.contains("a little more outgoing"), "{newest}");
+    assert!(newest.contains("traits.ocean.extraversion"), "{newest}");
+    assert!(!select(&history, "ul.diff svg.delta").is_empty(), "trait delta bars");
+
+    let pinned = get(app, "/p/albert-einstein/v/1").await;
+    assert_eq!(pinned.status, StatusCode::OK);
+    assert_eq!(
+        pinned.headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    let html = pinned.html();
+    assert!(text_of(&select(&html, ".pinned-banner")[0]).contains("current version is v2"));
+
+    let compare = get(app, "/p/albert-einstein/compare/1...2").await.html();
+    assert!(
+        select(&compare, "ul.diff li")
+            .iter()
+            .any(|item| text_of(item).contains("extraversion"))
+    );
+    assert_eq!(
+        get(app, "/p/albert-einstein/compare/1-2").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let search = get(app, "/search?q=imagination").await.html();
+    let found: Vec<String> = select(&search, ".full-text li a").iter().map(text_of).collect();
+    assert!(found.contains(&"Albert Einstein".to_string()), "{found:?}");
+    assert!(text_of(&select(&search, ".semantic .note")[0]).contains("not configured"));
+
+    let changes = get(app, "/changes").await.html();
+    assert!(text_of(&select(&changes, "ol.timeline > li")[0]).contains("a little more outgoing"));
+    let feed = get(app, "/changes.atom").await;
+    assert!(
+        feed.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/atom+xml")
+    );
+    assert!(feed.body.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">"));
+    assert!(feed.body.contains("Albert Einstein v2: modified"));
+
+    let status = get(app, "/status").await.html();
+    assert!(text_of(&select(&status, ".status")[0]).contains(&site.repo.git(&["rev-parse", "HEAD"])));
+    assert!(text_of(&select(&status, ".status")[0]).contains("0 s behind"));
+
+    let css = get(app, "/style.css").await;
+    assert!(
+        css.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+
+    // Errors are real pages.
+    let missing = get(app, "/p/nobody").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(text_of(&select(&missing.html(), "h1")[0]).contains("404"));
+    let nowhere = get(app, "/no/such/page").await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    nowhere.html();
+    let bad_pin = get(app, "/p/albert-einstein/v/a..b").await;
+    assert_eq!(bad_pin.status, StatusCode::BAD_REQUEST);
+    assert!(text_of(&select(&bad_pin.html(), ".message")[0]).contains("malformed pin"));
+}
+
+#[tokio::test]
+async fn renamed_personas_redirect_and_deleted_ones_are_gone() {
+    let mut site = site(false).await;
+    site.repo.git(&[
+        "mv",
+        "registry/personas/socrates.toml",
+        "registry/personas/socrates-of-athens.toml",
+    ]);
+    let path = site.repo.path().join("registry/personas/socrates-of-athens.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("slug = \"socrates\"", "slug = \"socrates-of-athens\""),
+    )
+    .unwrap();
+    site.repo.remove("registry/personas/jane-austen.toml");
+    site.repo.commit("rename socrates, remove austen");
+    site = finish(site, false).await;
+    let app = &site.app;
+    let moved = get(app, "/p/socrates").await;
+    assert_eq!(moved.status, StatusCode::PERMANENT_REDIRECT, "{}", moved.body);
+    assert_eq!(moved.headers[header::LOCATION], "/p/socrates-of-athens");
+    assert_eq!(get(app, "/p/socrates-of-athens").await.status, StatusCode::OK);
+    assert_eq!(
+        get(app, "/api/personas/socrates").await.json()["slug"],
+        "socrates-of-athens"
+    );
+    let gone = get(app, "/api/personas/jane-austen").await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.error_code(), "deleted");
+    // Its earlier version stays readable by pin.
+    assert_eq!(get(app, "/api/personas/jane-austen@1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_api_answers_every_route_with_cacheable_json() {
+    let site = site(false).await;
+    let app = &site.app;
+    let redactions = |value: &mut Value| {
+        for key in [
+            "id",
+            "commit",
+            "committed_at",
+            "authored_at",
+            "updated_at",
+            "content_hash",
+        ] {
+            redact(value, key);
+        }
+    };
+
+    let list = get(app, "/api/personas?domain=physics&sort=name").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let mut body = list.json();
+    assert_eq!(body["total"], 2);
+    redactions(&mut body);
+    insta::assert_json_snapshot!("list_physics", body);
+    let page = get(app, "/api/personas?limit=5&offset=5").await.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+    assert_eq!(page["total"].as_i64().unwrap() as usize, live_personas(&site).await);
+
+    // Current version: revalidating; pinned: immutable; the ETag is the content hash.
+    let current = get(app, "/api/personas/albert-einstein").await;
+    assert_eq!(
+        current.headers[header::CACHE_CONTROL],
+        "public, max-age=5, must-revalidate"
+    );
+    let current_body = current.json();
+    assert_eq!(current_body["version"], 2);
+    assert_eq!(current_body["pinned"], false);
+    let etag = current.headers[header::ETAG].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", current_body["content_hash"].as_str().unwrap()));
+    let again = request(
+        app,
+        Method::GET,
+        "/api/personas/albert-einstein",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+
+    let first = get(app, "/api/personas/albert-einstein@1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first.headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    let mut first_body = first.json();
+    assert_eq!(first_body["version"], 1);
+    // Every way to pin version 1 names the same content.
+    let hash = first_body["content_hash"].as_str().unwrap().to_string();
+    let tag_commit = site.repo.git(&["rev-parse", "v1.0"]);
+    let id = current_body["id"].as_str().unwrap().to_string();
+    for uri in [
+        format!("/api/personas/albert-einstein?version=1"),
+        format!("/api/personas/{id}@{hash}"),
+        format!("/api/personas/albert-einstein@{}", &tag_commit[..7]),
+        format!("/api/personas/albert-einstein@{tag_commit}"),
+        "/api/personas/albert-einstein@v1.0".to_string(),
+    ] {
+        let answer = get(app, &uri).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}: {}", answer.body);
+        assert_eq!(answer.json()["content_hash"], hash.as_str(), "{uri}");
+    }
+    // A commit that did not touch the persona pins the version current then.
+    let head = site.repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(
+        get(app, &format!("/api/personas/marie-curie@{head}")).await.json()["version"],
+        1
+    );
+    redactions(&mut first_body);
+    redact(&mut first_body, "persona");
+    insta::assert_json_snapshot!("pinned_einstein", first_body);
+
+    // Bad input: clear errors with the right status, in the JSON error shape.
+    for (uri, status, code) in [
+        ("/api/personas/nobody", StatusCode::NOT_FOUND, "not_found"),
+        ("/api/personas/albert-einstein@0", StatusCode::BAD_REQUEST, "bad_pin"),
+        (
+            "/api/personas/albert-einstein@sha256:12",
+            StatusCode::BAD_REQUEST,
+            "bad_pin",
+        ),
+        ("/api/personas/albert-einstein@9", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/api/personas/albert-einstein@no-such-tag",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/api/personas/albert-einstein@1?version=2",
+            StatusCode::BAD_REQUEST,
+            "bad_pin",
+        ),
+        (
+            "/api/personas/albert-einstein@deadbee",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("/api/personas?limit=abc", StatusCode::BAD_REQUEST, "bad_query"),
+        ("/api/personas?limit=100000", StatusCode::BAD_REQUEST, "bad_limit"),
+        (
+            "/api/personas?traits=ocean.openness",
+            StatusCode::BAD_REQUEST,
+            "bad_filter",
+        ),
+        ("/api/personas/search?q=", StatusCode::BAD_REQUEST, "empty_query"),
+        ("/api/personas/search", StatusCode::BAD_REQUEST, "bad_query"),
+        (
+            "/api/personas/search?q=x&semantic=true",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "semantic_not_configured",
+        ),
+        (
+            "/api/personas/albert-einstein/similar",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "semantic_not_configured",
+        ),
+        (
+            "/api/personas/albert-einstein/embed",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "semantic_not_configured",
+        ),
+        (
+            "/api/personas/albert-einstein/diff",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "/api/personas/albert-einstein?profile=nope",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("/api/nothing-here", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let answer = get(app, uri).await;
+        assert_eq!(answer.status, status, "{uri}: {}", answer.body);
+        assert_eq!(answer.error_code(), code, "{uri}: {}", answer.body);
+        assert!(!answer.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let patch = request(app, Method::PATCH, "/api/personas/albert-einstein/settings", &[]).await;
+    assert_eq!(patch.status, StatusCode::NOT_IMPLEMENTED);
+    let wrong_method = request(app, Method::DELETE, "/api/personas/albert-einstein", &[]).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.error_code(), "method_not_allowed");
+
+    // An ambiguous commit prefix: two projected commits that share 7 digits.
+    sqlx::query("INSERT INTO sync_commits (sha, committed_at) VALUES ($1, now()), ($2, now())")
+        .bind(format!("abcdef0{}", "1".repeat(33)))
+        .bind(format!("abcdef0{}", "2".repeat(33)))
+        .execute(&site.database.pool)
+        .await
+        .unwrap();
+    let ambiguous = get(app, "/api/personas/albert-einstein@abcdef0").await;
+    assert_eq!(ambiguous.status, StatusCode::CONFLICT);
+    assert!(
+        ambiguous.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 commits")
+    );
+
+    // Versions, diff, changes, profile, search.
+    let versions = get(app, "/api/personas/albert-einstein/versions").await.json();
+    let numbers: Vec<i64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![2, 1]);
+    let diff = get(app, "/api/personas/albert-einstein/diff?from=1&to=2").await;
+    assert_eq!(
+        diff.headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    let mut diff_body = diff.json();
+    assert_eq!(diff_body["changes"][0]["kind"], "trait_changed");
+    redactions(&mut diff_body);
+    insta::assert_json_snapshot!("diff_einstein", diff_body);
+    let changes = get(app, "/api/changes?limit=3").await.json();
+    assert_eq!(changes["changes"][0]["message"], "einstein: a little more outgoing");
+    let profiled = get(app, "/api/personas/albert-einstein?profile=debate-ready").await;
+    let profiled_body = profiled.json();
+    assert_eq!(profiled_body["profile"], "debate-ready");
+    assert_eq!(profiled_body["persona"]["default_mode"], "Debater");
+    assert_ne!(profiled.headers[header::ETAG], current.headers[header::ETAG]);
+    let found = get(app, "/api/personas/search?q=imagination%20knowledge&is_real=true")
+        .await
+        .json();
+    assert_eq!(found["results"][0]["slug"], "albert-einstein");
+
+    // The OpenAPI document describes every route.
+    let openapi = get(app, "/api/openapi.json").await.json();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/api/personas",
+        "/api/personas/search",
+        "/api/personas/{reference}",
+        "/api/personas/{reference}/versions",
+        "/api/personas/{reference}/diff",
+        "/api/personas/{reference}/similar",
+        "/api/personas/{reference}/embed",
+        "/api/personas/{reference}/settings",
+        "/api/changes",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} is not documented");
+    }
+
+    // Operations endpoints.
+    assert_eq!(get(app, "/healthz").await.status, StatusCode::OK);
+    let ready = get(app, "/readyz").await.json();
+    assert_eq!(ready["database"], "ok");
+    assert_eq!(ready["sync_lag_seconds"], 0.0);
+    let metrics = get(app, "/metrics").await.body;
+    assert!(metrics.contains("personas_http_requests_total{"), "{metrics}");
+    assert!(metrics.contains("route=\"/api/personas/{reference}\""));
+    assert!(metrics.contains("personas_vector_outbox_depth"));
+    assert!(metrics.contains("personas_sync_lag_seconds 0.0"));
+}
+
+#[tokio::test]
+async fn semantic_routes_use_the_real_model_and_index() {
+    let site = site(true).await;
+    let app = &site.app;
+    let found = get(
+        app,
+        "/api/personas/search?q=the%20theory%20of%20relativity&semantic=true&limit=5",
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.json()["results"][0]["slug"], "albert-einstein");
+    let filtered = get(
+        app,
+        "/api/personas/search?q=a%20wise%20teacher&semantic=true&is_real=false",
+    )
+    .await;
+    assert_eq!(filtered.status, StatusCode::OK, "{}", filtered.body);
+    let filtered = filtered.json();
+    for result in filtered["results"].as_array().unwrap() {
+        assert_eq!(result["is_real"], false);
+    }
+    let similar = get(app, "/api/personas/marie-curie/similar?limit=3").await.json();
+    let slugs: Vec<&str> = similar["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs.len(), 3);
+    assert!(!slugs.contains(&"marie-curie"));
+    let embedding = get(app, "/api/personas/albert-einstein/embed").await.json();
+    assert_eq!(embedding["dimension"], 384);
+    assert_eq!(embedding["vector"].as_array().unwrap().len(), 384);
+    assert_eq!(embedding["version"], 2);
+    let page = get(app, "/p/marie-curie").await.html();
+    assert_eq!(select(&page, ".similar li").len(), 5);
+    let search = get(app, "/search?q=space%20and%20time").await.html();
+    assert!(!select(&search, ".semantic li").is_empty());
+}
+
+#[tokio::test]
+async fn persona_content_is_escaped_everywhere() {
+    let repo = TestRepo::new();
+    repo.write("registry/registry.toml", SETTINGS);
+    let evil = "<script>alert(1)</script>";
+    let text = persona(ID_A, "Mallory")
+        .replace("name = \"Mallory\"", &format!("name = \"Mallory {evil}\""))
+        .replace("A test persona.", &format!("Evil {evil} \\\" onmouseover=\\\"alert(2)"))
+        .replace("\"Test everything.\"", &format!("\"{evil}\""))
+        .replace(
+            "Tests should fail when the code is wrong.",
+            &format!("I believe {evil}"),
+        );
+    repo.write("registry/personas/mallory.toml", &text);
+    repo.commit(&format!("add mallory {evil}"));
+    let database = fresh().await;
+    let site = finish(
+        Site {
+            app: Router::new(),
+            database,
+            repo,
+            _vectors_dir: None,
+        },
+        false,
+    )
+    .await;
+    for uri in [
+        "/",
+        "/p/mallory",
+        "/p/mallory/history",
+        "/p/mallory/v/1",
+        "/changes",
+        "/search?q=mallory",
+    ] {
+        let answer = get(&site.app, uri).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}");
+        assert!(!answer.body.contains("<script>"), "{uri} has a raw <script>");
+        assert!(!answer.body.contains("\" onmouseover"), "{uri} lets an attribute out");
+        assert!(
+            answer.body.contains("&lt;script&gt;") || answer.body.contains("&#60;script&#62;"),
+            "{uri}"
+        );
+    }
+    let feed = get(&site.app, "/changes.atom").await;
+    assert!(!feed.body.contains("<script>"));
+    let missing = get(&site.app, "/p/%3Cscript%3E").await;
+    assert!(!missing.body.contains("<script>"));
+}
+
+fn redact(value: &mut Value, key: &str) {
+    match value {
+        Value::Object(map) => {
+            for (name, child) in map.iter_mut() {
+                if name == key {
+                    *child = Value::String(format!("[{key}]"));
+                } else {
+                    redact(child, key);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact(item, key)),
+        _ => {}
+    }
+}
