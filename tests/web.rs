@@ -375,7 +375,7 @@ async fn the_api_answers_every_route_with_cacheable_json() {
     let tag_commit = site.repo.git(&["rev-parse", "v1.0"]);
     let id = current_body["id"].as_str().unwrap().to_string();
     for uri in [
-        format!("/api/personas/albert-einstein?version=1"),
+        "/api/personas/albert-einstein?version=1".to_string(),
         format!("/api/personas/{id}@{hash}"),
         format!("/api/personas/albert-einstein@{}", &tag_commit[..7]),
         format!("/api/personas/albert-einstein@{tag_commit}"),

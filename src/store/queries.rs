@@ -470,8 +470,11 @@ pub struct SyncStatus {
     pub errors: Vec<FileError>,
 }
 
+/// The sync cursor: branch, last commit, when it was written, that commit's time.
+type CursorRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
 pub async fn sync_status(pool: &PgPool) -> sqlx::Result<SyncStatus> {
-    let cursor: Option<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let cursor: Option<CursorRow> = sqlx::query_as(
         "SELECT s.branch, s.last_commit, s.updated_at, c.committed_at
          FROM sync_state s LEFT JOIN sync_commits c ON c.sha = s.last_commit
          ORDER BY s.updated_at DESC LIMIT 1",

@@ -1,0 +1,269 @@
+//! `personas serve` end to end: the real binary on a registry built here,
+//! with its managed PostgreSQL, the in-process sync following commits, and
+//! a real headless Chromium reading the pages.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running `personas serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(repo: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_personas"))
+            .args(["serve", "--repo"])
+            .arg(repo)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(repo.join(".personas"))
+            .env_remove("DATABASE_URL")
+            .env_remove("QDRANT_URL")
+            .env("RUST_LOG", "warn,personas=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("personas serve starts");
+        let (sender, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("serve announces its address within a minute");
+            if let Some(rest) = line.strip_prefix("serving ") {
+                let base = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/')
+                    .to_string();
+                return Server { child, base, log };
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server as a service manager would and returns its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET (the test talks to the real socket).
+fn http_get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(host, path)| (host, format!("/{path}")));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    // Chunked bodies: good enough for the JSON checks below, which look for substrings.
+    (status, body.to_string())
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+/// Prints past the test harness's capture, so CI logs show the figure.
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn traversable_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    // As root the managed PostgreSQL runs as `postgres`, which must reach the data directory.
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo
+}
+
+#[test]
+fn serve_follows_commits_and_stops_cleanly() {
+    let repo = traversable_repo();
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.commit("add alice");
+    let mut server = Server::start(repo.path());
+    wait_for("the first sync", Duration::from_secs(60), || {
+        http_get(&server.url("/api/personas/alice")).0 == 200
+    });
+    assert!(http_get(&server.url("/api/personas/alice")).1.contains("\"version\":1"));
+
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.95"),
+    );
+    repo.commit("alice: more open");
+    let latency = wait_for("the new version in the API", Duration::from_secs(30), || {
+        http_get(&server.url("/api/personas/alice")).1.contains("\"version\":2")
+    });
+    report(&format!("serve: a commit reached the API in {latency:?}"));
+    let (status, page) = http_get(&server.url("/p/alice"));
+    assert_eq!(status, 200);
+    assert!(page.contains("v2"), "{page}");
+    let (status, history) = http_get(&server.url("/p/alice/history"));
+    assert_eq!(status, 200);
+    assert!(history.contains("traits.ocean.openness: 0.90 → 0.95"), "{history}");
+
+    let status = server.terminate();
+    assert!(status.success(), "serve exited with {status}");
+    let logged: Vec<String> = server.log.try_iter().collect();
+    assert!(logged.iter().any(|line| line.contains("shutting down")), "{logged:?}");
+    // The managed cluster was stopped, not left running.
+    assert!(!repo.path().join(".personas/postgres/postmaster.pid").exists());
+}
+
+/// Chromium's headless flags for a root user in a fresh profile.
+fn chromium(profile: &Path) -> Command {
+    let binary = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|output| output.status.success())
+        })
+        .expect("Chromium is not installed: `apt-get install chromium` (scripts/test installs it)");
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
+fn screenshots_dir() -> PathBuf {
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
+}
+
+#[test]
+fn a_real_browser_renders_the_index_a_persona_and_its_history() {
+    let repo = sample_repository();
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = repo.path().join("registry/personas/marie-curie.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("openness = ", "openness = 0.99 #", 1)).unwrap();
+    repo.commit("curie: more open");
+    let server = Server::start(repo.path());
+    wait_for("the sync", Duration::from_secs(60), || {
+        http_get(&server.url("/api/personas/marie-curie"))
+            .1
+            .contains("\"version\":2")
+    });
+    // The vector worker runs beside the sync: similar personas appear once it has embedded them.
+    wait_for("the vector index", Duration::from_secs(120), || {
+        http_get(&server.url("/api/personas/marie-curie/similar")).0 == 200
+    });
+
+    let profile = tempfile::tempdir().unwrap();
+    let shots = screenshots_dir();
+    for (name, path, expected) in [
+        ("index", "/", vec!["Marie Curie", "class=\"card\""]),
+        (
+            "persona",
+            "/p/marie-curie",
+            vec![
+                "<h1>Marie Curie</h1>",
+                "trait-chart",
+                "trait-bar",
+                "class=\"similar-persona\"",
+            ],
+        ),
+        (
+            "history",
+            "/p/marie-curie/history",
+            vec!["curie: more open", "class=\"diff\"", "openness"],
+        ),
+    ] {
+        let url = server.url(path);
+        let dom = chromium(profile.path()).arg("--dump-dom").arg(&url).output().unwrap();
+        assert!(
+            dom.status.success(),
+            "chromium failed on {url}: {}",
+            String::from_utf8_lossy(&dom.stderr)
+        );
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        for needle in expected {
+            assert!(dom.contains(needle), "{url}: the rendered page lacks {needle:?}");
+        }
+        let file = shots.join(format!("{name}.png"));
+        let shot = chromium(profile.path())
+            .arg(format!("--screenshot={}", file.display()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(shot.status.success(), "screenshot of {url} failed");
+        let png = std::fs::read(&file).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} is not a rendered page",
+            file.display()
+        );
+        report(&format!("browser: {url} rendered; screenshot {}", file.display()));
+    }
+}
