@@ -252,6 +252,23 @@ impl StoreArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// The server under wrk vs. nginx serving the same JSON bytes; semantic search latency; RSS.
+    Http {
+        #[arg(long, default_value = "10000")]
+        personas: usize,
+        #[arg(long, default_value = "10")]
+        revisions: usize,
+        #[arg(long, default_value = "10")]
+        per_commit: usize,
+        /// Keep (and reuse) the repository, database and index in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Seconds per wrk run.
+        #[arg(long, default_value = "10")]
+        seconds: u32,
+        #[arg(long, default_value = "32")]
+        connections: u32,
+    },
     /// Indexing a synthetic registry after a full sync vs. the model's forward pass alone.
     Vectors {
         #[arg(long, default_value = "10000")]
@@ -415,6 +432,26 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             },
             keep: keep.as_deref(),
             database_url: database_url.as_deref(),
+        }),
+        Command::Bench {
+            target:
+                BenchTarget::Http {
+                    personas,
+                    revisions,
+                    per_commit,
+                    keep,
+                    seconds,
+                    connections,
+                },
+        } => commands::bench_http::http(commands::bench_http::HttpBench {
+            shape: crate::synthetic::SyntheticRegistry {
+                personas: *personas,
+                revisions: *revisions,
+                personas_per_commit: *per_commit,
+            },
+            keep: keep.as_deref(),
+            seconds: *seconds,
+            connections: *connections,
         }),
         Command::Bench {
             target:

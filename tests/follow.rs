@@ -18,6 +18,8 @@ use sqlx::PgPool;
 fn spawn_sync(args: &[&str], database_url: &str, stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_personas"))
         .arg("sync")
+        // These tests are about the projection; the vector side has its own (tests/vectors.rs).
+        .arg("--no-vectors")
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn,personas=info")
@@ -99,6 +101,7 @@ async fn remote_sync_follows_a_bare_repository_through_pushes_and_force_pushes()
     let remote_sync = |remote: &str, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_personas"))
             .arg("sync")
+            .arg("--no-vectors")
             .args(extra)
             .args(["--remote", remote, "--data-dir"])
             .arg(data.path())

@@ -237,7 +237,7 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
     let delays_ms: Vec<u64> = (0..20).map(|trial| 20 + (trial * 37) % 400).collect();
     for delay in delays_ms {
         let mut child = std::process::Command::new(binary)
-            .args(["sync", "--once", "--wait", "--branch", "main", "--repo"])
+            .args(["sync", "--no-vectors", "--once", "--wait", "--branch", "main", "--repo"])
             .arg(repo.path())
             .env("DATABASE_URL", &target.url)
             .stdout(std::process::Stdio::null())

@@ -38,7 +38,11 @@ pub struct SyncBench<'a> {
 
 /// The synthetic repository: generated under `keep` (or `temporary`), or
 /// reused from `keep` when a previous run left one of the same shape.
-fn prepare_repository(shape: &SyntheticRegistry, keep: Option<&Path>, temporary: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare_repository(
+    shape: &SyntheticRegistry,
+    keep: Option<&Path>,
+    temporary: &Path,
+) -> anyhow::Result<PathBuf> {
     let repository = keep.unwrap_or(temporary).join("repository");
     if repository.exists() {
         // Generating is slow at full size; a kept repository of the same shape is reused.

@@ -1,6 +1,7 @@
 //! One module per CLI command: reads inputs, calls the library, prints.
 
 pub mod bench;
+pub mod bench_http;
 pub mod check;
 pub mod diff;
 pub mod log;

@@ -1,0 +1,325 @@
+//! `personas bench http`: the server under load, next to nginx serving the
+//! same bytes from a file, in one run. wrk drives both; semantic search is
+//! timed request by request; the server's memory is read from /proc.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::bench::prepare_repository;
+use crate::cli::Outcome;
+use crate::synthetic::SyntheticRegistry;
+
+pub struct HttpBench<'a> {
+    pub shape: SyntheticRegistry,
+    /// Keep the repository, database and index here, so later runs skip indexing.
+    pub keep: Option<&'a Path>,
+    pub seconds: u32,
+    pub connections: u32,
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 GET on a fresh connection: (status, body, time).
+fn get(port: u16, path: &str) -> anyhow::Result<(u16, Vec<u8>, Duration)> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let elapsed = started.elapsed();
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .context("a response without headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("unexpected chunked answer from {path}");
+    }
+    Ok((status, response[split + 4..].to_vec(), elapsed))
+}
+
+struct WrkResult {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, seconds: u32, connections: u32) -> anyhow::Result<WrkResult> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    if !output.status.success() {
+        bail!("wrk failed on {url}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw error answers from {url}:\n{text}");
+    }
+    let field = |prefix: &str| -> anyhow::Result<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(str::trim)
+            .with_context(|| format!("no {prefix:?} in wrk's output:\n{text}"))
+    };
+    Ok(WrkResult {
+        requests_per_second: field("Requests/sec:")?.parse()?,
+        p50_ms: milliseconds(field("50%")?)?,
+        p99_ms: milliseconds(field("99%")?)?,
+    })
+}
+
+/// wrk's `1.23ms`, `456.00us`, `1.02s`.
+fn milliseconds(text: &str) -> anyhow::Result<f64> {
+    let (number, factor) = if let Some(number) = text.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        bail!("unexpected latency {text:?}")
+    };
+    Ok(number.parse::<f64>()? * factor)
+}
+
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !ready() {
+        if started.elapsed() > limit {
+            bail!("{what} did not happen within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn start_nginx(root: &Path, port: u16) -> anyhow::Result<Running> {
+    let config = root.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemon off;\nworker_processes 2;\nuser root;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  default_type application/json;\n  etag on;\n\
+               client_body_temp_path {root}/tmp;\n  proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
+               uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}/static; }}\n}}\n",
+            root = root.display()
+        ),
+    )?;
+    std::fs::create_dir_all(root.join("tmp"))?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    Ok(Running(child))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+/// Queries for the semantic timing: varied, so no answer is a repeat.
+fn queries(count: usize) -> Vec<String> {
+    let subjects = [
+        "physics",
+        "poetry",
+        "leadership",
+        "ecology",
+        "music",
+        "negotiation",
+        "medicine",
+        "history",
+    ];
+    let manners = [
+        "a patient teacher of",
+        "a sharp critic of",
+        "a storyteller about",
+        "a mentor in",
+    ];
+    (0..count)
+        .map(|n| {
+            format!(
+                "{} {} number {n}",
+                manners[n % manners.len()],
+                subjects[(n / 4) % subjects.len()]
+            )
+        })
+        .collect()
+}
+
+pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
+    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
+    let root = bench
+        .keep
+        .map_or_else(|| temporary.path().to_path_buf(), Path::to_path_buf);
+    // nginx workers and the managed PostgreSQL read these as other users.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let repository = prepare_repository(&bench.shape, Some(&root), temporary.path())?;
+    let data_dir = root.join("data");
+    let port = free_port()?;
+    eprintln!(
+        "starting personas serve (first run: sync and embed {} personas)…",
+        bench.shape.personas
+    );
+    let server = Running(
+        Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--branch",
+                "main",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--repo",
+            ])
+            .arg(&repository)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("QDRANT_URL")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
+        get(port, "/readyz").is_ok_and(|(status, body, _)| {
+            let body = String::from_utf8_lossy(&body);
+            status == 200
+                && body.contains("\"sync_lag_seconds\":0.0")
+                && body.contains("\"outbox_depth\":0")
+                && body.contains("\"semantic_search\":true")
+        })
+    })?;
+    // The index is filled once the outbox is empty and a probe finds neighbours.
+    let probe = SyntheticRegistry::persona_id(0);
+    wait_until("the vector index", Duration::from_secs(3600), || {
+        get(port, &format!("/api/personas/{probe}/similar")).is_ok_and(|(status, _, _)| status == 200)
+    })?;
+
+    let pinned = format!("/api/personas/{probe}@3");
+    let (status, bytes, _) = get(port, &pinned)?;
+    if status != 200 {
+        bail!("{pinned} answered {status}");
+    }
+    let nginx_root = root.join("nginx");
+    std::fs::create_dir_all(nginx_root.join("static"))?;
+    std::fs::set_permissions(&nginx_root, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(nginx_root.join("static/persona.json"), &bytes)?;
+    let nginx_port = free_port()?;
+    let _nginx = start_nginx(&nginx_root, nginx_port)?;
+    wait_until("nginx", Duration::from_secs(10), || {
+        get(nginx_port, "/persona.json").is_ok_and(|(status, body, _)| status == 200 && body == bytes)
+    })?;
+    let slug_page = {
+        let (_, body, _) = get(port, &format!("/api/personas/{probe}"))?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        format!("/p/{}", value["slug"].as_str().context("a slug")?)
+    };
+
+    let (seconds, connections) = (bench.seconds, bench.connections);
+    println!(
+        "load: wrk -t2 -c{connections} -d{seconds}s on this {}-core machine",
+        num_cpus()
+    );
+    let reference = wrk(
+        &format!("http://127.0.0.1:{nginx_port}/persona.json"),
+        seconds,
+        connections,
+    )?;
+    println!(
+        "nginx static    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} bytes, the reference)",
+        reference.requests_per_second,
+        reference.p50_ms,
+        reference.p99_ms,
+        bytes.len()
+    );
+    let api = wrk(&format!("http://127.0.0.1:{port}{pinned}"), seconds, connections)?;
+    println!(
+        "api pinned      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx",
+        api.requests_per_second,
+        api.p50_ms,
+        api.p99_ms,
+        api.requests_per_second / reference.requests_per_second
+    );
+    let page = wrk(&format!("http://127.0.0.1:{port}{slug_page}"), seconds, connections)?;
+    println!(
+        "persona page    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx",
+        page.requests_per_second,
+        page.p50_ms,
+        page.p99_ms,
+        page.requests_per_second / reference.requests_per_second
+    );
+
+    let mut times = Vec::new();
+    for query in queries(200) {
+        let path = format!(
+            "/api/personas/search?semantic=true&limit=10&q={}",
+            url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+        );
+        let (status, _, elapsed) = get(port, &path)?;
+        if status != 200 {
+            bail!("{path} answered {status}");
+        }
+        times.push(elapsed);
+    }
+    times.sort();
+    let points = bench.shape.personas;
+    println!(
+        "semantic search p50 {:>6.2} ms  p99 {:>6.2} ms  (200 distinct queries over HTTP, {points} personas, one at a time)",
+        times[times.len() / 2].as_secs_f64() * 1000.0,
+        times[times.len() * 99 / 100].as_secs_f64() * 1000.0
+    );
+    match rss_kib(server.0.id()) {
+        Some(kib) => println!("server RSS      {:>9.1} MiB after the runs", kib as f64 / 1024.0),
+        None => println!("server RSS      unknown"),
+    }
+    Ok(Outcome::Clean)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
