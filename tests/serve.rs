@@ -40,21 +40,28 @@ impl Server {
                 let _ = sender.send(line);
             }
         });
+        // From here on, dropping the server (a failed assertion too) stops the process.
+        let mut server = Server {
+            child,
+            base: String::new(),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let line = log
+        while server.base.is_empty() {
+            let line = server
+                .log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("serve announces its address within a minute");
             if let Some(rest) = line.strip_prefix("serving ") {
-                let base = rest
+                server.base = rest
                     .split_whitespace()
                     .next()
                     .unwrap()
                     .trim_end_matches('/')
                     .to_string();
-                return Server { child, base, log };
             }
         }
+        server
     }
 
     fn url(&self, path: &str) -> String {
