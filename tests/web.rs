@@ -20,7 +20,6 @@ use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
 use personas::vectors::projector::VectorProjector;
 use personas::vectors::setup::{AnyIndex, Vectors};
-use personas::web::metrics::Metrics;
 use personas::web::{Shared, router};
 use scraper::{Html, Selector};
 use serde_json::Value;
@@ -28,6 +27,7 @@ use tower::ServiceExt;
 
 struct Site {
     app: Router,
+    state: Option<Arc<Shared>>,
     database: TestDatabase,
     repo: TestRepo,
     _vectors_dir: Option<tempfile::TempDir>,
@@ -59,6 +59,7 @@ async fn site(with_vectors: bool) -> Site {
     repo.commit("einstein: a little more outgoing");
     let site = Site {
         app: Router::new(),
+        state: None,
         database: fresh().await,
         repo,
         _vectors_dir: None,
@@ -95,12 +96,13 @@ async fn finish(mut site: Site, with_vectors: bool) -> Site {
     } else {
         None
     };
-    site.app = router(Arc::new(Shared {
+    let state = Arc::new(Shared::new(
         pool,
         vectors,
-        metrics: Metrics::default(),
-        following: Some((site.repo.path().to_path_buf(), "main".to_string())),
-    }));
+        Some((site.repo.path().to_path_buf(), "main".to_string())),
+    ));
+    site.app = router(Arc::clone(&state));
+    site.state = Some(state);
     site
 }
 
@@ -601,6 +603,7 @@ async fn persona_content_is_escaped_everywhere() {
     let site = finish(
         Site {
             app: Router::new(),
+            state: None,
             database,
             repo,
             _vectors_dir: None,
@@ -629,6 +632,74 @@ async fn persona_content_is_escaped_everywhere() {
     assert!(!feed.body.contains("<script>"));
     let missing = get(&site.app, "/p/%3Cscript%3E").await;
     assert!(!missing.body.contains("<script>"));
+}
+
+#[tokio::test]
+async fn answers_are_kept_in_memory_until_the_projection_changes() {
+    let site = site(false).await;
+    let state = site.state.clone().unwrap();
+    let pool = site.database.pool.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let state = Arc::clone(&state);
+        let pool = pool.clone();
+        async move {
+            let mut stopped = stopped;
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            state.answers.follow_changes(&pool, stop).await;
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !state.answers.is_listening() {
+        assert!(std::time::Instant::now() < deadline, "never started listening");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let uri = "/api/personas/albert-einstein";
+    assert_eq!(get(&site.app, uri).await.json()["author"], "Ada Author");
+
+    // Changed behind the server's back, without the notification every writer
+    // sends: the answer comes from memory.
+    let silently = "UPDATE persona_versions SET author_name = 'Someone Else'
+                    WHERE id = (SELECT current_version_id FROM personas WHERE slug = 'albert-einstein')";
+    sqlx::query(silently).execute(&pool).await.unwrap();
+    assert_eq!(
+        get(&site.app, uri).await.json()["author"],
+        "Ada Author",
+        "not kept in memory"
+    );
+
+    // The notification drops it.
+    personas::store::projection::notify_change(&pool).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&site.app, uri).await.json()["author"] != "Someone Else" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification did not drop the answer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // A real commit, synced: the sync's own notification brings the new version.
+    let path = "registry/personas/albert-einstein.toml";
+    let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
+    site.repo.write(path, &replace_value(&text, "extraversion", "0.5"));
+    site.repo.commit("einstein: livelier still");
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&site.app, uri).await.json()["version"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync's notification did not arrive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.send(true).unwrap();
+    follower.await.unwrap();
+    assert!(!state.answers.is_listening());
 }
 
 fn redact(value: &mut Value, key: &str) {

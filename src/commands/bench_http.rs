@@ -221,7 +221,7 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
             .arg(&data_dir)
             .env_remove("DATABASE_URL")
             .env_remove("QDRANT_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,qdrant_edge=error")
             .stderr(Stdio::inherit())
             .spawn()?,
     );

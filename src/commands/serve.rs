@@ -15,7 +15,7 @@ use crate::cli::Outcome;
 use crate::config::Config;
 use crate::store::Database;
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
-use crate::web::{Shared, metrics::Metrics, router};
+use crate::web::{Shared, router};
 
 pub struct ServeCommand<'a> {
     pub repository: &'a Path,
@@ -59,12 +59,7 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     } else {
         None
     };
-    let state = Arc::new(Shared {
-        pool: database.pool.clone(),
-        vectors,
-        metrics: Metrics::default(),
-        following,
-    });
+    let state = Arc::new(Shared::new(database.pool.clone(), vectors, following));
     let listener = tokio::net::TcpListener::bind(command.listen)
         .await
         .with_context(|| format!("cannot listen on {}", command.listen))?;
@@ -83,8 +78,9 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     );
 
     let stop = Stop::new();
+    let changes = state.answers.follow_changes(&database.pool, stop.wait());
     let server = async {
-        let result = axum::serve(listener, router(state))
+        let result = axum::serve(listener, router(Arc::clone(&state)))
             .with_graceful_shutdown(stop.wait())
             .await;
         stop.now();
@@ -106,7 +102,7 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
             _ = stop.wait() => {}
         }
     };
-    let (served, synced, ()) = tokio::join!(server, sync, signalled);
+    let (served, synced, (), ()) = tokio::join!(server, sync, signalled, changes);
     served?;
     synced?;
     Ok(())

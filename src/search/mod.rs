@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 pub use filter::{SearchFilter, TraitRange};
 
-use crate::store::search::{TextMatch, full_text_search, resolve_persona};
+use crate::store::queries::find_persona;
+use crate::store::search::{TextMatch, full_text_search};
 use crate::vectors::embed::{EmbedError, Embedder};
 use crate::vectors::index::{Hit, IndexError, Point, VectorIndex};
 use crate::vectors::setup::PROVISIONING_HINT;
@@ -139,9 +140,7 @@ pub async fn similar<I: VectorIndex>(
     limit: usize,
 ) -> Result<Vec<Found>, SearchError> {
     let index = index.ok_or(SearchError::NotConfigured)?;
-    let (id, _) = resolve_persona(pool, reference)
-        .await?
-        .ok_or_else(|| SearchError::UnknownPersona(reference.to_string()))?;
+    let id = live_persona(pool, reference).await?;
     Ok(index
         .similar(id, filter, limit)
         .await?
@@ -158,13 +157,19 @@ pub async fn stored_embedding<I: VectorIndex>(
     reference: &str,
 ) -> Result<Point, SearchError> {
     let index = index.ok_or(SearchError::NotConfigured)?;
-    let (id, _) = resolve_persona(pool, reference)
-        .await?
-        .ok_or_else(|| SearchError::UnknownPersona(reference.to_string()))?;
+    let id = live_persona(pool, reference).await?;
     index
         .point(id)
         .await?
         .ok_or(SearchError::Index(IndexError::NotIndexed(id)))
+}
+
+/// The live persona `reference` names (slug, former slug or id).
+async fn live_persona(pool: &PgPool, reference: &str) -> Result<Uuid, SearchError> {
+    match find_persona(pool, reference).await? {
+        Some(persona) if !persona.deleted => Ok(persona.id),
+        _ => Err(SearchError::UnknownPersona(reference.to_string())),
+    }
 }
 
 async fn embed_query(embedder: &Arc<Embedder>, query: String) -> Result<Vec<f32>, SearchError> {

@@ -43,7 +43,22 @@ pub async fn project_commits(
     record_commits(connection, records).await?;
     record_registry_files(connection, records).await?;
     set_cursor(connection, branch, &last.commit.id).await?;
+    notify_change(&mut *connection).await?;
     Ok(stats)
+}
+
+/// The channel the writers notify on after a change to the projection
+/// (servers drop the answers they keep in memory).
+pub const CHANNEL: &str = "personas_projection";
+
+/// Tells every listening server that the projection changed. Run inside the
+/// writer's transaction, it is delivered when (and only if) that commits.
+pub async fn notify_change<'c>(executor: impl sqlx::PgExecutor<'c>) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(executor)
+        .await?;
+    Ok(())
 }
 
 /// Appends the run's commits to `sync_commits` in order (a revived commit,
@@ -115,7 +130,7 @@ pub async fn replace_tags(connection: &mut PgConnection, tags: &[(String, String
         .bind(&commits)
         .execute(&mut *connection)
         .await?;
-    Ok(())
+    notify_change(&mut *connection).await
 }
 
 /// Marks every recorded commit that is not in `reachable` as retracted.
@@ -124,6 +139,7 @@ pub async fn retract_unreachable_commits(connection: &mut PgConnection, reachabl
         .bind(reachable)
         .execute(&mut *connection)
         .await?;
+    notify_change(&mut *connection).await?;
     Ok(retracted.rows_affected())
 }
 

@@ -261,11 +261,18 @@ pub struct PersonaRef {
 /// The persona an id, a current slug or a former slug names (deleted ones too).
 pub async fn find_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option<PersonaRef>> {
     let by_id = reference.parse::<Uuid>().ok();
+    // Three indexed lookups rather than one OR, which PostgreSQL can only
+    // answer by scanning every persona: this runs on every request.
     let found: Option<(Uuid, String, bool)> = sqlx::query_as(
-        "SELECT p.id, p.slug, p.deleted FROM personas p
-         WHERE p.id = $1 OR p.slug = $2
-            OR p.id IN (SELECT persona_id FROM persona_slugs WHERE slug = $2)
-         ORDER BY (p.id = $1) DESC NULLS LAST, (p.slug = $2) DESC, p.deleted, p.created_at DESC
+        "SELECT id, slug, deleted FROM (
+             SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
+             UNION ALL
+             SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
+             UNION ALL
+             SELECT p.id, p.slug, p.deleted, p.created_at, 2
+             FROM persona_slugs s JOIN personas p ON p.id = s.persona_id WHERE s.slug = $2
+         ) candidates
+         ORDER BY rank, deleted, created_at DESC
          LIMIT 1",
     )
     .bind(by_id)

@@ -59,23 +59,6 @@ pub async fn full_text_search(
     .await
 }
 
-/// The persona a slug (current or former) or UUID names, if it is live.
-pub async fn resolve_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option<(Uuid, String)>> {
-    let by_id = reference.parse::<Uuid>().ok();
-    sqlx::query_as(
-        "SELECT p.id, p.slug FROM personas p
-         WHERE NOT p.deleted
-           AND (p.id = $1 OR p.slug = $2
-                OR p.id IN (SELECT persona_id FROM persona_slugs WHERE slug = $2))
-         ORDER BY (p.slug = $2) DESC
-         LIMIT 1",
-    )
-    .bind(by_id)
-    .bind(reference)
-    .fetch_optional(pool)
-    .await
-}
-
 fn escape_like(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {

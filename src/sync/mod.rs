@@ -203,7 +203,9 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
             "history was rewritten; retracted unreachable versions"
         );
     }
-    replace_tags(&mut connection, &plan.tags).await?;
+    let mut transaction = connection.begin().await?;
+    replace_tags(&mut transaction, &plan.tags).await?;
+    transaction.commit().await?;
     if plan.up_to_date {
         // A sync that crashed before its last step left the index behind.
         refresh_search(&mut connection).await?;

@@ -26,6 +26,7 @@ use super::embed::{EmbedError, Embedder};
 use super::index::{IndexError, Point, PointPayload, VectorIndex, WRITE_BATCH};
 use super::text::{TEXT_FORMAT, embedding_text};
 use crate::persona::Persona;
+use crate::store::projection::notify_change;
 
 /// Personas handled per step: a few forward-pass batches, so progress is
 /// committed often and a failure repeats little work.
@@ -237,6 +238,9 @@ impl<I: VectorIndex> VectorProjector<I> {
             summary.deleted += chunk.len() as u64;
             progress.inc(chunk.len() as u64);
         }
+        if !extra.is_empty() {
+            notify_change(&self.pool).await?;
+        }
         if let Some(covered) = covered {
             sqlx::query("DELETE FROM vector_outbox WHERE id <= $1")
                 .bind(covered)
@@ -314,6 +318,10 @@ impl<I: VectorIndex> VectorProjector<I> {
         for chunk in gone.chunks(WRITE_BATCH) {
             self.index.delete(chunk.to_vec()).await?;
             summary.deleted += chunk.len() as u64;
+        }
+        if summary.changed() {
+            // Similar personas and semantic results have changed.
+            notify_change(&self.pool).await?;
         }
         Ok(summary)
     }

@@ -2,6 +2,7 @@
 //! projection (and the vector index for semantic features). The server only
 //! reads; the sync is the one writer.
 
+pub mod answers;
 pub mod api;
 pub mod cache;
 pub mod error;
@@ -35,6 +36,21 @@ pub struct Shared {
     /// The repository and branch this process syncs in-process, if it does
     /// (sync lag is then measured against the branch tip).
     pub following: Option<(PathBuf, String)>,
+    /// Answers kept until the projection changes (only while change
+    /// notifications are followed: see [`answers::Answers::follow_changes`]).
+    pub answers: answers::Answers,
+}
+
+impl Shared {
+    pub fn new(pool: PgPool, vectors: Option<Vectors>, following: Option<(PathBuf, String)>) -> Shared {
+        Shared {
+            pool,
+            vectors,
+            metrics: metrics::Metrics::default(),
+            following,
+            answers: answers::Answers::default(),
+        }
+    }
 }
 
 pub type AppState = Arc<Shared>;

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use super::answers::Answer;
 use super::api::{FilterParams, run_search};
 use super::cache::{Freshness, cached};
 use super::error::WebError;
@@ -211,14 +212,21 @@ impl PersonaPage {
 async fn persona_page(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(slug): Path<String>,
 ) -> Result<Response, WebError> {
+    if let Some(answer) = state.answers.get(uri.path()) {
+        return Ok(answer.respond(&headers));
+    }
     let resolved = resolve(&state.pool, &slug, None).await?;
     if resolved.persona.slug != slug {
         // A former slug or an id: the persona lives at its current address.
         return Ok(Redirect::permanent(&format!("/p/{}", resolved.persona.slug)).into_response());
     }
-    render_persona(&state, &headers, resolved).await
+    let answer = render_persona(&state, resolved).await?;
+    let response = answer.respond(&headers);
+    state.answers.put(uri.path().to_string(), answer);
+    Ok(response)
 }
 
 async fn pinned_page(
@@ -227,10 +235,10 @@ async fn pinned_page(
     Path((slug, pin)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let resolved = resolve(&state.pool, &slug, Some(&pin)).await?;
-    render_persona(&state, &headers, resolved).await
+    Ok(render_persona(&state, resolved).await?.respond(&headers))
 }
 
-async fn render_persona(state: &AppState, headers: &HeaderMap, resolved: Resolved) -> Result<Response, WebError> {
+async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, WebError> {
     let Resolved {
         persona: reference,
         version,
@@ -281,7 +289,7 @@ async fn render_persona(state: &AppState, headers: &HeaderMap, resolved: Resolve
             .join(",")
     );
     let traits = trait_groups(&persona);
-    let body = page(&PersonaPage {
+    let Html(body) = page(&PersonaPage {
         persona,
         version,
         traits,
@@ -290,12 +298,16 @@ async fn render_persona(state: &AppState, headers: &HeaderMap, resolved: Resolve
         similar_note,
         former_slugs,
     })?;
-    let freshness = if pinned {
-        Freshness::Immutable
-    } else {
-        Freshness::Revalidate
-    };
-    Ok(cached(headers, &validator, freshness, body))
+    Ok(Answer {
+        body: body.into(),
+        content_type: "text/html; charset=utf-8",
+        validator,
+        freshness: if pinned {
+            Freshness::Immutable
+        } else {
+            Freshness::Revalidate
+        },
+    })
 }
 
 /// One change, as the history and compare pages draw it.
