@@ -250,16 +250,35 @@ impl StoreArgs {
     }
 }
 
+/// The synthetic registry a benchmark generates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShapeArgs {
+    #[arg(long, default_value = "10000")]
+    personas: usize,
+    /// Versions per persona.
+    #[arg(long, default_value = "10")]
+    revisions: usize,
+    /// Personas one commit adds or edits.
+    #[arg(long, default_value = "10")]
+    per_commit: usize,
+}
+
+impl ShapeArgs {
+    fn shape(&self) -> crate::synthetic::SyntheticRegistry {
+        crate::synthetic::SyntheticRegistry {
+            personas: self.personas,
+            revisions: self.revisions,
+            personas_per_commit: self.per_commit,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
     /// The server under wrk vs. nginx serving the same JSON bytes; semantic search latency; RSS.
     Http {
-        #[arg(long, default_value = "10000")]
-        personas: usize,
-        #[arg(long, default_value = "10")]
-        revisions: usize,
-        #[arg(long, default_value = "10")]
-        per_commit: usize,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Keep (and reuse) the repository, database and index in this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -271,12 +290,8 @@ pub enum BenchTarget {
     },
     /// Indexing a synthetic registry after a full sync vs. the model's forward pass alone.
     Vectors {
-        #[arg(long, default_value = "10000")]
-        personas: usize,
-        #[arg(long, default_value = "10")]
-        revisions: usize,
-        #[arg(long, default_value = "10")]
-        per_commit: usize,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Keep (and reuse) the generated repository in this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -299,14 +314,8 @@ pub enum BenchTarget {
     },
     /// Full sync of a generated registry vs. reading its history with git.
     Sync {
-        #[arg(long, default_value = "10000")]
-        personas: usize,
-        /// Versions per persona.
-        #[arg(long, default_value = "10")]
-        revisions: usize,
-        /// Personas one commit adds or edits.
-        #[arg(long, default_value = "10")]
-        per_commit: usize,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Keep the generated repository and database in this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -418,37 +427,25 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench {
             target:
                 BenchTarget::Sync {
-                    personas,
-                    revisions,
-                    per_commit,
+                    shape,
                     keep,
                     database_url,
                 },
         } => commands::bench::sync(commands::bench::SyncBench {
-            shape: crate::synthetic::SyntheticRegistry {
-                personas: *personas,
-                revisions: *revisions,
-                personas_per_commit: *per_commit,
-            },
+            shape: shape.shape(),
             keep: keep.as_deref(),
             database_url: database_url.as_deref(),
         }),
         Command::Bench {
             target:
                 BenchTarget::Http {
-                    personas,
-                    revisions,
-                    per_commit,
+                    shape,
                     keep,
                     seconds,
                     connections,
                 },
         } => commands::bench_http::http(commands::bench_http::HttpBench {
-            shape: crate::synthetic::SyntheticRegistry {
-                personas: *personas,
-                revisions: *revisions,
-                personas_per_commit: *per_commit,
-            },
+            shape: shape.shape(),
             keep: keep.as_deref(),
             seconds: *seconds,
             connections: *connections,
@@ -456,20 +453,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench {
             target:
                 BenchTarget::Vectors {
-                    personas,
-                    revisions,
-                    per_commit,
+                    shape,
                     keep,
                     database_url,
                     model_dir,
                     ort_library,
                 },
         } => commands::bench::vectors(commands::bench::VectorBench {
-            shape: crate::synthetic::SyntheticRegistry {
-                personas: *personas,
-                revisions: *revisions,
-                personas_per_commit: *per_commit,
-            },
+            shape: shape.shape(),
             keep: keep.as_deref(),
             database_url: database_url.as_deref(),
             model_dir: model_dir.as_deref(),

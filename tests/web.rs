@@ -532,6 +532,16 @@ async fn the_api_answers_every_route_with_cacheable_json() {
         assert!(openapi["paths"][path].is_object(), "{path} is not documented");
     }
 
+    // Compressed when asked for.
+    let compressed = request(
+        app,
+        Method::GET,
+        "/api/personas?limit=50",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(compressed.headers[header::CONTENT_ENCODING], "gzip");
+
     // Operations endpoints.
     assert_eq!(get(app, "/healthz").await.status, StatusCode::OK);
     let ready = get(app, "/readyz").await.json();

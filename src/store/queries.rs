@@ -12,6 +12,23 @@ use crate::persona::profile::Profile;
 use crate::persona::settings::RegistrySettings;
 use crate::search::SearchFilter;
 
+/// Binds a [`SearchFilter`] as $1..$7 of a query that uses [`FILTER`].
+macro_rules! bind_filter {
+    ($query:expr, $filter:expr) => {{
+        let filter: &$crate::search::SearchFilter = $filter;
+        let (trait_types, trait_names, minimums, maximums) = $crate::store::queries::trait_bounds(filter);
+        $query
+            .bind(filter.domain.clone())
+            .bind(filter.mode.clone())
+            .bind(filter.is_real)
+            .bind(trait_types)
+            .bind(trait_names)
+            .bind(minimums)
+            .bind(maximums)
+    }};
+}
+pub(crate) use bind_filter;
+
 /// One row of the persona list.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PersonaSummary {
@@ -124,8 +141,7 @@ pub async fn list_personas(
         Sort::Updated => "v.committed_at DESC, p.slug",
         Sort::Created => "p.created_at DESC, p.slug",
     };
-    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
-    let rows: Vec<ListRow> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT p.id, p.slug, v.document->>'name' AS name,
                 coalesce(v.document->>'description', '') AS description,
                 ARRAY(SELECT jsonb_array_elements_text(v.document->'domains')) AS domains,
@@ -138,18 +154,12 @@ pub async fn list_personas(
          WHERE NOT p.deleted {FILTER}
          ORDER BY {order}
          LIMIT $8 OFFSET $9"
-    ))
-    .bind(filter.domain.as_deref())
-    .bind(filter.mode.as_deref())
-    .bind(filter.is_real)
-    .bind(&trait_types)
-    .bind(&trait_names)
-    .bind(&minimums)
-    .bind(&maximums)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
+    );
+    let rows: Vec<ListRow> = bind_filter!(sqlx::query_as(&sql), filter)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
     let total = rows.first().map_or(0, |row| row.total);
     let total = if rows.is_empty() && offset > 0 {
         count_personas(pool, filter).await?
@@ -187,20 +197,11 @@ pub(crate) fn trait_bounds(filter: &SearchFilter) -> TraitBounds {
 }
 
 async fn count_personas(pool: &PgPool, filter: &SearchFilter) -> sqlx::Result<i64> {
-    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
-    sqlx::query_scalar(&format!(
+    let sql = format!(
         "SELECT count(*) FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
-         WHERE NOT p.deleted {FILTER}"
-    ))
-    .bind(filter.domain.as_deref())
-    .bind(filter.mode.as_deref())
-    .bind(filter.is_real)
-    .bind(&trait_types)
-    .bind(&trait_names)
-    .bind(&minimums)
-    .bind(&maximums)
-    .fetch_one(pool)
-    .await
+             WHERE NOT p.deleted {FILTER}"
+    );
+    bind_filter!(sqlx::query_scalar(&sql), filter).fetch_one(pool).await
 }
 
 /// How many live personas have one domain or mode.

@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::queries::{FILTER, trait_bounds};
+use super::queries::{FILTER, bind_filter};
 use crate::search::SearchFilter;
 
 /// One full-text match.
@@ -29,8 +29,7 @@ pub async fn full_text_search(
     limit: usize,
 ) -> sqlx::Result<Vec<TextMatch>> {
     let name_pattern = format!("%{}%", escape_like(query.trim()));
-    let (trait_types, trait_names, minimums, maximums) = trait_bounds(filter);
-    sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT p.id, p.slug, v.document->>'name' AS name,
                 ARRAY(SELECT jsonb_array_elements_text(v.document->'domains')) AS domains,
                 (v.document->>'is_real')::boolean AS is_real,
@@ -44,19 +43,13 @@ pub async fn full_text_search(
            {FILTER}
          ORDER BY rank DESC, p.slug
          LIMIT $10"
-    ))
-    .bind(filter.domain.as_deref())
-    .bind(filter.mode.as_deref())
-    .bind(filter.is_real)
-    .bind(&trait_types)
-    .bind(&trait_names)
-    .bind(&minimums)
-    .bind(&maximums)
-    .bind(query)
-    .bind(&name_pattern)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await
+    );
+    bind_filter!(sqlx::query_as(&sql), filter)
+        .bind(query)
+        .bind(&name_pattern)
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await
 }
 
 fn escape_like(text: &str) -> String {
