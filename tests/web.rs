@@ -317,6 +317,74 @@ async fn renamed_personas_redirect_and_deleted_ones_are_gone() {
 }
 
 #[tokio::test]
+async fn pins_into_rewritten_history_still_answer_and_say_so() {
+    let repo = TestRepo::new();
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    let first = repo.commit("add alice");
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.95"),
+    );
+    let doomed = repo.commit("alice: more open");
+    repo.write("README.md", "unrelated\n");
+    let unrelated = repo.commit("docs");
+    let mut site = finish(
+        Site {
+            app: Router::new(),
+            state: None,
+            database: fresh().await,
+            repo,
+            _vectors_dir: None,
+        },
+        false,
+    )
+    .await;
+    // A commit that did not touch alice pins her version at that point.
+    let at_docs = get(&site.app, &format!("/api/personas/alice@{}", &unrelated[..10]))
+        .await
+        .json();
+    assert_eq!(
+        (at_docs["version"].as_i64(), at_docs["retracted"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    // Force-push: v2's commit leaves the branch; a different edit replaces it.
+    site.repo.git(&["reset", "-q", "--hard", &first]);
+    site.repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "openness = 0.9", "openness = 0.5"),
+    );
+    let replacement = site.repo.commit("alice: less open");
+    site = finish(site, false).await;
+    let app = &site.app;
+    let current = get(app, "/api/personas/alice").await.json();
+    assert_eq!(current["version"], 3, "versions are never renumbered");
+    assert_eq!(current["persona"]["traits"]["ocean"]["openness"], 0.5);
+    let old = get(app, &format!("/api/personas/alice@{doomed}")).await.json();
+    assert_eq!(
+        (old["version"].as_i64(), old["retracted"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(old["persona"]["traits"]["ocean"]["openness"], 0.95);
+    let old_docs = get(app, &format!("/api/personas/alice@{unrelated}")).await.json();
+    assert_eq!(
+        old_docs["version"], 2,
+        "a retracted commit pins the history it belonged to"
+    );
+    assert_eq!(
+        get(app, &format!("/api/personas/alice@{replacement}")).await.json()["version"],
+        3
+    );
+    assert_eq!(
+        get(app, &format!("/api/personas/alice@{first}")).await.json()["version"],
+        1
+    );
+    let history = get(app, "/p/alice/history").await.html();
+    assert_eq!(select(&history, "ol.timeline > li.retracted").len(), 1);
+}
+
+#[tokio::test]
 async fn the_api_answers_every_route_with_cacheable_json() {
     let site = site(false).await;
     let app = &site.app;

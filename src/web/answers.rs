@@ -97,6 +97,7 @@ impl Answers {
         tokio::pin!(stop);
         let mut backoff = Duration::from_millis(200);
         loop {
+            let attempt = std::time::Instant::now();
             let listened = async {
                 let mut listener = PgListener::connect_with(pool).await?;
                 listener.listen(CHANNEL).await?;
@@ -119,6 +120,10 @@ impl Answers {
                         Err(error) => tracing::warn!(%error, "cannot listen for changes; answers are not cached meanwhile"),
                     }
                 }
+            }
+            // A connection that held for a while earns a quick reconnect.
+            if attempt.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(200);
             }
             tokio::select! {
                 _ = &mut stop => return,
