@@ -71,16 +71,22 @@ struct WrkResult {
 }
 
 fn wrk(url: &str, seconds: u32, connections: u32) -> anyhow::Result<WrkResult> {
-    let output = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
+    wrk_with(url, seconds, connections, None)
+}
+
+/// wrk with an optional Lua script (to make every request distinct).
+fn wrk_with(url: &str, seconds: u32, connections: u32, script: Option<&Path>) -> anyhow::Result<WrkResult> {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().context("running wrk (apt-get install wrk)")?;
     if !output.status.success() {
         bail!("wrk failed on {url}: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -284,6 +290,29 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         api.p50_ms,
         api.p99_ms,
         api.requests_per_second / reference.requests_per_second
+    );
+    // Every request distinct (an ignored query parameter), so none is answered from memory:
+    // the database path each time.
+    let script = nginx_root.join("distinct.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
+             return wrk.format(\"GET\", \"{pinned}?n=\" .. counter .. \"-\" .. math.random(1, 1000000000))\nend\n"
+        ),
+    )?;
+    let uncached = wrk_with(
+        &format!("http://127.0.0.1:{port}/"),
+        seconds,
+        connections,
+        Some(&script),
+    )?;
+    println!(
+        "api uncached    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx (every request distinct: the database path)",
+        uncached.requests_per_second,
+        uncached.p50_ms,
+        uncached.p99_ms,
+        uncached.requests_per_second / reference.requests_per_second
     );
     let page = wrk(&format!("http://127.0.0.1:{port}{slug_page}"), seconds, connections)?;
     println!(
