@@ -42,8 +42,18 @@ pub fn run(command: ServeCommand<'_>) -> anyhow::Result<Outcome> {
 
 async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {
     let syncing = command.sync.unwrap_or(command.config.database_url.is_none());
-    let vectors = open_vectors(command.config, data_dir).await?;
-    if vectors.is_none() {
+    // The embedded index is filled only by a sync in this process; a replica
+    // reading another writer's projection needs the shared Qdrant server.
+    let vectors = if syncing || command.config.qdrant_url.is_some() {
+        open_vectors(command.config, data_dir).await?
+    } else {
+        tracing::warn!(
+            "semantic search is off: another process syncs, so the vectors must come from the Qdrant \
+             server it writes to; set QDRANT_URL"
+        );
+        None
+    };
+    if vectors.is_none() && (syncing || command.config.qdrant_url.is_some()) {
         tracing::warn!("semantic search is not configured: no embedding model; {PROVISIONING_HINT}");
     }
     let (source, options) = source_and_options(

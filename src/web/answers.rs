@@ -18,9 +18,10 @@ use sqlx::postgres::PgListener;
 use super::cache::Freshness;
 use crate::store::projection::CHANNEL;
 
-/// More distinct requests than this between two changes and the cache starts over:
-/// a bound on memory that costs nothing in the common case.
-const MAX_ANSWERS: usize = 20_000;
+/// More bytes than this between two changes and the cache starts over: a
+/// bound on memory (pages are ~15 KiB, API answers ~1.5 KiB) that costs
+/// nothing in the common case.
+const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// One answer as it is sent, before compression.
 #[derive(Debug, Clone)]
@@ -47,8 +48,14 @@ impl Answer {
 }
 
 #[derive(Debug, Default)]
+struct Entries {
+    answers: HashMap<String, Answer>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
 pub struct Answers {
-    entries: Mutex<HashMap<String, Answer>>,
+    entries: Mutex<Entries>,
     /// Whether notifications are being received (only then is memory trusted).
     listening: AtomicBool,
 }
@@ -58,7 +65,7 @@ impl Answers {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        self.lock().get(key).cloned()
+        self.lock().answers.get(key).cloned()
     }
 
     pub fn put(&self, key: String, answer: Answer) {
@@ -66,10 +73,14 @@ impl Answers {
             return;
         }
         let mut entries = self.lock();
-        if entries.len() >= MAX_ANSWERS {
-            entries.clear();
+        let size = key.len() + answer.body.len() + answer.validator.len();
+        if entries.bytes + size > MAX_BYTES {
+            *entries = Entries::default();
         }
-        entries.insert(key, answer);
+        entries.bytes += size;
+        if let Some(replaced) = entries.answers.insert(key, answer) {
+            entries.bytes -= replaced.body.len() + replaced.validator.len();
+        }
     }
 
     /// Whether change notifications are being received (answers are kept only then).
@@ -78,10 +89,10 @@ impl Answers {
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        *self.lock() = Entries::default();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
