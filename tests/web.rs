@@ -525,6 +525,9 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             "not_found",
         ),
         ("/api/nothing-here", StatusCode::NOT_FOUND, "not_found"),
+        ("/api/personas/a%00b", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/personas/search?q=x%00y", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/personas/%FF%FE", StatusCode::BAD_REQUEST, "bad_path"),
     ] {
         let answer = get(app, uri).await;
         assert_eq!(answer.status, status, "{uri}: {}", answer.body);
@@ -778,6 +781,29 @@ async fn answers_are_kept_in_memory_until_the_projection_changes() {
     stop.send(true).unwrap();
     follower.await.unwrap();
     assert!(!state.answers.is_listening());
+}
+
+#[tokio::test]
+async fn a_database_gone_away_is_a_clear_503_and_no_panic() {
+    let site = site(false).await;
+    site.database.pool.close().await;
+    for uri in ["/api/personas", "/api/personas/albert-einstein", "/api/changes"] {
+        let answer = get(&site.app, uri).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {}", answer.body);
+        assert_eq!(answer.error_code(), "unavailable");
+        assert!(answer.json()["error"]["message"].as_str().unwrap().contains("database"));
+    }
+    let page = get(&site.app, "/p/albert-einstein").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text_of(&select(&page.html(), ".message")[0]).contains("database is unavailable"));
+    let ready = get(&site.app, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["database"], "unreachable");
+    assert_eq!(
+        get(&site.app, "/healthz").await.status,
+        StatusCode::OK,
+        "the process itself is alive"
+    );
 }
 
 fn redact(value: &mut Value, key: &str) {

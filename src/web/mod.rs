@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
             },
         ))
+        .layer(axum::middleware::from_fn(reject_nul))
         .layer(axum::middleware::from_fn(error::render_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(CompressionLayer::new())
@@ -88,6 +89,17 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// PostgreSQL text cannot hold a NUL byte; an address carrying one names
+/// nothing, and is answered before any query could fail on it.
+async fn reject_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri();
+    let raw = uri.path_and_query().map_or(uri.path(), |path| path.as_str());
+    if raw.to_ascii_lowercase().contains("%00") {
+        return WebError::bad_request("bad_request", "the address contains a NUL byte").into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> WebError {
