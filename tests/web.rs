@@ -223,9 +223,10 @@ async fn every_page_renders_what_it_promises() {
 
     let pinned = get(app, "/p/albert-einstein/v/1").await;
     assert_eq!(pinned.status, StatusCode::OK);
+    // A pinned page still shows what changes (the current version), so it revalidates.
     assert_eq!(
         pinned.headers[header::CACHE_CONTROL],
-        "public, max-age=31536000, immutable"
+        "public, max-age=5, must-revalidate"
     );
     let html = pinned.html();
     assert!(text_of(&select(&html, ".pinned-banner")[0]).contains("current version is v2"));
@@ -261,6 +262,12 @@ async fn every_page_renders_what_it_promises() {
     let status = get(app, "/status").await.html();
     assert!(text_of(&select(&status, ".status")[0]).contains(&site.repo.git(&["rev-parse", "HEAD"])));
     assert!(text_of(&select(&status, ".status")[0]).contains("0 s behind"));
+
+    assert_eq!(
+        get(app, "/?page=9223372036854775807").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(get(app, "/?page=0").await.status, StatusCode::BAD_REQUEST);
 
     let css = get(app, "/style.css").await;
     assert!(
@@ -302,7 +309,7 @@ async fn renamed_personas_redirect_and_deleted_ones_are_gone() {
     site = finish(site, false).await;
     let app = &site.app;
     let moved = get(app, "/p/socrates").await;
-    assert_eq!(moved.status, StatusCode::PERMANENT_REDIRECT, "{}", moved.body);
+    assert_eq!(moved.status, StatusCode::TEMPORARY_REDIRECT, "{}", moved.body);
     assert_eq!(moved.headers[header::LOCATION], "/p/socrates-of-athens");
     assert_eq!(get(app, "/p/socrates-of-athens").await.status, StatusCode::OK);
     assert_eq!(
@@ -421,7 +428,11 @@ async fn the_api_answers_every_route_with_cacheable_json() {
     assert_eq!(current_body["version"], 2);
     assert_eq!(current_body["pinned"], false);
     let etag = current.headers[header::ETAG].to_str().unwrap().to_string();
-    assert_eq!(etag, format!("\"{}\"", current_body["content_hash"].as_str().unwrap()));
+    // Unpinned: content hash and version (a revert brings old content back as a new version).
+    assert_eq!(
+        etag,
+        format!("\"{}@v2\"", current_body["content_hash"].as_str().unwrap())
+    );
     let again = request(
         app,
         Method::GET,
@@ -462,7 +473,35 @@ async fn the_api_answers_every_route_with_cacheable_json() {
         1
     );
     redactions(&mut first_body);
+    assert_eq!(
+        first.headers[header::ETAG],
+        format!("\"{hash}\"").as_str(),
+        "pinned: the content hash"
+    );
+    // Immutable only when the pin names one version forever.
+    for (uri, policy) in [
+        (
+            format!("/api/personas/albert-einstein@{hash}"),
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            format!("/api/personas/albert-einstein@{tag_commit}"),
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            format!("/api/personas/albert-einstein@{}", &tag_commit[..8]),
+            "public, max-age=5, must-revalidate",
+        ),
+        (
+            "/api/personas/albert-einstein@v1.0".to_string(),
+            "public, max-age=5, must-revalidate",
+        ),
+    ] {
+        assert_eq!(get(app, &uri).await.headers[header::CACHE_CONTROL], policy, "{uri}");
+    }
+    assert_eq!(first_body["permalink"], format!("{id}@1"));
     redact(&mut first_body, "persona");
+    redact(&mut first_body, "permalink");
     insta::assert_json_snapshot!("pinned_einstein", first_body);
 
     // Bad input: clear errors with the right status, in the JSON error shape.

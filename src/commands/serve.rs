@@ -63,7 +63,8 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
         command.fetch_interval,
         data_dir,
     );
-    let following = (syncing && command.remote.is_none()).then(|| (options.repository.clone(), options.branch.clone()));
+    // With --remote the repository followed is the fetched mirror.
+    let following = syncing.then(|| (options.repository.clone(), options.branch.clone()));
     let projector = if syncing {
         vector_projector(database, vectors.as_ref())
     } else {

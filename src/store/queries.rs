@@ -128,6 +128,16 @@ pub enum Sort {
     Created,
 }
 
+impl Sort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Name => "name",
+            Sort::Updated => "updated",
+            Sort::Created => "created",
+        }
+    }
+}
+
 /// Live personas meeting `filter`, one page of them, and how many there are in all.
 pub async fn list_personas(
     pool: &PgPool,
@@ -329,10 +339,11 @@ pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<V
             .await?
         }
         Pin::Content(hash) => {
-            // The same content can recur (an edit reverted); the newest live one wins.
+            // The same content can recur (an edit reverted): the pin names the
+            // first version with it, so it names the same version forever.
             sqlx::query_as(&format!(
                 "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 AND v.content_hash = $2
-                 ORDER BY v.retracted, v.version_no DESC LIMIT 1"
+                 ORDER BY v.version_no LIMIT 1"
             ))
             .bind(persona)
             .bind(hash.to_string())

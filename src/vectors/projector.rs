@@ -233,14 +233,14 @@ impl<I: VectorIndex> VectorProjector<I> {
             summary.add(&self.apply(chunk).await?);
             progress.inc(chunk.len() as u64);
         }
-        for chunk in extra.chunks(WRITE_BATCH) {
-            self.index.delete(chunk.to_vec()).await?;
-            summary.deleted += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
-        }
-        if !extra.is_empty() {
+        let mut removed = ProjectionSummary::default();
+        let deleted = self.write(&[], &extra, &mut removed).await;
+        progress.inc(removed.deleted);
+        summary.add(&removed);
+        if removed.changed() {
             notify_change(&self.pool).await?;
         }
+        deleted?;
         if let Some(covered) = covered {
             sqlx::query("DELETE FROM vector_outbox WHERE id <= $1")
                 .bind(covered)
@@ -311,6 +311,17 @@ impl<I: VectorIndex> VectorProjector<I> {
                 Target::Live { .. } => None,
             })
             .collect();
+        let written = self.write(&points, &gone, &mut summary).await;
+        if summary.changed() {
+            // Similar personas and semantic results have changed, even when a
+            // later batch failed.
+            notify_change(&self.pool).await?;
+        }
+        written?;
+        Ok(summary)
+    }
+
+    async fn write(&self, points: &[Point], gone: &[Uuid], summary: &mut ProjectionSummary) -> Result<(), IndexError> {
         for chunk in points.chunks(WRITE_BATCH) {
             self.index.upsert(chunk.to_vec()).await?;
             summary.upserted += chunk.len() as u64;
@@ -319,11 +330,7 @@ impl<I: VectorIndex> VectorProjector<I> {
             self.index.delete(chunk.to_vec()).await?;
             summary.deleted += chunk.len() as u64;
         }
-        if summary.changed() {
-            // Similar personas and semantic results have changed.
-            notify_change(&self.pool).await?;
-        }
-        Ok(summary)
+        Ok(())
     }
 
     async fn targets(&self, personas: &[Uuid]) -> Result<Vec<Target>, ProjectError> {

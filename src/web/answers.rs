@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -51,45 +50,66 @@ impl Answer {
 struct Entries {
     answers: HashMap<String, Answer>,
     bytes: usize,
+    /// Bumped by every change notification and every listening change. An
+    /// answer computed from reads that began in an older generation may
+    /// predate the change, so it is not kept.
+    generation: u64,
+    /// Whether notifications are being received (only then is memory trusted).
+    listening: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Answers {
     entries: Mutex<Entries>,
-    /// Whether notifications are being received (only then is memory trusted).
-    listening: AtomicBool,
 }
+
+/// Where an answer's reads began: take it before the first query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(u64);
 
 impl Answers {
     pub fn get(&self, key: &str) -> Option<Answer> {
-        if !self.listening.load(Ordering::Acquire) {
+        let entries = self.lock();
+        if !entries.listening {
             return None;
         }
-        self.lock().answers.get(key).cloned()
+        entries.answers.get(key).cloned()
     }
 
-    pub fn put(&self, key: String, answer: Answer) {
-        if !self.listening.load(Ordering::Acquire) {
+    /// The generation to pass to [`Answers::put`] for reads starting now.
+    pub fn generation(&self) -> Generation {
+        Generation(self.lock().generation)
+    }
+
+    /// Keeps `answer` unless a change (or a lapse in listening) happened
+    /// since `read_from`.
+    pub fn put(&self, key: String, answer: Answer, read_from: Generation) {
+        let mut entries = self.lock();
+        if !entries.listening || entries.generation != read_from.0 {
             return;
         }
-        let mut entries = self.lock();
         let size = key.len() + answer.body.len() + answer.validator.len();
         if entries.bytes + size > MAX_BYTES {
-            *entries = Entries::default();
+            entries.answers.clear();
+            entries.bytes = 0;
         }
         entries.bytes += size;
-        if let Some(replaced) = entries.answers.insert(key, answer) {
-            entries.bytes -= replaced.body.len() + replaced.validator.len();
+        if let Some(replaced) = entries.answers.insert(key.clone(), answer) {
+            entries.bytes -= key.len() + replaced.body.len() + replaced.validator.len();
         }
     }
 
     /// Whether change notifications are being received (answers are kept only then).
     pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        self.lock().listening
     }
 
+    /// Drops every answer: the projection changed.
     pub fn clear(&self) {
-        *self.lock() = Entries::default();
+        let mut entries = self.lock();
+        entries.answers.clear();
+        entries.bytes = 0;
+        entries.generation += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -99,7 +119,7 @@ impl Answers {
     fn set_listening(&self, listening: bool) {
         // Whatever was cached may have missed a notification: start empty.
         self.clear();
-        self.listening.store(listening, Ordering::Release);
+        self.lock().listening = listening;
     }
 
     /// Listens for changes until `stop`, dropping the answers on each one and
@@ -142,5 +162,54 @@ impl Answers {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &'static str) -> Answer {
+        Answer {
+            body: Bytes::from_static(body.as_bytes()),
+            content_type: "text/plain",
+            validator: body.to_string(),
+            freshness: Freshness::Revalidate,
+        }
+    }
+
+    #[test]
+    fn nothing_is_kept_while_not_listening() {
+        let answers = Answers::default();
+        answers.put("k".into(), answer("old"), answers.generation());
+        assert!(answers.get("k").is_none());
+        answers.set_listening(true);
+        answers.put("k".into(), answer("new"), answers.generation());
+        assert_eq!(answers.get("k").unwrap().validator, "new");
+        answers.set_listening(false);
+        assert!(answers.get("k").is_none(), "a lapse in listening forgets everything");
+    }
+
+    #[test]
+    fn an_answer_read_before_a_change_is_not_kept() {
+        let answers = Answers::default();
+        answers.set_listening(true);
+        let read_from = answers.generation();
+        // The change's notification arrives while the handler is still reading.
+        answers.clear();
+        answers.put("k".into(), answer("stale"), read_from);
+        assert!(answers.get("k").is_none());
+        answers.put("k".into(), answer("fresh"), answers.generation());
+        assert_eq!(answers.get("k").unwrap().validator, "fresh");
+    }
+
+    #[test]
+    fn replacing_an_answer_keeps_the_byte_count_exact() {
+        let answers = Answers::default();
+        answers.set_listening(true);
+        for _ in 0..3 {
+            answers.put("key".into(), answer("body"), answers.generation());
+        }
+        assert_eq!(answers.lock().bytes, "key".len() + 2 * "body".len());
     }
 }

@@ -8,12 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 use uuid::Uuid;
 
 use super::answers::Answer;
-use super::cache::{Freshness, cached};
+use super::cache::{Freshness, cached, digest};
 use super::error::{ErrorBody, WebError};
 use super::{AppState, Path, Query, Resolved, resolve, split_pin};
 use crate::persona::Persona;
@@ -76,20 +75,13 @@ pub struct ApiDoc;
 
 async fn openapi(headers: HeaderMap) -> Response {
     let document = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
-    let validator = format!("openapi-{}", hex_prefix(document.as_bytes()));
+    let validator = format!("openapi-{}", digest(document.as_bytes()));
     cached(
         &headers,
         &validator,
         Freshness::Revalidate,
         ([(axum::http::header::CONTENT_TYPE, "application/json")], document),
     )
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// The filters every listing and search accepts.
@@ -188,7 +180,7 @@ async fn projection_validator(state: &AppState, request: &str) -> Result<String,
     Ok(format!(
         "{}-{}",
         &stamp[..stamp.len().min(12)],
-        hex_prefix(request.as_bytes())
+        digest(request.as_bytes())
     ))
 }
 
@@ -207,9 +199,11 @@ async fn list(
 ) -> Result<Response, WebError> {
     let filter = params.filter.filter()?;
     let (limit, offset) = page(params.limit, params.offset)?;
+    // The stamp before the data: a commit landing in between then changes the
+    // tag of the next answer instead of labelling this one as newer than it is.
+    let validator = projection_validator(&state, uri.query().unwrap_or("")).await?;
     let (items, total) =
         queries::list_personas(&state.pool, &filter, params.sort.unwrap_or_default(), limit, offset).await?;
-    let validator = projection_validator(&state, uri.query().unwrap_or("")).await?;
     Ok(cached(
         &headers,
         &validator,
@@ -306,7 +300,7 @@ struct PersonaResponse {
     commit: String,
     committed_at: chrono::DateTime<chrono::Utc>,
     author: String,
-    /// The slug and version as a permanent pin: `slug@version`.
+    /// The id and version as a permanent pin: `id@version` (slugs can be renamed).
     permalink: String,
     /// Whether the request pinned the version (the answer is then immutable).
     pinned: bool,
@@ -327,15 +321,9 @@ struct PersonaResponse {
 async fn persona(
     State(state): State<AppState>,
     headers: HeaderMap,
-    uri: axum::http::Uri,
     Path(reference): Path<String>,
     Query(params): Query<PersonaParams>,
 ) -> Result<Response, WebError> {
-    // The hot path of A/B tests: the same pinned request, over and over.
-    let key = uri.to_string();
-    if let Some(answer) = state.answers.get(&key) {
-        return Ok(answer.respond(&headers));
-    }
     let (reference, at_pin) = split_pin(&reference);
     if at_pin.is_some() && params.version.is_some() {
         return Err(WebError::bad_request(
@@ -343,6 +331,18 @@ async fn persona(
             "give the version either as @pin or as ?version=, not both",
         ));
     }
+    // The hot path of A/B tests: the same pinned request, over and over. The
+    // key is what the answer depends on, so stray query parameters cannot
+    // multiply the entries.
+    let key = format!(
+        "persona\u{0}{reference}\u{0}{}\u{0}{}",
+        at_pin.or(params.version.as_deref()).unwrap_or(""),
+        params.profile.as_deref().unwrap_or("")
+    );
+    if let Some(answer) = state.answers.get(&key) {
+        return Ok(answer.respond(&headers));
+    }
+    let generation = state.answers.generation();
     let resolved = resolve(&state.pool, reference, at_pin.or(params.version.as_deref())).await?;
     let profile = match &params.profile {
         Some(name) => Some(
@@ -362,7 +362,7 @@ async fn persona(
         freshness,
     };
     let response = answer.respond(&headers);
-    state.answers.put(key, answer);
+    state.answers.put(key, answer, generation);
     Ok(response)
 }
 
@@ -387,12 +387,17 @@ fn persona_body(
             let profile_json = serde_json::to_vec(profile).unwrap_or_default();
             (
                 profile.apply(document),
-                format!("{hash}+{}:{}", profile.slug.as_str(), hex_prefix(&profile_json)),
+                format!("{hash}+{}:{}", profile.slug.as_str(), digest(&profile_json)),
                 Freshness::Revalidate,
             )
         }
-        None if resolved.pinned => (document.clone(), hash.clone(), Freshness::Immutable),
-        None => (document.clone(), hash.clone(), Freshness::Revalidate),
+        None if resolved.immutable => (document.clone(), hash.clone(), Freshness::Immutable),
+        // The same content can come back as a later version: the version is part of the tag.
+        None => (
+            document.clone(),
+            format!("{hash}@v{}", version.version),
+            Freshness::Revalidate,
+        ),
     };
     Ok((
         PersonaResponse {
@@ -403,7 +408,7 @@ fn persona_body(
             commit: version.commit.clone(),
             committed_at: version.committed_at,
             author: version.author_name.clone(),
-            permalink: format!("{}@{}", resolved.persona.slug, version.version),
+            permalink: format!("{}@{}", resolved.persona.id, version.version),
             pinned: resolved.pinned,
             retracted: version.retracted,
             profile: profile.map(|profile| profile.slug.to_string()),
@@ -448,8 +453,8 @@ async fn versions(
     let persona = queries::find_persona(&state.pool, &reference)
         .await?
         .ok_or_else(|| WebError::no_persona(&reference))?;
-    let versions = queries::versions(&state.pool, persona.id).await?;
     let validator = projection_validator(&state, &format!("versions/{}", persona.id)).await?;
+    let versions = queries::versions(&state.pool, persona.id).await?;
     let entries = versions
         .into_iter()
         .map(|version| VersionEntry {
@@ -659,8 +664,8 @@ async fn changes(
     Query(params): Query<ChangesParams>,
 ) -> Result<Response, WebError> {
     let (limit, _) = page(params.limit, None)?;
-    let changes = queries::recent_changes(&state.pool, limit).await?;
     let validator = projection_validator(&state, &format!("changes/{limit}")).await?;
+    let changes = queries::recent_changes(&state.pool, limit).await?;
     Ok(cached(
         &headers,
         &validator,

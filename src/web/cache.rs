@@ -28,6 +28,15 @@ fn matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
+/// A short digest of some bytes, for validators of answers that have no content hash of their own.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// The ETag for a validator (a content hash, or a commit id plus the query).
 pub fn etag(validator: &str) -> String {
     format!("\"{validator}\"")

@@ -141,8 +141,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 pub struct Resolved {
     pub persona: PersonaRef,
     pub version: VersionRecord,
-    /// Whether a pin named the version (the answer is then immutable).
+    /// Whether a pin named the version.
     pub pinned: bool,
+    /// Whether the pin names the same version forever: a version number, a
+    /// content hash (its first version) or a full commit id. Tags move and a
+    /// short commit prefix can become ambiguous, so those answers revalidate.
+    pub immutable: bool,
 }
 
 /// Splits `slug@pin` (the `@` form of the API) into its parts.
@@ -183,10 +187,16 @@ pub async fn resolve(pool: &PgPool, reference: &str, pin: Option<&str>) -> Resul
                 .ok_or_else(|| WebError::no_persona(reference))?
         }
     };
+    let immutable = match &pin {
+        Some(Pin::Number(_) | Pin::Content(_)) => true,
+        Some(Pin::Commit(prefix)) => prefix.len() == 40,
+        Some(Pin::Tag(_)) | None => false,
+    };
     Ok(Resolved {
         persona,
         version,
         pinned: pin.is_some(),
+        immutable,
     })
 }
 

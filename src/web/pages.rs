@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::answers::Answer;
 use super::api::{FilterParams, run_search};
-use super::cache::{Freshness, cached};
+use super::cache::{Freshness, cached, digest};
 use super::error::WebError;
 use super::{AppState, Path, Query, Resolved, resolve};
 use crate::persona::Persona;
@@ -80,6 +80,8 @@ struct IndexParams {
 }
 
 const PAGE_SIZE: i64 = 60;
+/// Far beyond any registry, and small enough that the offset cannot overflow.
+const MAX_PAGE_NUMBER: i64 = 1_000_000;
 
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -96,7 +98,13 @@ struct IndexPage {
 
 async fn index(State(state): State<AppState>, Query(params): Query<IndexParams>) -> Result<Response, WebError> {
     let filter = params.filter.filter()?;
-    let page_number = params.page.unwrap_or(1).max(1);
+    let page_number = params.page.unwrap_or(1);
+    if !(1..=MAX_PAGE_NUMBER).contains(&page_number) {
+        return Err(WebError::bad_request(
+            "bad_page",
+            format!("page must be 1 to {MAX_PAGE_NUMBER}"),
+        ));
+    }
     let (personas, total) = queries::list_personas(
         &state.pool,
         &filter,
@@ -115,6 +123,12 @@ async fn index(State(state): State<AppState>, Query(params): Query<IndexParams>)
     }
     if let Some(is_real) = filter.is_real {
         query.push(format!("is_real={is_real}"));
+    }
+    if let Some(traits) = params.filter.traits.as_deref().filter(|traits| !traits.is_empty()) {
+        query.push(format!("traits={}", encode(traits)));
+    }
+    if let Some(sort) = params.sort {
+        query.push(format!("sort={}", sort.as_str()));
     }
     Ok(page(&IndexPage {
         personas,
@@ -218,14 +232,16 @@ async fn persona_page(
     if let Some(answer) = state.answers.get(uri.path()) {
         return Ok(answer.respond(&headers));
     }
+    let generation = state.answers.generation();
     let resolved = resolve(&state.pool, &slug, None).await?;
     if resolved.persona.slug != slug {
         // A former slug or an id: the persona lives at its current address.
-        return Ok(Redirect::permanent(&format!("/p/{}", resolved.persona.slug)).into_response());
+        // Temporary, since a new persona may take the old slug one day.
+        return Ok(Redirect::temporary(&format!("/p/{}", resolved.persona.slug)).into_response());
     }
     let answer = render_persona(&state, resolved).await?;
     let response = answer.respond(&headers);
-    state.answers.put(uri.path().to_string(), answer);
+    state.answers.put(uri.path().to_string(), answer, generation);
     Ok(response)
 }
 
@@ -243,6 +259,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         persona: reference,
         version,
         pinned,
+        ..
     } = resolved;
     let Some(persona) = version.persona.clone() else {
         return Err(WebError::new(
@@ -279,15 +296,6 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
             .bind(&reference.slug)
             .fetch_all(&state.pool)
             .await?;
-    let validator = format!(
-        "page-{}-{}",
-        version.content_hash.as_deref().unwrap_or_default(),
-        similar
-            .iter()
-            .map(|found| found.slug.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
     let traits = trait_groups(&persona);
     let Html(body) = page(&PersonaPage {
         persona,
@@ -298,15 +306,14 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         similar_note,
         former_slugs,
     })?;
+    // Even a pinned page shows the current version number, the retraction
+    // state and similar personas, which change: pages revalidate, tagged by
+    // their bytes (the JSON API has the immutable answers).
     Ok(Answer {
+        validator: format!("page-{}", digest(body.as_bytes())),
         body: body.into(),
         content_type: "text/html; charset=utf-8",
-        validator,
-        freshness: if pinned {
-            Freshness::Immutable
-        } else {
-            Freshness::Revalidate
-        },
+        freshness: Freshness::Revalidate,
     })
 }
 
@@ -365,8 +372,10 @@ async fn history_page(
         .await?
         .ok_or_else(|| WebError::no_persona(&slug))?;
     if persona.slug != slug {
-        return Ok(Redirect::permanent(&format!("/p/{}/history", persona.slug)).into_response());
+        return Ok(Redirect::temporary(&format!("/p/{}/history", persona.slug)).into_response());
     }
+    // The stamp before the data (see `api::list`).
+    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
     let versions = queries::versions(&state.pool, persona.id).await?;
     let name = versions
         .iter()
@@ -385,7 +394,6 @@ async fn history_page(
             changes,
         });
     }
-    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
     let body = page(&HistoryPage {
         slug: persona.slug.clone(),
         name,
@@ -430,11 +438,6 @@ async fn compare_page(
         ));
     };
     let changes = change_views(&diff(old, new));
-    let validator = format!(
-        "compare-{}-{}",
-        from.version.content_hash.as_deref().unwrap_or_default(),
-        to.version.content_hash.as_deref().unwrap_or_default()
-    );
     let body = page(&ComparePage {
         slug: to.persona.slug.clone(),
         name: new.name.clone(),
@@ -442,7 +445,8 @@ async fn compare_page(
         to: to.version,
         changes,
     })?;
-    Ok(cached(&headers, &validator, Freshness::Immutable, body))
+    let validator = format!("compare-{}", digest(body.0.as_bytes()));
+    Ok(cached(&headers, &validator, Freshness::Revalidate, body))
 }
 
 #[derive(Debug, Default, Deserialize)]
