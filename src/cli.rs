@@ -72,8 +72,6 @@ pub enum Command {
     },
     /// Project the branch's history into PostgreSQL: every revision of every persona.
     Sync {
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
         #[arg(long, default_value = "main")]
         branch: String,
         /// Sync up to the current tip and exit (the default).
@@ -96,14 +94,10 @@ pub enum Command {
         #[arg(long)]
         no_vectors: bool,
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        vectors: VectorArgs,
+        target: TargetArgs,
     },
     /// Serve the website and the JSON API (and, on the embedded defaults, sync in-process).
     Serve {
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
         #[arg(long, default_value = "main")]
         branch: String,
         /// Address to listen on.
@@ -122,21 +116,15 @@ pub enum Command {
         #[arg(long)]
         no_sync: bool,
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        vectors: VectorArgs,
+        target: TargetArgs,
     },
     /// Rebuild the vector index from the current versions (e.g. after a model change).
     Reindex {
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
         /// Drop the collection first (needed when the new model's vectors have another size).
         #[arg(long)]
         recreate: bool,
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        vectors: VectorArgs,
+        target: TargetArgs,
     },
     /// Find personas: full text by default, by meaning with --semantic, both merged with --hybrid.
     Search {
@@ -151,12 +139,8 @@ pub enum Command {
         limit: u16,
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        vectors: VectorArgs,
+        target: TargetArgs,
     },
     /// The personas most like one persona (by the vector index).
     Similar {
@@ -168,12 +152,8 @@ pub enum Command {
         limit: u16,
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        vectors: VectorArgs,
+        target: TargetArgs,
     },
 }
 
@@ -233,19 +213,31 @@ pub struct VectorArgs {
     pub collection: Option<String>,
 }
 
-impl StoreArgs {
-    /// These flags as a configuration layer; `vectors` adds the vector settings.
-    pub fn config(&self, vectors: Option<&VectorArgs>) -> Config {
-        let vectors = vectors.cloned();
+/// The registry a command works on and where its projection lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// The registry's git repository.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub vectors: VectorArgs,
+}
+
+impl TargetArgs {
+    /// These flags (and their environment variables) as a configuration layer.
+    pub fn config(&self) -> Config {
+        let (store, vectors) = (self.store.clone(), self.vectors.clone());
         Config {
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone(),
-            model_dir: vectors.as_ref().and_then(|args| args.model_dir.clone()),
-            model: vectors.as_ref().and_then(|args| args.model.clone()),
-            ort_library: vectors.as_ref().and_then(|args| args.ort_library.clone()),
-            qdrant_url: vectors.as_ref().and_then(|args| args.qdrant_url.clone()),
-            qdrant_api_key: vectors.as_ref().and_then(|args| args.qdrant_api_key.clone()),
-            collection: vectors.and_then(|args| args.collection),
+            database_url: store.database_url,
+            data_dir: store.data_dir,
+            model_dir: vectors.model_dir,
+            model: vectors.model,
+            ort_library: vectors.ort_library,
+            qdrant_url: vectors.qdrant_url,
+            qdrant_api_key: vectors.qdrant_api_key,
+            collection: vectors.collection,
         }
     }
 }
@@ -394,8 +386,8 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // Flags and environment first, then the file.
-    let layered = |store: &StoreArgs, vectors: Option<&VectorArgs>| -> anyhow::Result<Config> {
-        Ok(store.config(vectors).or(config::load(cli.config.as_deref())?))
+    let layered = |target: &TargetArgs| -> anyhow::Result<Config> {
+        Ok(target.config().or(config::load(cli.config.as_deref())?))
     };
     match &cli.command {
         Command::Check { paths, format } => commands::check::run(paths, *format),
@@ -467,7 +459,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ort_library: ort_library.as_deref(),
         }),
         Command::Sync {
-            repo,
             branch,
             once: _,
             watch,
@@ -475,30 +466,27 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             remote,
             fetch_interval,
             no_vectors,
-            store,
-            vectors,
+            target,
         } => commands::sync::run(commands::sync::SyncCommand {
-            repository: repo,
+            repository: &target.repo,
             branch,
             watch: *watch,
             wait: *wait,
             remote: remote.as_deref(),
             fetch_interval: *fetch_interval,
             vectors: !no_vectors,
-            config: &layered(store, Some(vectors))?,
+            config: &layered(target)?,
         }),
         Command::Serve {
-            repo,
             branch,
             listen,
             remote,
             fetch_interval,
             sync,
             no_sync,
-            store,
-            vectors,
+            target,
         } => commands::serve::run(commands::serve::ServeCommand {
-            repository: repo,
+            repository: &target.repo,
             branch,
             listen: *listen,
             remote: remote.as_deref(),
@@ -508,14 +496,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 (_, true) => Some(false),
                 _ => None,
             },
-            config: &layered(store, Some(vectors))?,
+            config: &layered(target)?,
         }),
-        Command::Reindex {
-            repo,
-            recreate,
-            store,
-            vectors,
-        } => commands::vectors::reindex(repo, *recreate, &layered(store, Some(vectors))?),
+        Command::Reindex { recreate, target } => commands::vectors::reindex(&target.repo, *recreate, &layered(target)?),
         Command::Search {
             query,
             semantic,
@@ -523,9 +506,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             filter,
             limit,
             json,
-            repo,
-            store,
-            vectors,
+            target,
         } => commands::vectors::search(commands::vectors::SearchCommand {
             query,
             kind: match (semantic, hybrid) {
@@ -536,24 +517,22 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             filter: filter.filter(),
             limit: usize::from(*limit),
             json: *json,
-            repository: repo,
-            config: &layered(store, Some(vectors))?,
+            repository: &target.repo,
+            config: &layered(target)?,
         }),
         Command::Similar {
             persona,
             filter,
             limit,
             json,
-            repo,
-            store,
-            vectors,
+            target,
         } => commands::vectors::similar(commands::vectors::SimilarCommand {
             persona,
             filter: filter.filter(),
             limit: usize::from(*limit),
             json: *json,
-            repository: repo,
-            config: &layered(store, Some(vectors))?,
+            repository: &target.repo,
+            config: &layered(target)?,
         }),
     }
 }

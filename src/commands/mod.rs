@@ -8,5 +8,6 @@ pub mod log;
 pub mod new;
 pub mod registry_files;
 pub mod serve;
+pub mod session;
 pub mod sync;
 pub mod vectors;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::sync::{Stop, data_dir, follow_and_index, shutdown_signal, source_and_options, vector_projector};
+use super::session::{Stop, shutdown_signal, with_database};
+use super::sync::{follow_and_index, source_and_options, vector_projector};
 use crate::cli::Outcome;
 use crate::config::Config;
 use crate::store::Database;
@@ -29,14 +30,9 @@ pub struct ServeCommand<'a> {
 }
 
 pub fn run(command: ServeCommand<'_>) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let data_dir = data_dir(command.config, command.repository);
-        let database = Database::open(command.config.database_url.as_deref(), &data_dir).await?;
-        let result = serve(&command, &data_dir, &database).await;
-        // In-flight requests are done by now; the managed cluster stops cleanly.
-        database.close().await?;
-        result.map(|()| Outcome::Clean)
+    // The database closes after `serve` returned: in-flight requests are done by then.
+    with_database(command.repository, command.config, async |database, data_dir| {
+        serve(&command, data_dir, database).await.map(|()| Outcome::Clean)
     })
 }
 

@@ -1,12 +1,12 @@
 //! `personas sync`: project the repository into PostgreSQL, once or continuously.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::session::{Stop, progress_bar, shutdown_signal, with_database};
 use crate::cli::Outcome;
 use crate::config::Config;
 use crate::git::remote::Mirror;
@@ -29,19 +29,9 @@ pub struct SyncCommand<'a> {
     pub config: &'a Config,
 }
 
-/// The managed cluster and the embedded index live here unless configured elsewhere.
-pub fn data_dir(config: &Config, repository: &Path) -> PathBuf {
-    config.data_dir.clone().unwrap_or_else(|| repository.join(".personas"))
-}
-
 pub fn run(command: SyncCommand<'_>) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let data_dir = data_dir(command.config, command.repository);
-        let database = Database::open(command.config.database_url.as_deref(), &data_dir).await?;
-        let result = sync(&command, &data_dir, &database).await;
-        database.close().await?;
-        result.map(|()| Outcome::Clean)
+    with_database(command.repository, command.config, async |database, data_dir| {
+        sync(&command, data_dir, database).await.map(|()| Outcome::Clean)
     })
 }
 
@@ -151,37 +141,6 @@ async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -
     Ok(())
 }
 
-/// A shutdown every part of a long-running command waits on.
-pub struct Stop {
-    sender: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop::new()
-    }
-}
-
-impl Stop {
-    pub fn new() -> Stop {
-        Stop {
-            sender: tokio::sync::watch::channel(false).0,
-        }
-    }
-
-    pub fn now(&self) {
-        self.sender.send_replace(true);
-    }
-
-    /// Resolves once [`Stop::now`] was called (at once if it already was).
-    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut receiver = self.sender.subscribe();
-        async move {
-            let _ = receiver.wait_for(|stopped| *stopped).await;
-        }
-    }
-}
-
 /// Follows the branch and keeps the vector index in step until `stop`; a
 /// failed follow stops everything else too.
 pub async fn follow_and_index(
@@ -210,33 +169,4 @@ pub async fn follow_and_index(
     };
     let (result, ()) = tokio::join!(following, indexing);
     Ok(result?)
-}
-
-/// A bar on an interactive terminal, nothing otherwise (logs stay clean).
-pub fn progress_bar(doing: &str, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {doing} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
-        ))
-        .expect("the template is valid")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how service managers stop a daemon).
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

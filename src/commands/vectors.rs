@@ -5,30 +5,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::sync::{data_dir, progress_bar};
+use super::session::{progress_bar, with_database};
 use crate::cli::Outcome;
 use crate::config::Config;
 use crate::search::{self, Found, SearchError, SearchFilter, Semantic};
 use crate::store::Database;
 use crate::vectors::projector::VectorProjector;
 use crate::vectors::setup::{AnyIndex, IndexLocation, PROVISIONING_HINT, Vectors, load_embedder, open_vectors};
-
-/// Opens the database (the managed cluster unless `DATABASE_URL` is set),
-/// runs `work`, and closes it again whatever `work` returned.
-fn with_database<T>(
-    repository: &Path,
-    config: &Config,
-    work: impl AsyncFnOnce(&Database, &Path) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let data_dir = data_dir(config, repository);
-        let database = Database::open(config.database_url.as_deref(), &data_dir).await?;
-        let result = work(&database, &data_dir).await;
-        database.close().await?;
-        result
-    })
-}
 
 /// Rewrites every point from the current versions. Vectors already computed
 /// for the same content and model come from the cache, so a reindex after

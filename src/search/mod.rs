@@ -139,8 +139,19 @@ pub async fn similar<I: VectorIndex>(
     filter: &SearchFilter,
     limit: usize,
 ) -> Result<Vec<Found>, SearchError> {
-    let index = index.ok_or(SearchError::NotConfigured)?;
+    index.ok_or(SearchError::NotConfigured)?;
     let id = live_persona(pool, reference).await?;
+    similar_to(index, id, filter, limit).await
+}
+
+/// Personas most like the persona `id`, itself excluded.
+pub async fn similar_to<I: VectorIndex>(
+    index: Option<&I>,
+    id: Uuid,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let index = index.ok_or(SearchError::NotConfigured)?;
     Ok(index
         .similar(id, filter, limit)
         .await?

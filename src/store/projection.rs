@@ -118,8 +118,17 @@ async fn record_registry_files(connection: &mut PgConnection, records: &[CommitR
     Ok(())
 }
 
-/// Replaces the recorded tags with the repository's current ones.
+/// Replaces the recorded tags with the repository's current ones (`tags`
+/// sorted by name). Unchanged tags write nothing and notify no server, so a
+/// sync with nothing new leaves every server's answers in place.
 pub async fn replace_tags(connection: &mut PgConnection, tags: &[(String, String)]) -> sqlx::Result<()> {
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, commit_sha FROM git_tags ORDER BY name COLLATE \"C\"")
+            .fetch_all(&mut *connection)
+            .await?;
+    if recorded == tags {
+        return Ok(());
+    }
     let (names, commits): (Vec<&str>, Vec<&str>) = tags
         .iter()
         .map(|(name, commit)| (name.as_str(), commit.as_str()))

@@ -293,6 +293,15 @@ pub async fn find_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option
     Ok(found.map(|(id, slug, deleted)| PersonaRef { id, slug, deleted }))
 }
 
+/// The slugs a persona had before `current`, alphabetically.
+pub async fn former_slugs(pool: &PgPool, persona: Uuid, current: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT slug FROM persona_slugs WHERE persona_id = $1 AND slug <> $2 ORDER BY slug")
+        .bind(persona)
+        .bind(current)
+        .fetch_all(pool)
+        .await
+}
+
 /// The persona's current version.
 pub async fn current_version(pool: &PgPool, persona: Uuid) -> sqlx::Result<Option<VersionRecord>> {
     let row: Option<VersionRow> = sqlx::query_as(&format!(

@@ -268,34 +268,25 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
             format!("version {} records the deletion of {:?}", version.version, version.slug),
         ));
     };
-    let current = queries::current_version(&state.pool, reference.id).await?;
-    let pinned_of = current
-        .as_ref()
-        .map(|current| current.version)
-        .filter(|current| pinned && *current != version.version);
+    // Unpinned, the version shown is the current one: no second lookup.
+    let pinned_of = if pinned {
+        queries::current_version(&state.pool, reference.id)
+            .await?
+            .map(|current| current.version)
+            .filter(|current| *current != version.version)
+    } else {
+        None
+    };
     let (similar, similar_note) = if pinned {
         (Vec::new(), None)
     } else {
         let index = state.vectors.as_ref().map(|vectors| &vectors.index);
-        match search::similar(
-            &state.pool,
-            index,
-            &reference.id.to_string(),
-            &SearchFilter::default(),
-            5,
-        )
-        .await
-        {
+        match search::similar_to(index, reference.id, &SearchFilter::default(), 5).await {
             Ok(found) => (found, None),
             Err(error) => (Vec::new(), Some(WebError::from(error).message)),
         }
     };
-    let former_slugs: Vec<String> =
-        sqlx::query_scalar("SELECT slug FROM persona_slugs WHERE persona_id = $1 AND slug <> $2 ORDER BY slug")
-            .bind(reference.id)
-            .bind(&reference.slug)
-            .fetch_all(&state.pool)
-            .await?;
+    let former_slugs = queries::former_slugs(&state.pool, reference.id, &reference.slug).await?;
     let traits = trait_groups(&persona);
     let Html(body) = page(&PersonaPage {
         persona,
