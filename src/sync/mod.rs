@@ -135,8 +135,13 @@ pub async fn sync_with_retry(pool: &PgPool, options: &SyncOptions, attempts: u32
 /// Projects every commit after the cursor up to the branch tip.
 pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
     let started = Instant::now();
-    // The lock lives on a connection of its own, outside the pool, so that it
-    // is released when the connection closes, whatever happens below.
+    // One connection, outside the pool, holds the lock and does every write.
+    // Closing it releases the lock whatever happens below; and since the
+    // server releases a dead client's lock only after finishing that same
+    // session's last statement, a killed writer's in-flight COMMIT always
+    // lands before the next writer can read the cursor. (On a separate lock
+    // connection the lock could be freed first, and the next writer would
+    // project the same commits again.)
     let mut lock = pool.acquire().await?.detach();
     let key = lock_key(&options.branch);
     if options.wait_for_lock {
@@ -155,7 +160,7 @@ pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSumma
             });
         }
     }
-    let result = sync_locked(pool, options).await;
+    let result = sync_locked(&mut lock, options).await;
     // Closing the connection releases the lock even if unlocking fails.
     let _ = lock.close().await;
     result.map(|mut summary| {
@@ -164,10 +169,9 @@ pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSumma
     })
 }
 
-async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
     let mut summary = SyncSummary::default();
-    let mut connection = pool.acquire().await?;
-    let stored_cursor = cursor(&mut connection, &options.branch).await?;
+    let stored_cursor = cursor(&mut *connection, &options.branch).await?;
 
     let repository_path = options.repository.clone();
     let branch = options.branch.clone();
@@ -208,7 +212,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     transaction.commit().await?;
     if plan.up_to_date {
         // A sync that crashed before its last step left the index behind.
-        refresh_search(&mut connection).await?;
+        refresh_search(&mut *connection).await?;
         return Ok(summary);
     }
 
@@ -252,7 +256,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     if resuming {
         // If the reader failed to open the walk, its error waits in `receiver`.
         if let Ok(primed) = primed_receiver.await {
-            let differences = recorded_differences(&mut connection, &primed).await?;
+            let differences = recorded_differences(&mut *connection, &primed).await?;
             let _ = restore_sender.send(differences);
         }
     }
@@ -277,7 +281,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
             }
         }
         if !run.is_empty() {
-            let stats = project_run(&mut connection, &options.branch, &run).await?;
+            let stats = project_run(&mut *connection, &options.branch, &run).await?;
             summary.commits += run.len() as u64;
             summary.versions += stats.versions;
             summary.errors += stats.errors;
@@ -289,7 +293,7 @@ async fn sync_locked(pool: &PgPool, options: &SyncOptions) -> Result<SyncSummary
     }
     drop(receiver);
     reader.await.map_err(|error| SyncError::Reader(error.to_string()))?;
-    refresh_search(&mut connection).await?;
+    refresh_search(&mut *connection).await?;
     Ok(summary)
 }
 
