@@ -56,6 +56,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: LogFormat,
     },
+    /// Render the system prompt for a persona (and mode, and profile) from the registry's template.
+    Prompt {
+        /// Slug, former slug or id, with an optional `@pin` (version number, commit, `sha256:…` or tag).
+        reference: String,
+        /// The mode to render (default: the persona's default mode).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Apply a registry profile first.
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Print the whole record (hashes, template commit) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Semantic diff of every persona a revision range touches (`main..feature`).
     Diff {
         /// `FROM..TO`; an empty side means HEAD.
@@ -404,6 +420,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(repo, branch, slug.as_deref(), *format),
         Command::Diff { range, repo, format } => commands::diff::run(repo, range, *format),
+        Command::Prompt {
+            reference,
+            mode,
+            profile,
+            repo,
+            json,
+        } => commands::prompt::run(commands::prompt::PromptCommand {
+            repository: repo,
+            reference,
+            mode: mode.as_deref(),
+            profile: profile.as_deref(),
+            json: *json,
+        }),
         Command::Bench {
             target:
                 BenchTarget::Embed {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod diff;
 pub mod log;
 pub mod new;
+pub mod prompt;
 pub mod registry_files;
 pub mod serve;
 pub mod session;

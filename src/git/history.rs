@@ -15,9 +15,12 @@ use serde::Serialize;
 use super::tree_delta::IndexedTree;
 use super::{GitError, resolve_commit};
 use crate::persona::profile::{ParsedProfile, Profile, validate_profile};
+use crate::persona::prompt::{PROMPT_FILE, PromptTemplate};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
 use crate::persona::snapshot::{PERSONAS_DIR, PROFILES_DIR, duplicate_diagnostics};
-use crate::persona::{ContentHash, Diagnostic, ParsedPersona, Persona, PersonaId, content_hash, validate_persona};
+use crate::persona::{
+    Code, ContentHash, Diagnostic, ParsedPersona, Persona, PersonaId, content_hash, validate_persona,
+};
 
 /// The directory of the repository that holds the registry.
 pub const REGISTRY_DIR: &str = "registry";
@@ -106,6 +109,10 @@ pub struct CommitRecord {
     pub settings: Option<RegistrySettings>,
     /// Profiles this commit added or changed (`Some`) or removed (`None`), by slug.
     pub profiles: BTreeMap<String, Option<Profile>>,
+    /// The prompt template's source, when this commit changed it to a valid
+    /// template (`Some(Some)`) or removed it (`Some(None)`). An invalid
+    /// template is a problem and leaves the one in force unchanged.
+    pub prompt_template: Option<Option<String>>,
 }
 
 /// Where the walk starts and what it follows.
@@ -151,6 +158,7 @@ struct RegistryState {
     /// not a scan of the whole registry.
     claims: HashMap<PersonaId, BTreeSet<String>>,
     profile_blobs: BTreeMap<String, ObjectId>,
+    prompt_blob: Option<ObjectId>,
     current: HashMap<PersonaId, Current>,
     current_at: HashMap<String, PersonaId>,
 }
@@ -165,6 +173,7 @@ impl RegistryState {
             files: BTreeMap::new(),
             claims: HashMap::new(),
             profile_blobs: BTreeMap::new(),
+            prompt_blob: None,
             current: HashMap::new(),
             current_at: HashMap::new(),
         }
@@ -213,6 +222,7 @@ struct RegistryListing {
     settings: Option<ObjectId>,
     personas_tree: Option<ObjectId>,
     profiles: BTreeMap<String, ObjectId>,
+    prompt: Option<ObjectId>,
 }
 
 /// Persona files that differ between two commits' `registry/personas` trees.
@@ -338,6 +348,7 @@ impl HistoryWalk {
         for (name, id, is_tree) in self.tree_entries(registry_tree)? {
             match (name.as_str(), is_tree) {
                 (SETTINGS_FILE, false) => listing.settings = Some(id),
+                (PROMPT_FILE, false) => listing.prompt = Some(id),
                 (PERSONAS_DIR, true) => listing.personas_tree = Some(id),
                 (PROFILES_DIR, true) => {
                     listing.profiles = self.toml_files(id, &format!("{REGISTRY_DIR}/{PROFILES_DIR}"))?
@@ -426,6 +437,7 @@ impl HistoryWalk {
             checked_paths: Vec::new(),
             settings: None,
             profiles: BTreeMap::new(),
+            prompt_template: None,
         };
         if listing.tree == self.state.registry_tree && listing.tree.is_some() {
             return Ok(record);
@@ -457,6 +469,7 @@ impl HistoryWalk {
         }
 
         self.update_profiles(&listing, &mut record)?;
+        self.update_prompt_template(&listing, &mut record)?;
 
         // Which persona files need reading again.
         let (PersonasDelta { changed, removed }, personas_tree) =
@@ -597,6 +610,39 @@ impl HistoryWalk {
         record.checked_paths.extend(removed);
         record.checked_paths.sort();
         Ok(record)
+    }
+
+    fn update_prompt_template(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {
+        if listing.prompt == self.state.prompt_blob {
+            return Ok(());
+        }
+        self.state.prompt_blob = listing.prompt;
+        let path = format!("{REGISTRY_DIR}/{PROMPT_FILE}");
+        record.checked_paths.push(path.clone());
+        let Some(blob) = listing.prompt else {
+            record.prompt_template = Some(None);
+            return Ok(());
+        };
+        let bytes = self.blob(blob)?;
+        let parsed = match String::from_utf8(bytes) {
+            Ok(source) => PromptTemplate::parse(&path, &source).map(|_| source),
+            Err(_) => Err(Diagnostic {
+                file: path.clone(),
+                line: 1,
+                column: 1,
+                code: Code::NotUtf8,
+                message: "the template is not UTF-8 text".to_string(),
+            }),
+        };
+        match parsed {
+            Ok(source) => record.prompt_template = Some(Some(source)),
+            Err(diagnostic) => record.problems.push(FileProblem {
+                path,
+                persona_id: None,
+                diagnostics: vec![diagnostic],
+            }),
+        }
+        Ok(())
     }
 
     fn update_profiles(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {

@@ -7,8 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::history::{ChangeKind, CommitInfo, FileProblem, HistoryWalk, WalkOptions};
-use super::{GitError, open_repository};
+use super::{GitError, open_repository, resolve_commit};
 use crate::persona::diff::{Change, diff};
+use crate::persona::pin::Pin;
+use crate::persona::profile::Profile;
 use crate::persona::{ContentHash, Persona, PersonaId};
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,12 +58,27 @@ impl PersonaHistory {
     }
 }
 
+/// A commit that changed the prompt template.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateChange {
+    pub position: usize,
+    pub commit: String,
+    /// `None`: the commit removed the template.
+    pub source: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Replay {
     pub personas: HashMap<PersonaId, PersonaHistory>,
     /// Files still invalid at the tip, by path.
     pub open_problems: BTreeMap<String, FileProblem>,
     pub commits: usize,
+    /// Each commit's position in the walk, oldest first.
+    pub commit_positions: HashMap<String, usize>,
+    /// Prompt template changes, oldest first.
+    pub prompt_templates: Vec<TemplateChange>,
+    /// The profiles at the tip, by slug.
+    pub profiles: BTreeMap<String, Profile>,
 }
 
 impl Replay {
@@ -77,7 +94,22 @@ impl Replay {
         let mut replay = Replay::default();
         for record in walk {
             let record = record?;
+            let position = replay.commits;
             replay.commits += 1;
+            replay.commit_positions.insert(record.commit.id.clone(), position);
+            if let Some(source) = record.prompt_template {
+                replay.prompt_templates.push(TemplateChange {
+                    position,
+                    commit: record.commit.id.clone(),
+                    source,
+                });
+            }
+            for (slug, profile) in record.profiles {
+                match profile {
+                    Some(profile) => replay.profiles.insert(slug, profile),
+                    None => replay.profiles.remove(&slug),
+                };
+            }
             for path in &record.checked_paths {
                 replay.open_problems.remove(path);
             }
@@ -108,6 +140,77 @@ impl Replay {
             }
         }
         Ok(replay)
+    }
+
+    /// Finds `reference` (slug, former slug or id, with an optional `@pin`):
+    /// the pinned version, or the current one. A commit or tag pin names the
+    /// version current at that commit; `repository` resolves those.
+    pub fn locate(&self, repository: &Path, reference: &str) -> anyhow::Result<(&PersonaHistory, &Version)> {
+        let (name, pin) = match reference.split_once('@') {
+            Some((name, pin)) => (name, Some(pin.parse::<Pin>()?)),
+            None => (reference, None),
+        };
+        let history = self
+            .personas
+            .values()
+            .find(|history| history.is_known_as(name))
+            .ok_or_else(|| anyhow::anyhow!("no persona with slug or id {name:?} in this history"))?;
+        let at_commit = |revision: &str| -> anyhow::Result<&Version> {
+            let commit = resolve_commit(&open_repository(repository)?, revision)?.to_string();
+            let position = *self
+                .commit_positions
+                .get(&commit)
+                .ok_or_else(|| anyhow::anyhow!("commit {commit} is not on this branch's first-parent history"))?;
+            history
+                .versions
+                .iter()
+                .rev()
+                .find(|version| {
+                    self.commit_positions
+                        .get(&version.commit.id)
+                        .is_some_and(|at| *at <= position)
+                })
+                .ok_or_else(|| anyhow::anyhow!("{name} did not exist yet at commit {commit}"))
+        };
+        let version = match &pin {
+            None => history
+                .versions
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("{name} has no versions"))?,
+            Some(Pin::Number(number)) => history
+                .versions
+                .iter()
+                .find(|version| i64::from(version.number) == i64::from(*number))
+                .ok_or_else(|| anyhow::anyhow!("{name} has no version {number} (it has {})", history.versions.len()))?,
+            Some(Pin::Content(hash)) => history
+                .versions
+                .iter()
+                .find(|version| version.content_hash.as_ref() == Some(hash))
+                .ok_or_else(|| anyhow::anyhow!("no version of {name} has content {hash}"))?,
+            Some(Pin::Commit(revision) | Pin::Tag(revision)) => at_commit(revision)?,
+        };
+        if version.persona.is_none() {
+            anyhow::bail!(
+                "version {} of {name} records its deletion; pin an earlier version",
+                version.number
+            );
+        }
+        Ok((history, version))
+    }
+
+    /// The prompt template in force at `commit` (one of the walked commits).
+    pub fn prompt_template_at(&self, commit: &str) -> Option<&TemplateChange> {
+        let position = *self.commit_positions.get(commit)?;
+        self.prompt_templates
+            .iter()
+            .rev()
+            .find(|change| change.position <= position)
+            .filter(|change| change.source.is_some())
+    }
+
+    /// The prompt template at the tip.
+    pub fn current_prompt_template(&self) -> Option<&TemplateChange> {
+        self.prompt_templates.last().filter(|change| change.source.is_some())
     }
 
     /// Histories sorted by their latest slug, for stable output.

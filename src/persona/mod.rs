@@ -7,6 +7,7 @@ pub mod diff;
 pub mod model;
 pub mod pin;
 pub mod profile;
+pub mod prompt;
 pub mod reader;
 pub mod settings;
 pub mod snapshot;
