@@ -845,6 +845,106 @@ async fn a_database_gone_away_is_a_clear_503_and_no_panic() {
     );
 }
 
+#[tokio::test]
+async fn prompts_render_each_version_with_the_template_of_its_commit() {
+    let site = site(false).await;
+    let template_path = "registry/prompt.jinja";
+    let template = std::fs::read(site.repo.path().join(template_path)).unwrap();
+    let sha256 = |bytes: &[u8]| personas::persona::prompt::sha256(bytes).to_string();
+
+    let pinned = get(&site.app, "/api/personas/albert-einstein@1/prompt").await;
+    assert_eq!(pinned.status, StatusCode::OK, "{}", pinned.body);
+    assert!(
+        pinned.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let record = pinned.json();
+    let text = record["prompt"].as_str().unwrap();
+    assert!(text.starts_with("You are Albert Einstein"), "{text}");
+    assert!(text.contains("Current mode: Educator."), "{text}");
+    assert!(text.contains("- openness: very high (0.95)"), "{text}");
+    assert_eq!(record["prompt_hash"], sha256(text.as_bytes()));
+    assert_eq!(record["template"]["hash"], sha256(&template));
+    assert_eq!(record["version"], 1);
+    // The same request answers the same bytes.
+    assert_eq!(
+        get(&site.app, "/api/personas/albert-einstein@1/prompt").await.body,
+        pinned.body
+    );
+
+    let debating = get(&site.app, "/api/personas/albert-einstein/prompt?version=1&mode=Debater")
+        .await
+        .json();
+    assert_eq!(debating["mode"], "Debater");
+    assert_ne!(debating["prompt_hash"], record["prompt_hash"]);
+    let refused = get(&site.app, "/api/personas/albert-einstein@1/prompt?mode=Mentor").await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (StatusCode::BAD_REQUEST, "bad_mode")
+    );
+    assert!(refused.body.contains("Mentor"), "{}", refused.body);
+    let profiled = get(
+        &site.app,
+        "/api/personas/albert-einstein@1/prompt?mode=Mentor&profile=gentle-tutor",
+    )
+    .await;
+    assert_eq!(profiled.status, StatusCode::OK, "{}", profiled.body);
+    assert_eq!(profiled.json()["profile"], "gentle-tutor");
+    assert!(
+        profiled.json()["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Session profile: Gentle Tutor")
+    );
+    assert!(
+        profiled.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("must-revalidate")
+    );
+    let unknown = get(&site.app, "/api/personas/albert-einstein/prompt?profile=nope").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // A new template: the pin keeps the prompt it had, the current version takes the new one.
+    site.repo.write(template_path, "Be {{ persona.name }} ({{ mode }}).\n");
+    let changed_at = site.repo.commit("prompt: shorter");
+    let options = SyncOptions::new(site.repo.path(), "main");
+    let sync = || sync_once(&site.database.pool, &options);
+    sync().await.unwrap();
+    assert_eq!(
+        get(&site.app, "/api/personas/albert-einstein@1/prompt").await.body,
+        pinned.body
+    );
+    let current = get(&site.app, "/api/personas/albert-einstein/prompt").await.json();
+    assert_eq!(current["prompt"], "Be Albert Einstein (Educator).\n");
+    assert_eq!(current["template"]["commit"], changed_at.trim());
+
+    // A broken template is a sync problem and changes nothing that is served.
+    site.repo.write(template_path, "{% if %}");
+    site.repo.commit("prompt: broken");
+    sync().await.unwrap();
+    assert_eq!(
+        get(&site.app, "/api/personas/albert-einstein/prompt").await.json()["prompt"],
+        current["prompt"]
+    );
+
+    // Without a template there is nothing to render, and the answer says so.
+    site.repo.remove(template_path);
+    site.repo.commit("prompt: removed");
+    sync().await.unwrap();
+    let missing = get(&site.app, "/api/personas/albert-einstein/prompt").await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "no_template")
+    );
+    assert_eq!(
+        get(&site.app, "/api/personas/albert-einstein@1/prompt").await.body,
+        pinned.body
+    );
+}
+
 fn redact(value: &mut Value, key: &str) {
     match value {
         Value::Object(map) => {

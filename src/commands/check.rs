@@ -7,6 +7,7 @@ use anyhow::bail;
 use super::registry_files::{display_path, find_registry_root, load_registry, read_limited};
 use crate::cli::Outcome;
 use crate::persona::diagnostic::render;
+use crate::persona::prompt::{PROMPT_FILE, check_template};
 use crate::persona::settings::SETTINGS_FILE;
 use crate::persona::{Diagnostic, OutputFormat, RegistrySettings, validate_persona};
 
@@ -51,8 +52,22 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
             let snapshot = load_registry(&root)?;
             let scope = normalize(path);
             let in_scope_file = |file: &str| normalize(Path::new(file)).starts_with(&scope);
-            let in_scope: Vec<Diagnostic> = snapshot
-                .all_diagnostics()
+            let mut all = snapshot.all_diagnostics();
+            // The prompt template must parse and render every valid persona in every enabled mode.
+            let template_path = root.join(PROMPT_FILE);
+            let template_checked = template_path.is_file() && in_scope_file(&display_path(&template_path));
+            if template_checked {
+                let shown = display_path(&template_path);
+                match String::from_utf8(read_limited(&template_path)?) {
+                    Ok(source) => all.extend(check_template(
+                        &shown,
+                        &source,
+                        snapshot.personas.iter().filter_map(|parsed| parsed.persona.as_ref()),
+                    )),
+                    Err(_) => bail!("{shown} is not UTF-8 text"),
+                }
+            }
+            let in_scope: Vec<Diagnostic> = all
                 .into_iter()
                 .filter(|diagnostic| in_scope_file(&diagnostic.file))
                 .collect();
@@ -66,7 +81,8 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
                     .iter()
                     .filter(|parsed| in_scope_file(&parsed.file))
                     .count()
-                + usize::from(in_scope_file(&display_path(&root.join(SETTINGS_FILE))));
+                + usize::from(in_scope_file(&display_path(&root.join(SETTINGS_FILE))))
+                + usize::from(template_checked);
             Ok((in_scope, count))
         }
         None if path.is_file() => {

@@ -40,6 +40,8 @@ pub enum Code {
     Name,
     Empty,
     MissingRegistry,
+    /// The prompt template fails to render a persona.
+    Template,
 }
 
 impl Code {
@@ -73,6 +75,7 @@ impl Code {
             Code::Name => "name",
             Code::Empty => "empty",
             Code::MissingRegistry => "missing-registry",
+            Code::Template => "template",
         }
     }
 }

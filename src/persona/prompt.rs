@@ -263,7 +263,7 @@ pub fn check_template<'a>(
                     file: file.to_string(),
                     line: line.max(1),
                     column: 1,
-                    code: Code::Syntax,
+                    code: Code::Template,
                     message: format!("rendering {} in mode {mode}: {message}", persona.slug),
                 });
                 // One failure per persona says enough.

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::git::history::{ChangeKind, CommitRecord, PersonaChange};
+use crate::persona::prompt::sha256;
 use crate::persona::{Persona, canonical};
 
 /// What one projected commit added.
@@ -93,6 +94,9 @@ async fn record_registry_files(connection: &mut PgConnection, records: &[CommitR
             .execute(&mut *connection)
             .await?;
         }
+        if let Some(source) = &record.prompt_template {
+            record_prompt_template(connection, &record.commit.id, source.as_deref()).await?;
+        }
         for (slug, profile) in &record.profiles {
             match profile {
                 Some(profile) => {
@@ -115,6 +119,29 @@ async fn record_registry_files(connection: &mut PgConnection, records: &[CommitR
             }
         }
     }
+    Ok(())
+}
+
+/// Records a template change. A walk resumed mid-history sees the template
+/// as new again; a row is written only when the content differs from the
+/// template in force, so each row names the commit that really changed it.
+async fn record_prompt_template(connection: &mut PgConnection, commit: &str, source: Option<&str>) -> sqlx::Result<()> {
+    let hash = source.map(|source| sha256(source.as_bytes()).to_string());
+    sqlx::query(
+        "INSERT INTO prompt_templates (commit_sha, source, template_hash)
+         SELECT $1, $2, $3
+         WHERE NOT EXISTS (
+             SELECT 1 FROM (
+                 SELECT t.template_hash FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+                 WHERE NOT c.retracted AND t.commit_sha <> $1 ORDER BY c.seq DESC LIMIT 1
+             ) latest WHERE latest.template_hash IS NOT DISTINCT FROM $3)
+         ON CONFLICT (commit_sha) DO UPDATE SET source = excluded.source, template_hash = excluded.template_hash",
+    )
+    .bind(commit)
+    .bind(source)
+    .bind(hash)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }
 

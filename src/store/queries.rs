@@ -568,3 +568,30 @@ pub async fn projection_stamp(pool: &PgPool) -> sqlx::Result<Option<String>> {
         .fetch_optional(pool)
         .await
 }
+
+/// A version of the prompt template and the commit that made it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredTemplate {
+    pub commit_sha: String,
+    pub source: String,
+}
+
+/// The prompt template in force at `commit` (its newest change at or before
+/// it), or the current one when `commit` is `None`. As with pins, a
+/// retracted commit sees the retracted history it belonged to.
+pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Result<Option<StoredTemplate>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "WITH bound AS (
+             SELECT seq, retracted FROM sync_commits WHERE sha = $1
+         )
+         SELECT t.commit_sha, t.source FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+         WHERE ($1::text IS NULL AND NOT c.retracted)
+            OR ($1::text IS NOT NULL AND c.seq <= (SELECT seq FROM bound)
+                AND ((SELECT retracted FROM bound) OR NOT c.retracted))
+         ORDER BY c.seq DESC LIMIT 1",
+    )
+    .bind(commit)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(commit_sha, source)| source.map(|source| StoredTemplate { commit_sha, source })))
+}

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/personas/{reference}/diff", get(persona_diff))
         .route("/personas/{reference}/similar", get(similar))
         .route("/personas/{reference}/embed", get(embedding))
+        .route("/personas/{reference}/prompt", get(super::prompt::persona_prompt))
         .route("/personas/{reference}/settings", patch(settings))
         .route("/changes", get(changes))
 }
@@ -51,6 +52,7 @@ pub fn routes() -> Router<AppState> {
         persona_diff,
         similar,
         embedding,
+        super::prompt::persona_prompt,
         settings,
         changes
     ),
@@ -66,6 +68,8 @@ pub fn routes() -> Router<AppState> {
         SearchResponse,
         Found,
         EmbeddingResponse,
+        crate::persona::prompt::PromptRecord,
+        crate::persona::prompt::TemplateRef,
         ChangeList,
         ChangeRecord,
         Sort

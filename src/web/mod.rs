@@ -8,6 +8,7 @@ pub mod cache;
 pub mod error;
 pub mod metrics;
 pub mod pages;
+pub mod prompt;
 
 use std::path::PathBuf;
 use std::sync::Arc;
