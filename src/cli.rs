@@ -134,6 +134,22 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Write a static copy of the website and the read API (for any static host, or file://).
+    BuildSite {
+        /// Where the copy goes; a previous copy there is replaced.
+        #[arg(long)]
+        out: PathBuf,
+        /// The address the copy will be served from (absolute links in the Atom feed).
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Render the projection as it is, without syncing the repository first.
+        #[arg(long)]
+        no_sync: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Rebuild the vector index from the current versions (e.g. after a model change).
     Reindex {
         /// Drop the collection first (needed when the new model's vectors have another size).
@@ -504,6 +520,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             remote: remote.as_deref(),
             fetch_interval: *fetch_interval,
             vectors: !no_vectors,
+            config: &layered(target)?,
+        }),
+        Command::BuildSite {
+            out,
+            base_url,
+            branch,
+            no_sync,
+            target,
+        } => commands::build_site::run(commands::build_site::BuildSiteCommand {
+            repository: &target.repo,
+            branch,
+            out,
+            base_url: base_url.as_deref(),
+            no_sync: *no_sync,
             config: &layered(target)?,
         }),
         Command::Serve {

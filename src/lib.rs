@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod export;
 pub mod git;
 pub mod persona;
 pub mod search;

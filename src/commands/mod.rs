@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_http;
+pub mod build_site;
 pub mod check;
 pub mod diff;
 pub mod log;

@@ -595,3 +595,54 @@ pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Resul
     .await?;
     Ok(row.and_then(|(commit_sha, source)| source.map(|source| StoredTemplate { commit_sha, source })))
 }
+
+/// One persona as a static copy of the site enumerates it.
+#[derive(Debug, Clone)]
+pub struct InventoryEntry {
+    pub id: Uuid,
+    pub slug: String,
+    pub deleted: bool,
+    /// Version numbers with content (not deletions, not retracted), oldest first.
+    pub versions: Vec<i32>,
+    /// The current content, for the prebuilt search index (`None` when deleted).
+    pub current: Option<Persona>,
+}
+
+/// Every persona with its versions, sorted by slug, plus each former slug
+/// and the persona it now belongs to.
+pub async fn site_inventory(pool: &PgPool) -> sqlx::Result<(Vec<InventoryEntry>, Vec<(String, Uuid)>)> {
+    let rows: Vec<(Uuid, String, bool, i32, Option<sqlx::types::Json<Persona>>)> = sqlx::query_as(
+        "SELECT p.id, p.slug, p.deleted, v.version_no,
+                CASE WHEN v.id = p.current_version_id THEN v.document END
+         FROM personas p JOIN persona_versions v ON v.persona_id = p.id
+         WHERE NOT v.retracted AND v.change_kind <> 'deleted'
+         ORDER BY p.slug COLLATE \"C\", p.id, v.version_no",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut entries: Vec<InventoryEntry> = Vec::new();
+    for (id, slug, deleted, version, document) in rows {
+        if entries.last().is_none_or(|entry| entry.id != id) {
+            entries.push(InventoryEntry {
+                id,
+                slug,
+                deleted,
+                versions: Vec::new(),
+                current: None,
+            });
+        }
+        if let Some(entry) = entries.last_mut() {
+            entry.versions.push(version);
+            if let Some(sqlx::types::Json(persona)) = document {
+                entry.current = Some(persona);
+            }
+        }
+    }
+    let former: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT s.slug, s.persona_id FROM persona_slugs s JOIN personas p ON p.id = s.persona_id
+         WHERE s.slug <> p.slug ORDER BY s.slug COLLATE \"C\"",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok((entries, former))
+}

@@ -202,7 +202,11 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Response, WebError> {
     let filter = params.filter.filter()?;
-    let (limit, offset) = page(params.limit, params.offset)?;
+    let (limit, offset) = match (&state.static_site, params.limit) {
+        // The static mirror's api/personas.json lists every persona: a static host cannot paginate.
+        (Some(_), None) => (i64::from(i32::MAX), 0),
+        _ => page(params.limit, params.offset)?,
+    };
     // The stamp before the data: a commit landing in between then changes the
     // tag of the next answer instead of labelling this one as newer than it is.
     let validator = projection_validator(&state, uri.query().unwrap_or("")).await?;

@@ -40,6 +40,17 @@ pub struct Shared {
     /// Answers kept until the projection changes (only while change
     /// notifications are followed: see [`answers::Answers::follow_changes`]).
     pub answers: answers::Answers,
+    /// Set while `personas build-site` renders a static copy through this router.
+    pub static_site: Option<StaticSite>,
+}
+
+/// How a static copy differs from the live site: pages leave out what only
+/// a running server knows (sync lag, pending index updates), the search page
+/// searches a prebuilt index in the browser, and the feed links to
+/// `base_url` (relative links when none is given).
+#[derive(Debug, Clone, Default)]
+pub struct StaticSite {
+    pub base_url: Option<String>,
 }
 
 impl Shared {
@@ -50,6 +61,15 @@ impl Shared {
             metrics: metrics::Metrics::default(),
             following,
             answers: answers::Answers::default(),
+            static_site: None,
+        }
+    }
+
+    /// The state for rendering a static copy of the site.
+    pub fn for_static_site(pool: PgPool, vectors: Option<Vectors>, site: StaticSite) -> Shared {
+        Shared {
+            static_site: Some(site),
+            ..Shared::new(pool, vectors, None)
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/style.css", get(style))
+        .route("/search.js", get(search_script))
         .route("/p/{slug}", get(persona_page))
         .route("/p/{slug}/history", get(history_page))
         .route("/p/{slug}/v/{pin}", get(pinned_page))
@@ -40,6 +41,19 @@ fn page(template: &impl Template) -> Result<Html<String>, WebError> {
         .render()
         .map(Html)
         .map_err(|error| WebError::unavailable("rendering the page", &error))
+}
+
+/// The static copy's search: filters the prebuilt index in the browser.
+async fn search_script(headers: HeaderMap) -> Response {
+    cached(
+        &headers,
+        concat!("search-js-", env!("CARGO_PKG_VERSION")),
+        Freshness::Revalidate,
+        (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            include_str!("../../templates/search.js"),
+        ),
+    )
 }
 
 async fn style(headers: HeaderMap) -> Response {
@@ -457,6 +471,8 @@ struct SearchPage {
     full_text: Vec<Found>,
     semantic: Vec<Found>,
     semantic_note: Option<String>,
+    /// The static copy searches in the browser (`search.js` over `search-index.js`).
+    static_site: bool,
 }
 
 async fn search_page(
@@ -482,6 +498,7 @@ async fn search_page(
         full_text,
         semantic,
         semantic_note,
+        static_site: state.static_site.is_some(),
     })?
     .into_response())
 }
@@ -544,25 +561,30 @@ struct ChangesFeed {
 
 async fn changes_feed(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, WebError> {
     let items = recent(&state).await?;
-    let host = headers
+    let base = match &state.static_site {
+        // Relative to the feed's own address (the copy's root) unless a base URL was given.
+        Some(site) => site.base_url.as_deref().unwrap_or(".").trim_end_matches('/').to_string(),
+        None => format!("http://{}", request_host(&headers)),
+    };
+    let updated = items
+        .first()
+        .map_or_else(|| "1970-01-01T00:00:00+00:00".to_string(), ChangeItem::rfc3339);
+    let feed = ChangesFeed { base, updated, items }
+        .render()
+        .map_err(|error| WebError::unavailable("rendering the feed", &error))?;
+    Ok(([(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], feed).into_response())
+}
+
+/// The Host header when it is a plausible host name, for absolute links.
+fn request_host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
         .filter(|host| {
             host.bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || b".:-[]".contains(&byte))
         })
-        .unwrap_or("localhost");
-    let updated = items
-        .first()
-        .map_or_else(|| "1970-01-01T00:00:00+00:00".to_string(), ChangeItem::rfc3339);
-    let feed = ChangesFeed {
-        base: format!("http://{host}"),
-        updated,
-        items,
-    }
-    .render()
-    .map_err(|error| WebError::unavailable("rendering the feed", &error))?;
-    Ok(([(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], feed).into_response())
+        .unwrap_or("localhost")
 }
 
 #[derive(Template)]
@@ -572,6 +594,8 @@ struct StatusPage {
     errors: Vec<FileError>,
     lag: Option<f64>,
     semantic: bool,
+    /// A live server shows sync time, lag and pending index updates; a static copy cannot know them.
+    live: bool,
 }
 
 async fn status_page(State(state): State<AppState>) -> Result<Response, WebError> {
@@ -583,6 +607,7 @@ async fn status_page(State(state): State<AppState>) -> Result<Response, WebError
         errors,
         lag,
         semantic: state.vectors.is_some(),
+        live: state.static_site.is_none(),
     })?
     .into_response())
 }

@@ -1,0 +1,378 @@
+//! `personas build-site`: a static copy of the website and a static mirror
+//! of the read API, rendered through the same router as `personas serve`
+//! (no second renderer). Every address is requested from the router, its
+//! answer written to the file [`links::SiteMap`] assigns it, and the links
+//! of each page rewritten to be relative. Pages are crawled from a seed list
+//! (every persona, version and API answer), so whatever a page links to is
+//! written too.
+
+pub mod links;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use tower::ServiceExt;
+
+use crate::store::queries::{self, InventoryEntry};
+use crate::web::{AppState, router};
+use links::{SiteMap, canonical_address};
+
+/// Marks a directory as a copy made by `build-site`, so a rebuild may replace it.
+pub const MARKER_FILE: &str = ".personas-site";
+/// The prebuilt search index, as data and as a script (a `file://` page may
+/// not fetch JSON, but it may load a script).
+const SEARCH_INDEX_JSON: &str = "search-index.json";
+const SEARCH_INDEX_SCRIPT: &str = "search-index.js";
+/// Requests in flight at once: enough to keep both the database and the
+/// renderer busy on a small machine.
+const CONCURRENCY: usize = 16;
+
+pub struct SiteBuild<'a> {
+    pub out: &'a Path,
+    pub progress: ProgressBar,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BuildSummary {
+    pub files: usize,
+    pub bytes: u64,
+    pub personas: usize,
+    /// Addresses the router did not answer with 200 (written all the same:
+    /// a deleted persona's page says it was deleted). Sorted.
+    pub not_ok: Vec<(String, u16)>,
+}
+
+impl std::fmt::Display for BuildSummary {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} files, {:.1} MiB, {} personas",
+            self.files,
+            self.bytes as f64 / (1024.0 * 1024.0),
+            self.personas
+        )?;
+        if !self.not_ok.is_empty() {
+            write!(formatter, ", {} pages answered other than 200", self.not_ok.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// One answer of the router, ready to be written.
+struct Rendered {
+    file: String,
+    status: StatusCode,
+    bytes: Vec<u8>,
+    /// Site addresses this page links to (empty for non-HTML answers).
+    links: Vec<String>,
+}
+
+/// Builds the copy into a fresh directory beside `out`, then puts it in
+/// place: a failed build leaves the previous copy untouched.
+pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<BuildSummary> {
+    let staging = prepare_staging(build.out)?;
+    let result = render_into(state, staging.path(), &build.progress).await;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => return Err(error),
+    };
+    replace_directory(staging, build.out)?;
+    Ok(summary)
+}
+
+async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) -> anyhow::Result<BuildSummary> {
+    let (inventory, former) = queries::site_inventory(&state.pool).await?;
+    let slugs: HashMap<uuid::Uuid, String> =
+        inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
+    let renamed: HashMap<String, String> = former
+        .into_iter()
+        .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
+        .collect();
+    let site_map = Arc::new(SiteMap::new(renamed));
+    let app = router(Arc::clone(&state));
+    let status = queries::sync_status(&state.pool).await?;
+
+    let mut summary = BuildSummary {
+        personas: inventory.iter().filter(|entry| !entry.deleted).count(),
+        ..BuildSummary::default()
+    };
+    // Files this build writes itself rather than asking the router for.
+    let index = search_index(&inventory)?;
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    for (file, bytes) in [
+        (SEARCH_INDEX_JSON.to_string(), index.clone()),
+        (
+            SEARCH_INDEX_SCRIPT.to_string(),
+            [b"window.PERSONAS_SEARCH_INDEX = ".as_slice(), &index, b";\n"].concat(),
+        ),
+        (
+            MARKER_FILE.to_string(),
+            format!(
+                "A static copy of the persona registry, made by `personas build-site` from commit {}.\n",
+                status.last_commit.as_deref().unwrap_or("(none)")
+            )
+            .into_bytes(),
+        ),
+    ] {
+        write_file(directory, &file, &bytes)?;
+        summary.files += 1;
+        summary.bytes += bytes.len() as u64;
+        written.insert(file);
+    }
+
+    // The 404 page: any address the router does not know.
+    let not_found = fetch(&app, &site_map, "/404", "404.html").await?;
+    write_file(directory, "404.html", &not_found.bytes)?;
+    summary.files += 1;
+    summary.bytes += not_found.bytes.len() as u64;
+    written.insert("404.html".to_string());
+
+    let mut pending: BTreeSet<String> = seeds(&inventory)
+        .into_iter()
+        .filter_map(|address| site_map.target(&address).map(|target| target.file))
+        .filter(|file| !written.contains(file))
+        .collect();
+    progress.set_length(pending.len() as u64);
+    while !pending.is_empty() {
+        let round: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+        written.extend(round.iter().cloned());
+        let mut found_links = Vec::new();
+        for rendered in render_round(&app, &site_map, round, progress).await? {
+            write_file(directory, &rendered.file, &rendered.bytes)?;
+            summary.files += 1;
+            summary.bytes += rendered.bytes.len() as u64;
+            if rendered.status != StatusCode::OK {
+                summary.not_ok.push((canonical_address(&rendered.file), rendered.status.as_u16()));
+            }
+            found_links.extend(rendered.links);
+        }
+        for address in found_links {
+            if let Some(target) = site_map.target(&address)
+                && !written.contains(&target.file)
+            {
+                pending.insert(target.file);
+            }
+        }
+        progress.inc_length(pending.len() as u64);
+    }
+    summary.not_ok.sort();
+    Ok(summary)
+}
+
+/// Every address the copy must hold whether or not a page links to it: the
+/// API mirror above all, which pages do not link to one by one.
+fn seeds(inventory: &[InventoryEntry]) -> Vec<String> {
+    let mut addresses: Vec<String> = [
+        "/",
+        "/search",
+        "/changes",
+        "/changes.atom",
+        "/status",
+        "/style.css",
+        "/search.js",
+        "/api/openapi.json",
+        "/api/personas",
+    ]
+    .iter()
+    .map(|address| address.to_string())
+    .collect();
+    for entry in inventory {
+        let slug = &entry.slug;
+        addresses.push(format!("/p/{slug}/history"));
+        addresses.push(format!("/api/personas/{slug}/versions"));
+        if !entry.deleted {
+            addresses.push(format!("/p/{slug}"));
+            addresses.push(format!("/api/personas/{slug}"));
+            addresses.push(format!("/api/personas/{slug}/prompt"));
+        }
+        for version in &entry.versions {
+            addresses.push(format!("/p/{slug}/v/{version}"));
+            addresses.push(format!("/api/personas/{slug}@{version}"));
+            // What an A/B test pins: the prompt of one version, forever.
+            addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
+        }
+    }
+    addresses
+}
+
+/// Renders one round of files, `CONCURRENCY` requests at a time, in file order.
+async fn render_round(
+    app: &Router,
+    site_map: &Arc<SiteMap>,
+    files: Vec<String>,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Rendered>> {
+    let files = Arc::new(files);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (app, site_map, files, next, progress) = (
+            app.clone(),
+            Arc::clone(site_map),
+            Arc::clone(&files),
+            Arc::clone(&next),
+            progress.clone(),
+        );
+        workers.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(file) = files.get(position) else { break };
+                let rendered = fetch(&app, &site_map, &canonical_address(file), file).await?;
+                progress.inc(1);
+                done.push((position, rendered));
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut rendered: Vec<(usize, Rendered)> = Vec::with_capacity(files.len());
+    while let Some(result) = workers.join_next().await {
+        rendered.extend(result.context("a render worker failed")??);
+    }
+    rendered.sort_by_key(|(position, _)| *position);
+    Ok(rendered.into_iter().map(|(_, rendered)| rendered).collect())
+}
+
+/// Asks the router for `address` and prepares the answer for `file`.
+async fn fetch(app: &Router, site_map: &SiteMap, address: &str, file: &str) -> anyhow::Result<Rendered> {
+    let request = Request::builder()
+        .uri(address)
+        .header(header::HOST, "localhost")
+        .body(Body::empty())
+        .context("building a request")?;
+    let response = app.clone().oneshot(request).await.context("the router failed")?;
+    let status = response.status();
+    if status.is_server_error() || status.is_redirection() {
+        bail!("{address} answered {status}; the copy would be broken there");
+    }
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|error| anyhow::anyhow!("reading the answer to {address}: {error}"))?;
+    if !is_html {
+        return Ok(Rendered {
+            file: file.to_string(),
+            status,
+            bytes: body.to_vec(),
+            links: Vec::new(),
+        });
+    }
+    let html = String::from_utf8(body.to_vec()).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
+    let (rewritten, links) = site_map
+        .rewrite_page(&html, file)
+        .map_err(|error| anyhow::anyhow!("rewriting the links of {address}: {error}"))?;
+    Ok(Rendered {
+        file: file.to_string(),
+        status,
+        bytes: rewritten.into_bytes(),
+        links,
+    })
+}
+
+/// One persona in the prebuilt search index.
+#[derive(Serialize)]
+struct IndexedPersona<'a> {
+    slug: &'a str,
+    name: &'a str,
+    domains: &'a [String],
+    modes: Vec<&'a str>,
+    is_real: bool,
+    /// Description and beliefs, for word matches.
+    text: String,
+    /// The persona's page, relative to the copy's root.
+    href: String,
+}
+
+#[derive(Serialize)]
+struct SearchIndex<'a> {
+    personas: Vec<IndexedPersona<'a>>,
+}
+
+fn search_index(inventory: &[InventoryEntry]) -> anyhow::Result<Vec<u8>> {
+    let personas = inventory
+        .iter()
+        .filter(|entry| !entry.deleted)
+        .filter_map(|entry| {
+            let persona = entry.current.as_ref()?;
+            let mut text = persona.description.clone();
+            for belief in &persona.beliefs {
+                text.push(' ');
+                text.push_str(&belief.text);
+            }
+            Some(IndexedPersona {
+                slug: &entry.slug,
+                name: &persona.name,
+                domains: &persona.domains,
+                modes: persona.enabled_modes().collect(),
+                is_real: persona.is_real,
+                text,
+                href: format!("p/{}/index.html", entry.slug),
+            })
+        })
+        .collect();
+    Ok(serde_json::to_vec(&SearchIndex { personas })?)
+}
+
+fn write_file(directory: &Path, file: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    // Files come from the site map, which only joins URL path segments; a
+    // segment that climbs out of the copy would be a bug, refused here.
+    if file.split('/').any(|segment| segment == ".." || segment.is_empty()) {
+        bail!("refusing to write {file:?} outside the copy");
+    }
+    let path = directory.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A fresh directory beside `out`, so the final move is a rename on one file system.
+fn prepare_staging(out: &Path) -> anyhow::Result<tempfile::TempDir> {
+    if out.exists() {
+        let is_copy = out.join(MARKER_FILE).is_file();
+        let is_empty = out.read_dir().map(|mut entries| entries.next().is_none()).unwrap_or(false);
+        if !out.is_dir() || !(is_copy || is_empty) {
+            bail!(
+                "{} exists and is not a copy made by build-site (no {MARKER_FILE} in it); \
+                 refusing to replace it: choose another --out or remove it",
+                out.display()
+            );
+        }
+    }
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(".personas-site-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a build directory in {}", parent.display()))
+}
+
+fn replace_directory(staging: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing the previous copy {}", out.display()))?;
+    }
+    let built = staging.keep();
+    std::fs::rename(&built, out).with_context(|| format!("moving the copy to {}", out.display()))?;
+    // A temporary directory is private; a site is read by a web server's user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} readable", out.display()))?;
+    }
+    Ok(())
+}
