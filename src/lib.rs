@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod git;
+pub mod interchange;
 pub mod persona;
 pub mod search;
 pub mod store;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_http;
 pub mod check;
 pub mod diff;
+pub mod interchange;
 pub mod log;
 pub mod new;
 pub mod registry_files;
