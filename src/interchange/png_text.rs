@@ -84,8 +84,9 @@ pub fn embedded_card(bytes: &[u8]) -> Result<EmbeddedCard, String> {
 
 /// Every tEXt, zTXt and iTXt chunk as (keyword, text).
 fn text_chunks(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let mut limits = png::Limits::default();
-    limits.bytes = DECODER_MEMORY_LIMIT;
+    let limits = png::Limits {
+        bytes: DECODER_MEMORY_LIMIT,
+    };
     let decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
     let mut reader = decoder
         .read_info()
