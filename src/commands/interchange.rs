@@ -153,11 +153,9 @@ fn pick_version<'a>(history: &'a PersonaHistory, pin: Option<&Pin>, name: &str) 
             .ok()
             .and_then(|number| number.checked_sub(1))
             .and_then(|index| versions.get(index))
-            .with_context(|| {
-                format!(
-                    "{name} has versions 1 to {}; there is no version {number}",
-                    versions.len()
-                )
+            .with_context(|| match versions.len() {
+                1 => format!("{name} has only version 1; there is no version {number}"),
+                count => format!("{name} has versions 1 to {count}; there is no version {number}"),
             })?,
         Some(Pin::Content(hash)) => versions
             .iter()

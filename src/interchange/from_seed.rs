@@ -167,7 +167,7 @@ fn read_traits(traits: Option<&Value>, config: &mut ConfigText, notes: &mut Note
         let path = format!("traits.{key}");
         match value {
             Value::Object(values) => {
-                let Some(group) = draft::trait_name(key) else {
+                let Some(group) = draft::trait_name(key).map(|group| ocean_synonym(&group)) else {
                     skipped.push(path);
                     continue;
                 };
@@ -220,6 +220,14 @@ fn read_traits(traits: Option<&Value>, config: &mut ConfigText, notes: &mut Note
     traits.insert("ocean".to_string(), draft::ocean(&given_ocean, notes));
     traits.extend(groups);
     Ok(traits)
+}
+
+/// The names seed data uses for the Big Five, which the registry calls `ocean`.
+fn ocean_synonym(group: &str) -> String {
+    match group {
+        "big_five" | "bigfive" | "big5" | "five_factor" => "ocean".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn insert_trait(
@@ -320,5 +328,43 @@ fn avatar_url(text: Option<&str>, notes: &mut Notes) -> Option<String> {
             notes.push(format!("avatar_url {text:?} is not an https:// URL; left out"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> RegistrySettings {
+        RegistrySettings {
+            modes: Some(vec!["Educator".into(), "Critic".into()]),
+            ..RegistrySettings::permissive()
+        }
+    }
+
+    #[test]
+    fn near_variants_of_the_seed_shapes_are_read() {
+        let seed = json!({
+            "name": "Grace Hopper",
+            "traits": {"Big Five": {"Openness": 0.9, "honesty": 0.8}, "Extraversion": 0.6},
+            "modes": [{"mode": "critic", "enabled": true}, {"mode": "Educator", "enabled": false}],
+            "config": {"language_style": "verbose", "voice_enabled": true, "default_mode": "Critic"},
+            "beliefs": [{"text": "Ships are safe in harbor.", "source": "isbn:0-00-000000-0"}]
+        });
+        let mapped = persona_from_seed(seed.as_object().unwrap(), None, &settings()).unwrap();
+        let persona = mapped.persona;
+        assert_eq!(persona.traits["ocean"]["openness"], 0.9);
+        assert_eq!(persona.traits["ocean"]["extraversion"], 0.6);
+        assert_eq!(persona.traits["other"]["honesty"], 0.8);
+        assert_eq!(
+            persona.modes,
+            BTreeMap::from([("Critic".to_string(), true), ("Educator".to_string(), false)])
+        );
+        assert_eq!(persona.default_mode.as_deref(), Some("Critic"));
+        assert!(persona.config.voice_enabled);
+        assert_eq!(persona.beliefs[0].source.as_deref(), Some("isbn:0-00-000000-0"));
+        let notes = mapped.notes.join("\n");
+        assert!(notes.contains("traits.Big Five.honesty"), "{notes}");
     }
 }

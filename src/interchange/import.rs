@@ -142,7 +142,12 @@ pub fn import_persona(
         )));
     };
     // The writer's promise; a difference would be a bug in it, not in the input.
-    debug_assert_eq!(content_hash(&validated), content_hash(&persona));
+    if content_hash(&validated) != content_hash(&persona) {
+        return Err(fail(
+            "the written TOML reads back as a different persona (a bug in the TOML writer; please report it)"
+                .to_string(),
+        ));
+    }
     Ok(Imported {
         persona: validated,
         toml,
