@@ -44,6 +44,33 @@ pub enum Command {
         #[arg(long)]
         real: bool,
     },
+    /// Export one version of a persona as a Character Card (V2/V3) or the registry's JSON.
+    Export {
+        /// Slug (current or former) or id, optionally pinned: `ada-lovelace@3`, `ada-lovelace@sha256:…`.
+        persona: String,
+        #[arg(long, value_enum)]
+        format: commands::interchange::ExportFormat,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import Character Cards (JSON or PNG) and seed persona JSON as registry files.
+    Import {
+        /// Files, or directories whose *.json and *.png files are all imported.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// File name / URL name for the persona (only with one file).
+        #[arg(long)]
+        slug: Option<String>,
+        /// The registry directory.
+        #[arg(long, default_value = "registry")]
+        registry: PathBuf,
+        /// Overwrite an existing persona file of the same slug.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show each persona's version history, read straight from git.
     Log {
         /// Only this persona (current or former slug, or id).
@@ -429,6 +456,28 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             registry,
             real,
         } => commands::new::run(name, slug.as_deref(), registry, *real),
+        Command::Export {
+            persona,
+            format,
+            repo,
+            out,
+        } => commands::interchange::export(commands::interchange::ExportCommand {
+            reference: persona,
+            format: *format,
+            repository: repo,
+            out: out.as_deref(),
+        }),
+        Command::Import {
+            files,
+            slug,
+            registry,
+            force,
+        } => commands::interchange::import(commands::interchange::ImportCommand {
+            inputs: files,
+            slug: slug.as_deref(),
+            registry,
+            force: *force,
+        }),
         Command::Log {
             slug,
             repo,

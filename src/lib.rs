@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod export;
 pub mod git;
+pub mod interchange;
 pub mod persona;
 pub mod search;
 pub mod store;

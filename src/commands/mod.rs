@@ -5,6 +5,7 @@ pub mod bench_http;
 pub mod build_site;
 pub mod check;
 pub mod diff;
+pub mod interchange;
 pub mod log;
 pub mod new;
 pub mod prompt;
