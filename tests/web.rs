@@ -907,6 +907,34 @@ async fn prompts_render_each_version_with_the_template_of_its_commit() {
     let unknown = get(&site.app, "/api/personas/albert-einstein/prompt?profile=nope").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
+    // The card of a version carries that version's prompt and the whole persona.
+    let card = get(&site.app, "/api/personas/albert-einstein@1/card?spec=v3").await;
+    assert_eq!(card.status, StatusCode::OK, "{}", card.body);
+    let card = card.json();
+    assert_eq!(card["spec"], "chara_card_v3");
+    assert_eq!(card["data"]["system_prompt"], record["prompt"]);
+    assert_eq!(card["data"]["tags"], serde_json::json!(["physics", "philosophy"]));
+    assert!(
+        card["data"]["source"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|source| source == "https://en.wikipedia.org/wiki/EPR_paradox")
+    );
+    assert_eq!(
+        card["data"]["extensions"]["persona-registry"]["content_hash"],
+        record["content_hash"]
+    );
+    assert_eq!(
+        get(&site.app, "/api/personas/albert-einstein/card").await.json()["spec"],
+        "chara_card_v2"
+    );
+    let bad = get(&site.app, "/api/personas/albert-einstein/card?spec=v9").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (StatusCode::BAD_REQUEST, "bad_spec")
+    );
+
     // A new template: the pin keeps the prompt it had, the current version takes the new one.
     site.repo.write(template_path, "Be {{ persona.name }} ({{ mode }}).\n");
     let changed_at = site.repo.commit("prompt: shorter");

@@ -10,14 +10,13 @@ use anyhow::{Context, bail};
 
 use super::registry_files::{display_path, load_registry};
 use crate::cli::Outcome;
-use crate::git::replay::{PersonaHistory, Replay, Version};
+use crate::git::replay::Replay;
 use crate::interchange::{
     CardMeta, CardSpec, ImportOptions, Imported, MAX_IMPORT_BYTES, PersonaDocument, export_card, import_persona,
 };
-use crate::persona::pin::Pin;
 use crate::persona::settings::SETTINGS_FILE;
 use crate::persona::snapshot::PERSONAS_DIR;
-use crate::persona::{Persona, PersonaId, Slug};
+use crate::persona::{PersonaId, Slug};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -41,19 +40,10 @@ pub struct ExportCommand<'a> {
 const EXPORT_REVISION: &str = "HEAD";
 
 pub fn export(command: ExportCommand<'_>) -> anyhow::Result<Outcome> {
-    let (name, pin) = match command.reference.split_once('@') {
-        Some((name, pin)) => (name, Some(pin.parse::<Pin>()?)),
-        None => (command.reference, None),
-    };
     let replay = Replay::of(command.repository, EXPORT_REVISION)?;
-    let history = find_history(&replay, name)?;
-    let version = pick_version(history, pin.as_ref(), name)?;
+    let (history, version) = replay.locate(command.repository, command.reference)?;
     let Some(persona) = version.persona.as_ref() else {
-        bail!(
-            "version {} of {name} is its deletion (commit {}); there is nothing to export",
-            version.number,
-            version.commit.short_id()
-        );
+        bail!("{} names a deletion; there is nothing to export", command.reference);
     };
     let json = match command.format {
         ExportFormat::Json => PersonaDocument::new(persona, version.number).to_json(),
@@ -65,7 +55,7 @@ pub fn export(command: ExportCommand<'_>) -> anyhow::Result<Outcome> {
             };
             let meta = CardMeta {
                 version: version.number,
-                system_prompt: rendered_system_prompt(command.repository, persona, version)?,
+                system_prompt: rendered_system_prompt(&replay, command.repository, command.reference)?,
                 creator: Some(version.commit.author_name.clone()),
                 created_at: history
                     .versions
@@ -93,80 +83,19 @@ pub fn export(command: ExportCommand<'_>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// The system prompt a card carries, rendered from the registry's prompt
-/// template for this version. The renderer is not part of this build yet,
-/// so cards carry an empty `system_prompt` (which the card specs define as
-/// "use the front-end's own"); plug the renderer in here.
-fn rendered_system_prompt(
-    _repository: &Path,
-    _persona: &Persona,
-    _version: &Version,
-) -> anyhow::Result<Option<String>> {
-    Ok(None)
-}
-
-/// The persona a slug (current or former) or id names. A slug can have
-/// named different personas over time; the one that bears it now wins.
-fn find_history<'a>(replay: &'a Replay, name: &str) -> anyhow::Result<&'a PersonaHistory> {
-    let known: Vec<&PersonaHistory> = replay
-        .sorted()
-        .into_iter()
-        .filter(|history| history.is_known_as(name))
-        .collect();
-    let current: Vec<&PersonaHistory> = known
-        .iter()
-        .copied()
-        .filter(|history| history.latest_slug() == Some(name) || history.id.to_string() == name.to_lowercase())
-        .collect();
-    match (known.as_slice(), current.as_slice()) {
-        ([], _) => bail!("no persona with slug or id {name:?} in the history of {EXPORT_REVISION}"),
-        ([only], _) | (_, [only]) => Ok(only),
-        (several, _) => {
-            let ids: Vec<String> = several.iter().map(|history| history.id.to_string()).collect();
-            bail!(
-                "{name:?} was the slug of several personas ({}); export one by its id",
-                ids.join(", ")
-            )
+/// The system prompt a card carries: the registry's template rendered for
+/// this version in its default mode (see `personas prompt`).
+fn rendered_system_prompt(replay: &Replay, repository: &Path, reference: &str) -> anyhow::Result<Option<String>> {
+    match super::prompt::render(replay, repository, reference, None, None) {
+        Ok(record) => Ok(Some(record.prompt)),
+        // A registry without a template still exports; the card then leaves
+        // the prompt to the front-end, as the card specs allow.
+        Err(error) if error.is::<super::prompt::NoTemplate>() => {
+            eprintln!("note: {error}; the card's system_prompt is empty");
+            Ok(None)
         }
+        Err(error) => Err(error),
     }
-}
-
-fn pick_version<'a>(history: &'a PersonaHistory, pin: Option<&Pin>, name: &str) -> anyhow::Result<&'a Version> {
-    let versions = &history.versions;
-    let version = match pin {
-        None => {
-            let last = versions.last().context("a persona history has at least one version")?;
-            if last.persona.is_none() {
-                let hint = match last.number {
-                    1 => String::new(),
-                    number => format!("; export an earlier version, e.g. {name}@{}", number - 1),
-                };
-                bail!(
-                    "{name} was deleted in commit {} (version {}){hint}",
-                    last.commit.short_id(),
-                    last.number
-                );
-            }
-            last
-        }
-        Some(Pin::Number(number)) => usize::try_from(*number)
-            .ok()
-            .and_then(|number| number.checked_sub(1))
-            .and_then(|index| versions.get(index))
-            .with_context(|| match versions.len() {
-                1 => format!("{name} has only version 1; there is no version {number}"),
-                count => format!("{name} has versions 1 to {count}; there is no version {number}"),
-            })?,
-        Some(Pin::Content(hash)) => versions
-            .iter()
-            .find(|version| version.content_hash.as_ref() == Some(hash))
-            .with_context(|| format!("no version of {name} has the content hash {hash}"))?,
-        Some(pin @ (Pin::Commit(_) | Pin::Tag(_))) => bail!(
-            "export pins a version by number or sha256: content hash, and {pin} is a commit or tag; \
-             `personas log {name}` lists the version numbers"
-        ),
-    };
-    Ok(version)
 }
 
 pub struct ImportCommand<'a> {

@@ -9,6 +9,11 @@ use crate::cli::Outcome;
 use crate::git::replay::{Replay, TemplateChange};
 use crate::persona::prompt::{PROMPT_FILE, PromptRecord, PromptTemplate, TemplateRef};
 
+/// The registry has no prompt template for the version asked about.
+#[derive(Debug, thiserror::Error)]
+#[error("the registry has no prompt template ({0}) at that version's commit")]
+pub struct NoTemplate(pub String);
+
 pub struct PromptCommand<'a> {
     pub repository: &'a Path,
     pub reference: &'a str,
@@ -68,7 +73,7 @@ pub fn render(
             let reasons: Vec<String> = problem.diagnostics.iter().map(ToString::to_string).collect();
             bail!("the prompt template is invalid:\n{}", reasons.join("\n"));
         }
-        bail!("the registry has no prompt template ({path}) at that version's commit");
+        return Err(NoTemplate(path).into());
     };
     let compiled = PromptTemplate::parse(&format!("registry/{PROMPT_FILE}"), source)
         .map_err(|diagnostic| anyhow::anyhow!("{diagnostic}"))?;

@@ -60,7 +60,11 @@ impl SiteMap {
             None => (path, None),
         };
         let path = self.current_slug(path);
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = path
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         let kept_query = query.filter(|query| !query.is_empty()).map(str::to_string);
         let target = match segments.as_slice() {
             // The index: its pages are files; any other query is a search.
@@ -154,7 +158,10 @@ impl Target {
 /// Files the site serves as they are (a compare page's `1...2` is not one).
 fn is_asset(segment: &str) -> bool {
     let extension = segment.rsplit_once('.').map(|(_, extension)| extension);
-    matches!(extension, Some("css" | "js" | "json" | "atom" | "xml" | "txt" | "png" | "svg" | "ico"))
+    matches!(
+        extension,
+        Some("css" | "js" | "json" | "atom" | "xml" | "txt" | "png" | "svg" | "ico")
+    )
 }
 
 /// `Some(n)` when a query asks for nothing but index page `n`.
@@ -172,7 +179,11 @@ fn index_page(query: &str) -> Option<i64> {
 
 /// The link from the page at `from` (a file path inside the copy) to `to`.
 pub fn relative(from: &str, to: &str) -> String {
-    let from_dirs: Vec<&str> = from.split('/').collect::<Vec<_>>().split_last().map_or(Vec::new(), |(_, dirs)| dirs.to_vec());
+    let from_dirs: Vec<&str> = from
+        .split('/')
+        .collect::<Vec<_>>()
+        .split_last()
+        .map_or(Vec::new(), |(_, dirs)| dirs.to_vec());
     let to_parts: Vec<&str> = to.split('/').collect();
     let shared = from_dirs
         .iter()
@@ -206,10 +217,22 @@ mod tests {
             Some(("search/index.html".into(), Some("domain=physics".into())))
         );
         assert_eq!(file("/p/ada"), Some(("p/ada/index.html".into(), None)));
-        assert_eq!(file("/p/ada/compare/1...2"), Some(("p/ada/compare/1...2/index.html".into(), None)));
-        assert_eq!(file("/p/old-name/v/2"), Some(("p/new-name/v/2/index.html".into(), None)));
-        assert_eq!(file("/api/personas/ada@2"), Some(("api/personas/ada@2.json".into(), None)));
-        assert_eq!(file("/api/personas/old-name"), Some(("api/personas/new-name.json".into(), None)));
+        assert_eq!(
+            file("/p/ada/compare/1...2"),
+            Some(("p/ada/compare/1...2/index.html".into(), None))
+        );
+        assert_eq!(
+            file("/p/old-name/v/2"),
+            Some(("p/new-name/v/2/index.html".into(), None))
+        );
+        assert_eq!(
+            file("/api/personas/ada@2"),
+            Some(("api/personas/ada@2.json".into(), None))
+        );
+        assert_eq!(
+            file("/api/personas/old-name"),
+            Some(("api/personas/new-name.json".into(), None))
+        );
         assert_eq!(file("/api/openapi.json"), Some(("api/openapi.json".into(), None)));
         assert_eq!(file("/style.css"), Some(("style.css".into(), None)));
         assert_eq!(file("/changes.atom"), Some(("changes.atom".into(), None)));
@@ -240,7 +263,10 @@ mod tests {
         assert_eq!(relative("index.html", "p/ada/index.html"), "p/ada/index.html");
         assert_eq!(relative("p/ada/index.html", "style.css"), "../../style.css");
         assert_eq!(relative("p/ada/v/2/index.html", "p/ada/index.html"), "../../index.html");
-        assert_eq!(relative("p/ada/index.html", "p/ada/history/index.html"), "history/index.html");
+        assert_eq!(
+            relative("p/ada/index.html", "p/ada/history/index.html"),
+            "history/index.html"
+        );
         assert_eq!(relative("p/ada/index.html", "p/ada/index.html"), "index.html");
         assert_eq!(relative("search/index.html", "search/index.html"), "index.html");
     }

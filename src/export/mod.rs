@@ -89,8 +89,7 @@ pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<Bui
 
 async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) -> anyhow::Result<BuildSummary> {
     let (inventory, former) = queries::site_inventory(&state.pool).await?;
-    let slugs: HashMap<uuid::Uuid, String> =
-        inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
+    let slugs: HashMap<uuid::Uuid, String> = inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
     let renamed: HashMap<String, String> = former
         .into_iter()
         .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
@@ -149,7 +148,9 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
             summary.files += 1;
             summary.bytes += rendered.bytes.len() as u64;
             if rendered.status != StatusCode::OK {
-                summary.not_ok.push((canonical_address(&rendered.file), rendered.status.as_u16()));
+                summary
+                    .not_ok
+                    .push((canonical_address(&rendered.file), rendered.status.as_u16()));
             }
             found_links.extend(rendered.links);
         }
@@ -191,6 +192,7 @@ fn seeds(inventory: &[InventoryEntry]) -> Vec<String> {
             addresses.push(format!("/p/{slug}"));
             addresses.push(format!("/api/personas/{slug}"));
             addresses.push(format!("/api/personas/{slug}/prompt"));
+            addresses.push(format!("/api/personas/{slug}/card"));
         }
         for version in &entry.versions {
             addresses.push(format!("/p/{slug}/v/{version}"));
@@ -268,7 +270,8 @@ async fn fetch(app: &Router, site_map: &SiteMap, address: &str, file: &str) -> a
             links: Vec::new(),
         });
     }
-    let html = String::from_utf8(body.to_vec()).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
+    let html =
+        String::from_utf8(body.to_vec()).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
     let (rewritten, links) = site_map
         .rewrite_page(&html, file)
         .map_err(|error| anyhow::anyhow!("rewriting the links of {address}: {error}"))?;
@@ -341,7 +344,10 @@ fn write_file(directory: &Path, file: &str, bytes: &[u8]) -> anyhow::Result<()> 
 fn prepare_staging(out: &Path) -> anyhow::Result<tempfile::TempDir> {
     if out.exists() {
         let is_copy = out.join(MARKER_FILE).is_file();
-        let is_empty = out.read_dir().map(|mut entries| entries.next().is_none()).unwrap_or(false);
+        let is_empty = out
+            .read_dir()
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false);
         if !out.is_dir() || !(is_copy || is_empty) {
             bail!(
                 "{} exists and is not a copy made by build-site (no {MARKER_FILE} in it); \

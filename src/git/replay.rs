@@ -150,52 +150,89 @@ impl Replay {
             Some((name, pin)) => (name, Some(pin.parse::<Pin>()?)),
             None => (reference, None),
         };
-        let history = self
-            .personas
-            .values()
-            .find(|history| history.is_known_as(name))
-            .ok_or_else(|| anyhow::anyhow!("no persona with slug or id {name:?} in this history"))?;
-        let at_commit = |revision: &str| -> anyhow::Result<&Version> {
-            let commit = resolve_commit(&open_repository(repository)?, revision)?.to_string();
-            let position = *self
-                .commit_positions
-                .get(&commit)
-                .ok_or_else(|| anyhow::anyhow!("commit {commit} is not on this branch's first-parent history"))?;
-            history
-                .versions
-                .iter()
-                .rev()
-                .find(|version| {
-                    self.commit_positions
-                        .get(&version.commit.id)
-                        .is_some_and(|at| *at <= position)
-                })
-                .ok_or_else(|| anyhow::anyhow!("{name} did not exist yet at commit {commit}"))
-        };
+        let history = self.find(name)?;
+        let versions = &history.versions;
         let version = match &pin {
-            None => history
-                .versions
-                .last()
-                .ok_or_else(|| anyhow::anyhow!("{name} has no versions"))?,
-            Some(Pin::Number(number)) => history
-                .versions
-                .iter()
-                .find(|version| i64::from(version.number) == i64::from(*number))
-                .ok_or_else(|| anyhow::anyhow!("{name} has no version {number} (it has {})", history.versions.len()))?,
-            Some(Pin::Content(hash)) => history
-                .versions
+            None => {
+                let last = versions
+                    .last()
+                    .ok_or_else(|| anyhow::anyhow!("{name} has no versions"))?;
+                if last.persona.is_none() {
+                    let hint = match last.number {
+                        1 => String::new(),
+                        number => format!("; pin an earlier version, e.g. {name}@{}", number - 1),
+                    };
+                    anyhow::bail!(
+                        "{name} was deleted in commit {} (version {}){hint}",
+                        last.commit.short_id(),
+                        last.number
+                    );
+                }
+                last
+            }
+            Some(Pin::Number(number)) => usize::try_from(*number)
+                .ok()
+                .and_then(|number| number.checked_sub(1))
+                .and_then(|index| versions.get(index))
+                .ok_or_else(|| match versions.len() {
+                    1 => anyhow::anyhow!("{name} has only version 1; there is no version {number}"),
+                    count => anyhow::anyhow!("{name} has versions 1 to {count}; there is no version {number}"),
+                })?,
+            Some(Pin::Content(hash)) => versions
                 .iter()
                 .find(|version| version.content_hash.as_ref() == Some(hash))
-                .ok_or_else(|| anyhow::anyhow!("no version of {name} has content {hash}"))?,
-            Some(Pin::Commit(revision) | Pin::Tag(revision)) => at_commit(revision)?,
+                .ok_or_else(|| anyhow::anyhow!("no version of {name} has the content hash {hash}"))?,
+            Some(Pin::Commit(revision) | Pin::Tag(revision)) => {
+                let commit = resolve_commit(&open_repository(repository)?, revision)?.to_string();
+                let position = *self
+                    .commit_positions
+                    .get(&commit)
+                    .ok_or_else(|| anyhow::anyhow!("commit {commit} is not on this branch's first-parent history"))?;
+                versions
+                    .iter()
+                    .rev()
+                    .find(|version| {
+                        self.commit_positions
+                            .get(&version.commit.id)
+                            .is_some_and(|at| *at <= position)
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("{name} did not exist yet at commit {commit}"))?
+            }
         };
         if version.persona.is_none() {
             anyhow::bail!(
-                "version {} of {name} records its deletion; pin an earlier version",
-                version.number
+                "version {} of {name} is its deletion (commit {}); pin an earlier version",
+                version.number,
+                version.commit.short_id()
             );
         }
         Ok((history, version))
+    }
+
+    /// The persona a slug (current or former) or id names. A slug can have
+    /// named different personas over time; the one that bears it now wins.
+    pub fn find(&self, name: &str) -> anyhow::Result<&PersonaHistory> {
+        let known: Vec<&PersonaHistory> = self
+            .sorted()
+            .into_iter()
+            .filter(|history| history.is_known_as(name))
+            .collect();
+        let current: Vec<&PersonaHistory> = known
+            .iter()
+            .copied()
+            .filter(|history| history.latest_slug() == Some(name) || history.id.to_string() == name.to_lowercase())
+            .collect();
+        match (known.as_slice(), current.as_slice()) {
+            ([], _) => anyhow::bail!("no persona with slug or id {name:?} in this history"),
+            ([only], _) | (_, [only]) => Ok(only),
+            (several, _) => {
+                let ids: Vec<String> = several.iter().map(|history| history.id.to_string()).collect();
+                anyhow::bail!(
+                    "{name:?} was the slug of several personas ({}); name one by its id",
+                    ids.join(", ")
+                )
+            }
+        }
     }
 
     /// The prompt template in force at `commit` (one of the walked commits).

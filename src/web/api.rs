@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/personas/{reference}/similar", get(similar))
         .route("/personas/{reference}/embed", get(embedding))
         .route("/personas/{reference}/prompt", get(super::prompt::persona_prompt))
+        .route("/personas/{reference}/card", get(super::card::persona_card))
         .route("/personas/{reference}/settings", patch(settings))
         .route("/changes", get(changes))
 }
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         similar,
         embedding,
         super::prompt::persona_prompt,
+        super::card::persona_card,
         settings,
         changes
     ),

@@ -5,6 +5,7 @@
 pub mod answers;
 pub mod api;
 pub mod cache;
+pub mod card;
 pub mod error;
 pub mod metrics;
 pub mod pages;

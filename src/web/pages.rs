@@ -563,7 +563,12 @@ async fn changes_feed(State(state): State<AppState>, headers: HeaderMap) -> Resu
     let items = recent(&state).await?;
     let base = match &state.static_site {
         // Relative to the feed's own address (the copy's root) unless a base URL was given.
-        Some(site) => site.base_url.as_deref().unwrap_or(".").trim_end_matches('/').to_string(),
+        Some(site) => site
+            .base_url
+            .as_deref()
+            .unwrap_or(".")
+            .trim_end_matches('/')
+            .to_string(),
         None => format!("http://{}", request_host(&headers)),
     };
     let updated = items
