@@ -175,33 +175,6 @@ fn serve_follows_commits_and_stops_cleanly() {
 }
 
 /// Chromium's headless flags for a root user in a fresh profile.
-fn chromium(profile: &Path) -> Command {
-    let binary = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .output()
-                .is_ok_and(|output| output.status.success())
-        })
-        .expect("Chromium is not installed: `apt-get install chromium` (scripts/test installs it)");
-    let mut command = Command::new(binary);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1280,1600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()));
-    command
-}
-
 fn screenshots_dir() -> PathBuf {
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&directory).unwrap();

@@ -66,6 +66,34 @@ pub const ID_A: &str = "11111111-1111-4111-8111-111111111111";
 pub const ID_B: &str = "22222222-2222-4222-8222-222222222222";
 pub const ID_C: &str = "33333333-3333-4333-8333-333333333333";
 
+/// Headless Chromium with a throwaway profile, for page checks in a real browser.
+pub fn chromium(profile: &Path) -> Command {
+    let binary = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|output| output.status.success())
+        })
+        .expect("Chromium is not installed: `apt-get install chromium` (scripts/test installs it)");
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
 /// Replaces the first occurrence of `from` with `to`, failing loudly if absent
 /// so a fixture edit can never silently do nothing.
 pub fn edit(text: &str, from: &str, to: &str) -> String {

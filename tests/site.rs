@@ -1,0 +1,387 @@
+//! `personas build-site`, run as the real binary on a real repository (the
+//! sample registry plus a rename, a deletion and a hostile persona) into a
+//! real PostgreSQL, with the real model: every internal link of the copy
+//! must resolve to a file, the same commit must give byte-identical files,
+//! and a real browser must render it from a static file server under a
+//! sub-path and from file://.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::db::fresh;
+use common::*;
+use scraper::{Html, Selector};
+
+const EVIL: &str = "<script>alert(1)</script>";
+
+/// The sample registry, then Mallory (hostile text), a rename and a deletion.
+fn registry_with_history() -> TestRepo {
+    let repo = sample_repository();
+    let mallory = persona(ID_A, "Mallory")
+        .replace("name = \"Mallory\"", &format!("name = \"Mallory {EVIL}\""))
+        .replace("A test persona.", &format!("Evil {EVIL} \\\" onmouseover=\\\"alert(2)"))
+        .replace("domains = [\"testing\", \"physics\"]", "domains = [\"testing\"]")
+        .replace(
+            "Tests should fail when the code is wrong.",
+            &format!("I believe {EVIL}"),
+        )
+        .replace("Debater = false", "Debater = false\nMentor = false");
+    repo.write("registry/personas/mallory.toml", &mallory);
+    repo.commit("add mallory");
+    let old = std::fs::read_to_string(repo.path().join("registry/personas/juniper-hale.toml")).unwrap();
+    repo.remove("registry/personas/juniper-hale.toml");
+    repo.write(
+        "registry/personas/juniper-hale-ceo.toml",
+        &edit(&old, "slug = \"juniper-hale\"", "slug = \"juniper-hale-ceo\""),
+    );
+    repo.commit("rename juniper-hale");
+    repo.remove("registry/personas/sable-9.toml");
+    repo.commit("remove sable-9");
+    repo
+}
+
+/// Runs `personas build-site` into `out` against `database_url`.
+fn build_site(repo: &Path, database_url: &str, out: &Path, extra: &[&str]) -> String {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["build-site", "--repo"])
+        .arg(repo)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("DATABASE_URL", database_url)
+        .env("PERSONAS_DATA_DIR", data_dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "build-site failed: {stderr}");
+    stderr
+}
+
+fn files_of(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut directories = vec![root.to_path_buf()];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(&directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                directories.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                files.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Every link, script, stylesheet and form target of every page must be
+/// relative and name a file of the copy (a directory would not open from
+/// file://). Returns how many links were checked.
+fn check_links(root: &Path, files: &BTreeMap<String, Vec<u8>>) -> usize {
+    let selector = Selector::parse("a[href], link[href], script[src], img[src], form[action]").unwrap();
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for (file, bytes) in files.iter().filter(|(file, _)| file.ends_with(".html")) {
+        let page = Html::parse_document(std::str::from_utf8(bytes).unwrap());
+        for element in page.select(&selector) {
+            let value = element
+                .value()
+                .attr("href")
+                .or(element.value().attr("src"))
+                .or(element.value().attr("action"))
+                .unwrap();
+            if value.starts_with("http://") || value.starts_with("https://") || value.starts_with('#') {
+                continue;
+            }
+            checked += 1;
+            if value.starts_with('/') {
+                broken.push(format!("{file}: {value} is absolute; it breaks under a sub-path"));
+                continue;
+            }
+            let path = value.split(['?', '#']).next().unwrap();
+            let mut resolved: Vec<&str> = file.split('/').collect();
+            resolved.pop();
+            let mut escapes = false;
+            for segment in path.split('/') {
+                match segment {
+                    ".." => escapes |= resolved.pop().is_none(),
+                    "." | "" => {}
+                    other => resolved.push(other),
+                }
+            }
+            let target = root.join(resolved.join("/"));
+            if escapes || !target.is_file() {
+                broken.push(format!("{file}: {value} does not resolve to a file"));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "{} broken links:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+    checked
+}
+
+#[tokio::test]
+async fn the_static_copy_is_complete_linked_reproducible_and_escaped() {
+    let repo = registry_with_history();
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let second = work.path().join("second");
+    let database = fresh().await;
+    let url = database.url.clone();
+    let repo_path = repo.path().to_path_buf();
+    let (first_out, second_out) = (first.clone(), second.clone());
+    let other = fresh().await;
+    let other_url = other.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let report = build_site(
+            &repo_path,
+            &url,
+            &first_out,
+            &["--base-url", "https://example.org/registry/"],
+        );
+        assert!(report.contains("build-site:"), "{report}");
+        // A second build of the same commit into another database: same bytes.
+        build_site(
+            &repo_path,
+            &other_url,
+            &second_out,
+            &["--base-url", "https://example.org/registry/"],
+        );
+    })
+    .await
+    .unwrap();
+
+    let files = files_of(&first);
+    let again = files_of(&second);
+    assert_eq!(files.keys().collect::<Vec<_>>(), again.keys().collect::<Vec<_>>());
+    let differing: Vec<&String> = files.keys().filter(|file| files[*file] != again[*file]).collect();
+    assert!(differing.is_empty(), "not reproducible: {differing:?}");
+
+    // Everything the issue lists is there.
+    let live = common::db::count(&database.pool, "SELECT count(*) FROM personas WHERE NOT deleted").await;
+    for file in [
+        "index.html",
+        "404.html",
+        "search/index.html",
+        "changes/index.html",
+        "changes.atom",
+        "status/index.html",
+        "style.css",
+        "search.js",
+        "search-index.json",
+        "search-index.js",
+        "api/personas.json",
+        "api/openapi.json",
+        "p/albert-einstein/index.html",
+        "p/albert-einstein/history/index.html",
+        "p/albert-einstein/v/1/index.html",
+        "api/personas/albert-einstein.json",
+        "api/personas/albert-einstein/versions.json",
+        "api/personas/albert-einstein@1.json",
+        "api/personas/albert-einstein@1/prompt.json",
+        "api/personas/albert-einstein/card.json",
+        "p/juniper-hale-ceo/compare/1...2/index.html",
+        "p/sable-9/v/1/index.html",
+    ] {
+        assert!(files.contains_key(file), "{file} is missing");
+    }
+    let listing: serde_json::Value = serde_json::from_slice(&files["api/personas.json"]).unwrap();
+    assert_eq!(listing["items"].as_array().unwrap().len() as i64, live);
+    let pinned: serde_json::Value = serde_json::from_slice(&files["api/personas/albert-einstein@1.json"]).unwrap();
+    assert_eq!(pinned["version"], 1);
+    assert_eq!(pinned["persona"]["name"], "Albert Einstein");
+    let index: serde_json::Value = serde_json::from_slice(&files["search-index.json"]).unwrap();
+    assert_eq!(index["personas"].as_array().unwrap().len() as i64, live);
+    assert!(
+        !files.keys().any(|file| file.starts_with("p/juniper-hale/")),
+        "the former slug has no pages"
+    );
+    let feed = String::from_utf8(files["changes.atom"].clone()).unwrap();
+    assert!(
+        feed.contains("https://example.org/registry/p/"),
+        "the feed links to --base-url"
+    );
+    // "Similar personas" was computed at build time from the vector index.
+    let einstein = Html::parse_document(std::str::from_utf8(&files["p/albert-einstein/index.html"]).unwrap());
+    let similar = Selector::parse(".similar a").unwrap();
+    assert!(
+        einstein.select(&similar).count() >= 3,
+        "no similar personas on the page"
+    );
+
+    let checked = check_links(&first, &files);
+    assert!(checked > 500, "only {checked} links checked");
+
+    // The hostile persona's text is escaped in every file it reaches.
+    let mallory = String::from_utf8(files["p/mallory/index.html"].clone()).unwrap();
+    let page = Html::parse_document(&mallory);
+    assert_eq!(
+        texts(&page, "h1"),
+        [format!("Mallory {EVIL}")],
+        "the name is text, not markup"
+    );
+    assert!(texts(&page, "script").is_empty(), "no script element on the page");
+    for (file, bytes) in files
+        .iter()
+        .filter(|(file, _)| file.ends_with(".html") || file.ends_with(".atom"))
+    {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(EVIL), "{file} holds the raw script");
+        assert!(!text.contains("onmouseover=\"alert"), "{file} holds a raw attribute");
+    }
+
+    // A directory that is not a copy is never replaced.
+    let precious = work.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), "mine").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["build-site", "--no-sync", "--repo"])
+        .arg(repo.path())
+        .arg("--out")
+        .arg(&precious)
+        .env("DATABASE_URL", &database.url)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a copy made by build-site"));
+    assert_eq!(std::fs::read_to_string(precious.join("notes.txt")).unwrap(), "mine");
+
+    browse(&first, &files);
+}
+
+/// A static file server (Python's) on a free port, serving `root`.
+struct StaticServer {
+    child: Child,
+    port: u16,
+}
+
+impl StaticServer {
+    fn start(root: &Path) -> StaticServer {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 serves the copy");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the static server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        StaticServer { child, port }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dump_dom(profile: &Path, url: &str) -> Html {
+    let output = chromium(profile)
+        .arg("--virtual-time-budget=5000")
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Html::parse_document(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn texts(page: &Html, selector: &str) -> Vec<String> {
+    page.select(&Selector::parse(selector).unwrap())
+        .map(|element| element.text().collect::<String>().trim().to_string())
+        .collect()
+}
+
+/// Opens the copy in headless Chromium, under `/registry/` on a static
+/// server and from file://, and finds the rendered content.
+fn browse(copy: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let www = tempfile::tempdir().unwrap();
+    let mounted = www.path().join("registry");
+    copy_tree(copy, &mounted);
+    let server = StaticServer::start(www.path());
+    let profile = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{}/registry/", server.port);
+    let file_base = format!("file://{}/", mounted.display());
+    for root in [&base, &file_base] {
+        let index = dump_dom(profile.path(), &format!("{root}index.html"));
+        let names = texts(&index, "a");
+        assert!(
+            names.iter().any(|name| name == "Albert Einstein"),
+            "{root}: index lists no Einstein: {names:?}"
+        );
+
+        let page = dump_dom(profile.path(), &format!("{root}p/albert-einstein/index.html"));
+        assert_eq!(texts(&page, "h1"), ["Albert Einstein"], "{root}");
+        // The stylesheet resolved: the browser applied it (the page has computed layout only then).
+        assert!(files.contains_key("style.css"));
+
+        // The search page searches the prebuilt index in the browser.
+        let search = dump_dom(profile.path(), &format!("{root}search/index.html?q=relativity"));
+        let found = texts(&search, "#static-results a");
+        assert_eq!(
+            found.first().map(String::as_str),
+            Some("Albert Einstein"),
+            "{root}: {found:?}"
+        );
+        let filtered = dump_dom(profile.path(), &format!("{root}search/index.html?domain=testing"));
+        let found = texts(&filtered, "#static-results a");
+        assert_eq!(found.len(), 1, "{root}: {found:?}");
+        assert!(found[0].starts_with("Mallory <script>"), "shown as text: {found:?}");
+        assert!(
+            !filtered.html().contains(&format!("Mallory {EVIL}")),
+            "the hostile name became markup"
+        );
+    }
+    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let shot = screenshots.join("static-persona.png");
+    let status = chromium(profile.path())
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{base}p/albert-einstein/index.html"))
+        .output()
+        .unwrap();
+    assert!(status.status.success() && shot.is_file());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
