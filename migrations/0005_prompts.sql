@@ -9,6 +9,10 @@ CREATE TABLE prompt_templates (
     template_hash text
 );
 
+-- A persona's former slugs are read on every persona page; the primary key
+-- (slug, persona_id) cannot serve a lookup by persona.
+CREATE INDEX persona_slugs_persona ON persona_slugs (persona_id);
+
 -- Projections made before this migration lack the templates: replay the
 -- history once (idempotent for everything else).
 DELETE FROM sync_state;

@@ -339,6 +339,14 @@ pub enum BenchTarget {
         #[arg(long, default_value = "32")]
         connections: u32,
     },
+    /// `build-site` on a synthetic registry vs. `cp -r` of the files it wrote.
+    Site {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Keep (and reuse) the repository, database and index in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Indexing a synthetic registry after a full sync vs. the model's forward pass alone.
     Vectors {
         #[command(flatten)]
@@ -535,6 +543,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             keep: keep.as_deref(),
             seconds: *seconds,
             connections: *connections,
+        }),
+        Command::Bench {
+            target: BenchTarget::Site { shape, keep },
+        } => commands::bench_site::site(commands::bench_site::SiteBench {
+            shape: shape.shape(),
+            keep: keep.as_deref(),
         }),
         Command::Bench {
             target:

@@ -38,6 +38,17 @@ pub struct SyncBench<'a> {
 
 /// The synthetic repository: generated under `keep` (or `temporary`), or
 /// reused from `keep` when a previous run left one of the same shape.
+/// A benchmark's working directory: `keep` when given (reused across runs),
+/// else a temporary one. Readable by other users: the managed PostgreSQL and
+/// nginx workers read in there.
+pub(crate) fn bench_root(keep: Option<&Path>) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
+    let root = keep.map_or_else(|| temporary.path().to_path_buf(), Path::to_path_buf);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    Ok((temporary, root))
+}
+
 pub(crate) fn prepare_repository(
     shape: &SyntheticRegistry,
     keep: Option<&Path>,

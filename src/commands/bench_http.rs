@@ -198,13 +198,7 @@ fn queries(count: usize) -> Vec<String> {
 }
 
 pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
-    let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
-    let root = bench
-        .keep
-        .map_or_else(|| temporary.path().to_path_buf(), Path::to_path_buf);
-    // nginx workers and the managed PostgreSQL read these as other users.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let (temporary, root) = super::bench::bench_root(bench.keep)?;
     let repository = prepare_repository(&bench.shape, Some(&root), temporary.path())?;
     let data_dir = root.join("data");
     let port = free_port()?;
@@ -253,6 +247,7 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
     }
     let nginx_root = root.join("nginx");
     std::fs::create_dir_all(nginx_root.join("static"))?;
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&nginx_root, std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(nginx_root.join("static/persona.json"), &bytes)?;
     let nginx_port = free_port()?;

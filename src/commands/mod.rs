@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_http;
+pub mod bench_site;
 pub mod build_site;
 pub mod check;
 pub mod diff;

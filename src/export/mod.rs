@@ -32,7 +32,7 @@ const SEARCH_INDEX_JSON: &str = "search-index.json";
 const SEARCH_INDEX_SCRIPT: &str = "search-index.js";
 /// Requests in flight at once: enough to keep both the database and the
 /// renderer busy on a small machine.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 8;
 
 pub struct SiteBuild<'a> {
     pub out: &'a Path,
@@ -133,35 +133,39 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
     summary.bytes += not_found.bytes.len() as u64;
     written.insert("404.html".to_string());
 
-    let mut pending: BTreeSet<String> = seeds(&inventory)
+    let crawl = Arc::new(Crawl {
+        site_map: Arc::clone(&site_map),
+        directory: directory.to_path_buf(),
+        known: std::sync::Mutex::new(written),
+        found: std::sync::Mutex::new(Vec::new()),
+        progress: progress.clone(),
+    });
+    // Without a prompt template there is no prompt to mirror (the API answers 404).
+    let with_prompts = queries::prompt_template(&state.pool, None).await?.is_some();
+    let mut round: Vec<String> = seeds(&inventory, with_prompts)
         .into_iter()
         .filter_map(|address| site_map.target(&address).map(|target| target.file))
-        .filter(|file| !written.contains(file))
+        .filter(|file| crawl.claim(file))
         .collect();
-    progress.set_length(pending.len() as u64);
-    while !pending.is_empty() {
-        let round: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
-        written.extend(round.iter().cloned());
-        let mut found_links = Vec::new();
-        for rendered in render_round(&app, &site_map, round, progress).await? {
-            write_file(directory, &rendered.file, &rendered.bytes)?;
+    progress.set_length(round.len() as u64);
+    // Rounds: the seeds, then what they link to that is not written yet, and so on.
+    while !round.is_empty() {
+        for written in render_round(&app, &crawl, round).await? {
             summary.files += 1;
-            summary.bytes += rendered.bytes.len() as u64;
-            if rendered.status != StatusCode::OK {
+            summary.bytes += written.size;
+            if written.status != StatusCode::OK {
                 summary
                     .not_ok
-                    .push((canonical_address(&rendered.file), rendered.status.as_u16()));
-            }
-            found_links.extend(rendered.links);
-        }
-        for address in found_links {
-            if let Some(target) = site_map.target(&address)
-                && !written.contains(&target.file)
-            {
-                pending.insert(target.file);
+                    .push((canonical_address(&written.file), written.status.as_u16()));
             }
         }
-        progress.inc_length(pending.len() as u64);
+        round = crawl
+            .found
+            .lock()
+            .map(|mut found| std::mem::take(&mut *found))
+            .unwrap_or_default();
+        round.sort();
+        progress.inc_length(round.len() as u64);
     }
     summary.not_ok.sort();
     Ok(summary)
@@ -169,7 +173,7 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
 
 /// Every address the copy must hold whether or not a page links to it: the
 /// API mirror above all, which pages do not link to one by one.
-fn seeds(inventory: &[InventoryEntry]) -> Vec<String> {
+fn seeds(inventory: &[InventoryEntry], with_prompts: bool) -> Vec<String> {
     let mut addresses: Vec<String> = [
         "/",
         "/search",
@@ -191,55 +195,91 @@ fn seeds(inventory: &[InventoryEntry]) -> Vec<String> {
         if !entry.deleted {
             addresses.push(format!("/p/{slug}"));
             addresses.push(format!("/api/personas/{slug}"));
-            addresses.push(format!("/api/personas/{slug}/prompt"));
             addresses.push(format!("/api/personas/{slug}/card"));
+            if with_prompts {
+                addresses.push(format!("/api/personas/{slug}/prompt"));
+            }
         }
         for version in &entry.versions {
             addresses.push(format!("/p/{slug}/v/{version}"));
             addresses.push(format!("/api/personas/{slug}@{version}"));
             // What an A/B test pins: the prompt of one version, forever.
-            addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
+            if with_prompts {
+                addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
+            }
         }
     }
     addresses
 }
 
-/// Renders one round of files, `CONCURRENCY` requests at a time, in file order.
-async fn render_round(
-    app: &Router,
-    site_map: &Arc<SiteMap>,
-    files: Vec<String>,
-    progress: &ProgressBar,
-) -> anyhow::Result<Vec<Rendered>> {
+/// What the render workers share: where files go, which files are already
+/// written or scheduled, and the newly linked ones for the next round. Links
+/// are reduced to unseen files as they are found, so memory holds one
+/// entry per file, not one per link.
+struct Crawl {
+    site_map: Arc<SiteMap>,
+    directory: PathBuf,
+    known: std::sync::Mutex<BTreeSet<String>>,
+    found: std::sync::Mutex<Vec<String>>,
+    progress: ProgressBar,
+}
+
+impl Crawl {
+    /// Whether `file` was new (and is now claimed by the caller).
+    fn claim(&self, file: &str) -> bool {
+        self.known.lock().is_ok_and(|mut known| known.insert(file.to_string()))
+    }
+
+    fn linked(&self, addresses: Vec<String>) {
+        let fresh: Vec<String> = addresses
+            .iter()
+            .filter_map(|address| self.site_map.target(address))
+            .map(|target| target.file)
+            .filter(|file| self.claim(file))
+            .collect();
+        if let Ok(mut found) = self.found.lock() {
+            found.extend(fresh);
+        }
+    }
+}
+
+/// A file written by a round.
+struct Written {
+    file: String,
+    status: StatusCode,
+    size: u64,
+}
+
+/// Renders and writes one round of files, `CONCURRENCY` requests at a time.
+async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> anyhow::Result<Vec<Written>> {
     let files = Arc::new(files);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
-        let (app, site_map, files, next, progress) = (
-            app.clone(),
-            Arc::clone(site_map),
-            Arc::clone(&files),
-            Arc::clone(&next),
-            progress.clone(),
-        );
+        let (app, crawl, files, next) = (app.clone(), Arc::clone(crawl), Arc::clone(&files), Arc::clone(&next));
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
                 let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(file) = files.get(position) else { break };
-                let rendered = fetch(&app, &site_map, &canonical_address(file), file).await?;
-                progress.inc(1);
-                done.push((position, rendered));
+                let rendered = fetch(&app, &crawl.site_map, &canonical_address(file), file).await?;
+                write_file(&crawl.directory, &rendered.file, &rendered.bytes)?;
+                crawl.linked(rendered.links);
+                crawl.progress.inc(1);
+                done.push(Written {
+                    size: rendered.bytes.len() as u64,
+                    file: rendered.file,
+                    status: rendered.status,
+                });
             }
             anyhow::Ok(done)
         });
     }
-    let mut rendered: Vec<(usize, Rendered)> = Vec::with_capacity(files.len());
+    let mut written = Vec::with_capacity(files.len());
     while let Some(result) = workers.join_next().await {
-        rendered.extend(result.context("a render worker failed")??);
+        written.extend(result.context("a render worker failed")??);
     }
-    rendered.sort_by_key(|(position, _)| *position);
-    Ok(rendered.into_iter().map(|(_, rendered)| rendered).collect())
+    Ok(written)
 }
 
 /// Asks the router for `address` and prepares the answer for `file`.

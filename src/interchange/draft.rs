@@ -15,10 +15,23 @@ use crate::persona::model::{
 use crate::persona::validate::{
     MAX_BELIEF_CHARS, MAX_DESCRIPTION_CHARS, MAX_DOMAIN_CHARS, MAX_NAME_CHARS, MAX_PHRASE_CHARS, source_problem,
 };
-use crate::persona::{PersonaId, RegistrySettings, Slug};
+use crate::persona::{Persona, PersonaId, RegistrySettings, Slug};
 
 /// What an import had to drop, shorten or default, in words for the user.
 pub type Notes = Vec<String>;
+
+/// Gives a restored persona the slug asked for, saying what that changes.
+pub fn rename(persona: &mut Persona, slug: Option<&Slug>, notes: &mut Notes) {
+    if let Some(slug) = slug
+        && *slug != persona.slug
+    {
+        notes.push(format!(
+            "slug changed from {} to {slug} as asked; the content hash changes with it",
+            persona.slug
+        ));
+        persona.slug = slug.clone();
+    }
+}
 
 /// The value given to every OCEAN trait nothing says anything about: the
 /// middle of the scale, i.e. "unknown", not a claim about the character.

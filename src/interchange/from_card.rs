@@ -91,15 +91,7 @@ fn restore(document: PersonaDocument, data: &Map<String, Value>, slug: Option<&S
             changed.join(", ")
         ));
     }
-    if let Some(slug) = slug
-        && *slug != persona.slug
-    {
-        notes.push(format!(
-            "slug changed from {} to {slug} as asked; the content hash changes with it",
-            persona.slug
-        ));
-        persona.slug = slug.clone();
-    }
+    draft::rename(&mut persona, slug, &mut notes);
     Mapped {
         persona,
         notes,

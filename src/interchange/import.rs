@@ -225,15 +225,7 @@ fn registry_json(json: &Map<String, Value>, slug: Option<&Slug>) -> Result<Mappe
     } else {
         serde_json::from_value::<Persona>(value).map_err(|error| format!("is not a registry persona ({error})"))?
     };
-    if let Some(slug) = slug
-        && *slug != persona.slug
-    {
-        notes.push(format!(
-            "slug changed from {} to {slug} as asked; the content hash changes with it",
-            persona.slug
-        ));
-        persona.slug = slug.clone();
-    }
+    super::draft::rename(&mut persona, slug, &mut notes);
     Ok(Mapped {
         persona,
         notes,

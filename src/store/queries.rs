@@ -611,7 +611,9 @@ pub struct InventoryEntry {
 /// Every persona with its versions, sorted by slug, plus each former slug
 /// and the persona it now belongs to.
 pub async fn site_inventory(pool: &PgPool) -> sqlx::Result<(Vec<InventoryEntry>, Vec<(String, Uuid)>)> {
-    let rows: Vec<(Uuid, String, bool, i32, Option<sqlx::types::Json<Persona>>)> = sqlx::query_as(
+    /// id, slug, deleted, version number, and the document of the current version.
+    type Row = (Uuid, String, bool, i32, Option<sqlx::types::Json<Persona>>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT p.id, p.slug, p.deleted, v.version_no,
                 CASE WHEN v.id = p.current_version_id THEN v.document END
          FROM personas p JOIN persona_versions v ON v.persona_id = p.id

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::answers::Answer;
 use super::cache::{Freshness, cached, digest};
 use super::error::{ErrorBody, WebError};
-use super::{AppState, Path, Query, Resolved, resolve, split_pin};
+use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, diff};
 use crate::persona::profile::Profile;
@@ -334,26 +334,20 @@ async fn persona(
     Path(reference): Path<String>,
     Query(params): Query<PersonaParams>,
 ) -> Result<Response, WebError> {
-    let (reference, at_pin) = split_pin(&reference);
-    if at_pin.is_some() && params.version.is_some() {
-        return Err(WebError::bad_request(
-            "bad_pin",
-            "give the version either as @pin or as ?version=, not both",
-        ));
-    }
+    let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
     // The hot path of A/B tests: the same pinned request, over and over. The
     // key is what the answer depends on, so stray query parameters cannot
     // multiply the entries.
     let key = format!(
         "persona\u{0}{reference}\u{0}{}\u{0}{}",
-        at_pin.or(params.version.as_deref()).unwrap_or(""),
+        pin.unwrap_or(""),
         params.profile.as_deref().unwrap_or("")
     );
     if let Some(answer) = state.answers.get(&key) {
         return Ok(answer.respond(&headers));
     }
     let generation = state.answers.generation();
-    let resolved = resolve(&state.pool, reference, at_pin.or(params.version.as_deref())).await?;
+    let resolved = resolve(&state.pool, reference, pin).await?;
     let profile = match &params.profile {
         Some(name) => Some(
             queries::profile(&state.pool, name)

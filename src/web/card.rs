@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::answers::Answer;
 use super::cache::{Freshness, digest};
 use super::error::{ErrorBody, WebError};
-use super::{AppState, Path, Query, resolve, split_pin};
+use super::{AppState, Path, Query, reference_and_pin, resolve};
 use crate::interchange::{CardMeta, CardSpec, export_card};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -34,20 +34,14 @@ pub async fn persona_card(
     Path(reference): Path<String>,
     Query(params): Query<CardParams>,
 ) -> Result<Response, WebError> {
-    let (reference, at_pin) = split_pin(&reference);
-    if at_pin.is_some() && params.version.is_some() {
-        return Err(WebError::bad_request(
-            "bad_pin",
-            "give the version either as @pin or as ?version=, not both",
-        ));
-    }
+    let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
     let spec: CardSpec = params
         .spec
         .as_deref()
         .unwrap_or("v2")
         .parse()
         .map_err(|_| WebError::bad_request("bad_spec", "spec must be v2 or v3"))?;
-    let resolved = resolve(&state.pool, reference, at_pin.or(params.version.as_deref())).await?;
+    let resolved = resolve(&state.pool, reference, pin).await?;
     let Some(persona) = &resolved.version.persona else {
         return Err(WebError::new(
             StatusCode::GONE,

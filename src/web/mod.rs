@@ -179,6 +179,21 @@ pub fn split_pin(reference: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The persona and pin of `{reference}` (`slug@pin`) and `?version=`, which
+/// may not both name a version.
+pub fn reference_and_pin<'a>(
+    reference: &'a str,
+    version: Option<&'a str>,
+) -> Result<(&'a str, Option<&'a str>), WebError> {
+    match split_pin(reference) {
+        (_, Some(_)) if version.is_some() => Err(WebError::bad_request(
+            "bad_pin",
+            "give the version either as @pin or as ?version=, not both",
+        )),
+        (persona, at_pin) => Ok((persona, at_pin.or(version))),
+    }
+}
+
 pub fn parse_pin(text: &str) -> Result<Pin, WebError> {
     text.parse::<Pin>()
         .map_err(|error| WebError::bad_request("bad_pin", error.to_string()))

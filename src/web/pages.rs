@@ -217,6 +217,8 @@ struct PersonaPage {
     /// Why "similar personas" is empty, when it is.
     similar_note: Option<String>,
     former_slugs: Vec<String>,
+    /// Whether a prompt template renders this version (the page links to its prompt).
+    has_prompt: bool,
 }
 
 impl PersonaPage {
@@ -301,6 +303,10 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         }
     };
     let former_slugs = queries::former_slugs(&state.pool, reference.id, &reference.slug).await?;
+    // The page links to the pinned prompt, rendered with the template of the version's commit.
+    let has_prompt = queries::prompt_template(&state.pool, Some(version.commit.as_str()))
+        .await?
+        .is_some();
     let traits = trait_groups(&persona);
     let Html(body) = page(&PersonaPage {
         persona,
@@ -310,6 +316,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         similar,
         similar_note,
         former_slugs,
+        has_prompt,
     })?;
     // Even a pinned page shows the current version number, the retraction
     // state and similar personas, which change: pages revalidate, tagged by

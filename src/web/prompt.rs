@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::answers::Answer;
 use super::cache::{Freshness, digest};
 use super::error::{ErrorBody, WebError};
-use super::{AppState, Path, Query, Resolved, resolve, split_pin};
+use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::prompt::{PROMPT_FILE, PromptError, PromptRecord, PromptTemplate, TemplateRef};
 use crate::store::queries;
 
@@ -39,14 +39,7 @@ pub async fn persona_prompt(
     Path(reference): Path<String>,
     Query(params): Query<PromptParams>,
 ) -> Result<Response, WebError> {
-    let (reference, at_pin) = split_pin(&reference);
-    if at_pin.is_some() && params.version.is_some() {
-        return Err(WebError::bad_request(
-            "bad_pin",
-            "give the version either as @pin or as ?version=, not both",
-        ));
-    }
-    let pin = at_pin.or(params.version.as_deref());
+    let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
     let key = format!(
         "prompt\u{0}{reference}\u{0}{}\u{0}{}\u{0}{}",
         pin.unwrap_or(""),
