@@ -206,6 +206,12 @@ async fn the_static_copy_is_complete_linked_reproducible_and_escaped() {
         !files.keys().any(|file| file.starts_with("p/juniper-hale/")),
         "the former slug has no pages"
     );
+    // The 404 page is served at any depth: with a base URL its links are absolute.
+    let not_found = String::from_utf8(files["404.html"].clone()).unwrap();
+    assert!(
+        not_found.contains("href=\"https://example.org/registry/style.css\""),
+        "{not_found}"
+    );
     let feed = String::from_utf8(files["changes.atom"].clone()).unwrap();
     assert!(
         feed.contains("https://example.org/registry/p/"),

@@ -41,11 +41,20 @@ pub struct SiteMap {
     /// Former slug → current slug: the live site redirects these; a static
     /// host cannot, so links go straight to the current pages.
     renamed: HashMap<String, String>,
+    /// Where the copy will be served from, if known: the 404 page is served
+    /// at any depth, so its links can only be absolute.
+    base_url: Option<String>,
 }
 
+/// The page a static host serves for every missing address.
+pub const NOT_FOUND_FILE: &str = "404.html";
+
 impl SiteMap {
-    pub fn new(renamed: HashMap<String, String>) -> SiteMap {
-        SiteMap { renamed }
+    pub fn new(renamed: HashMap<String, String>, base_url: Option<&str>) -> SiteMap {
+        SiteMap {
+            renamed,
+            base_url: base_url.map(|base| base.trim_end_matches('/').to_string()),
+        }
     }
 
     /// The file for a site-absolute address (`/p/ada?x=1`), or `None` for
@@ -114,7 +123,10 @@ impl SiteMap {
             // Attribute values arrive with their entities; the templates only ever emit `&amp;`.
             let address = value.replace("&amp;", "&");
             let target = self.target(&address)?;
-            let mut link = relative(page_file, &target.file);
+            let mut link = match &self.base_url {
+                Some(base) if page_file == NOT_FOUND_FILE => format!("{base}/{}", target.file),
+                _ => relative(page_file, &target.file),
+            };
             if let Some(query) = target.query {
                 link.push('?');
                 link.push_str(&query);
@@ -202,7 +214,7 @@ mod tests {
     use super::*;
 
     fn map() -> SiteMap {
-        SiteMap::new(HashMap::from([("old-name".to_string(), "new-name".to_string())]))
+        SiteMap::new(HashMap::from([("old-name".to_string(), "new-name".to_string())]), None)
     }
 
     #[test]
@@ -276,6 +288,11 @@ mod tests {
         let html = r#"<a href="/p/ada">A</a><a href="https://x.org/">X</a><a href="/?&amp;page=2">next</a><link href="/style.css"><form action="/search"></form>"#;
         let (rewritten, linked) = map().rewrite_page(html, "p/bob/index.html").unwrap();
         assert_eq!(linked, ["/p/ada", "/?&page=2", "/style.css", "/search"]);
+        let hosted = SiteMap::new(HashMap::new(), Some("https://example.org/registry/"));
+        let (not_found, _) = hosted
+            .rewrite_page(r#"<link href="/style.css">"#, NOT_FOUND_FILE)
+            .unwrap();
+        assert_eq!(not_found, r#"<link href="https://example.org/registry/style.css">"#);
         assert_eq!(
             rewritten,
             r#"<a href="../ada/index.html">A</a><a href="https://x.org/">X</a><a href="../../page/2/index.html">next</a><link href="../../style.css"><form action="../../search/index.html"></form>"#

@@ -22,7 +22,7 @@ use tower::ServiceExt;
 
 use crate::store::queries::{self, InventoryEntry};
 use crate::web::{AppState, router};
-use links::{SiteMap, canonical_address};
+use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
 
 /// Marks a directory as a copy made by `build-site`, so a rebuild may replace it.
 pub const MARKER_FILE: &str = ".personas-site";
@@ -94,7 +94,8 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
         .into_iter()
         .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
         .collect();
-    let site_map = Arc::new(SiteMap::new(renamed));
+    let base_url = state.static_site.as_ref().and_then(|site| site.base_url.as_deref());
+    let site_map = Arc::new(SiteMap::new(renamed, base_url));
     let app = router(Arc::clone(&state));
     let status = queries::sync_status(&state.pool).await?;
 
@@ -127,11 +128,11 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
     }
 
     // The 404 page: any address the router does not know.
-    let not_found = fetch(&app, &site_map, "/404", "404.html").await?;
-    write_file(directory, "404.html", &not_found.bytes)?;
+    let not_found = fetch(&app, &site_map, "/404", NOT_FOUND_FILE).await?;
+    write_file(directory, NOT_FOUND_FILE, &not_found.bytes)?;
     summary.files += 1;
     summary.bytes += not_found.bytes.len() as u64;
-    written.insert("404.html".to_string());
+    written.insert(NOT_FOUND_FILE.to_string());
 
     let crawl = Arc::new(Crawl {
         site_map: Arc::clone(&site_map),
