@@ -973,6 +973,54 @@ async fn prompts_render_each_version_with_the_template_of_its_commit() {
     );
 }
 
+#[tokio::test]
+async fn a_version_older_than_the_first_template_renders_with_that_template() {
+    let repo = TestRepo::new();
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write("registry/personas/ada.toml", &persona(ID_A, "Ada"));
+    repo.commit("add ada");
+    let database = fresh().await;
+    let site = finish(
+        Site {
+            app: Router::new(),
+            state: None,
+            database,
+            repo,
+            _vectors_dir: None,
+        },
+        false,
+    )
+    .await;
+    let before = get(&site.app, "/api/personas/ada@1/prompt").await;
+    assert_eq!(
+        (before.status, before.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "no_template")
+    );
+    site.repo.write("registry/prompt.jinja", "I am {{ persona.name }}.\n");
+    let first = site.repo.commit("prompt: first template");
+    sync_once(&site.database.pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    let pinned = get(&site.app, "/api/personas/ada@1/prompt").await.json();
+    assert_eq!(pinned["prompt"], "I am Ada.\n");
+    assert_eq!(pinned["template"]["commit"], first.trim());
+    // A later template does not change what the pin renders.
+    site.repo
+        .write("registry/prompt.jinja", "Call me {{ persona.name }}.\n");
+    site.repo.commit("prompt: second template");
+    sync_once(&site.database.pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&site.app, "/api/personas/ada@1/prompt").await.json()["prompt"],
+        "I am Ada.\n"
+    );
+    assert_eq!(
+        get(&site.app, "/api/personas/ada/prompt").await.json()["prompt"],
+        "Call me Ada.\n"
+    );
+}
+
 fn redact(value: &mut Value, key: &str) {
     match value {
         Value::Object(map) => {

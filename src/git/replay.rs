@@ -236,13 +236,19 @@ impl Replay {
     }
 
     /// The prompt template in force at `commit` (one of the walked commits).
+    /// A commit older than the first template gets that first one (as the
+    /// projection does): it is as fixed as the one in force.
     pub fn prompt_template_at(&self, commit: &str) -> Option<&TemplateChange> {
         let position = *self.commit_positions.get(commit)?;
-        self.prompt_templates
+        match self
+            .prompt_templates
             .iter()
             .rev()
             .find(|change| change.position <= position)
-            .filter(|change| change.source.is_some())
+        {
+            Some(change) => Some(change).filter(|change| change.source.is_some()),
+            None => self.prompt_templates.iter().find(|change| change.source.is_some()),
+        }
     }
 
     /// The prompt template at the tip.

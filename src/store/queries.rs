@@ -578,17 +578,26 @@ pub struct StoredTemplate {
 
 /// The prompt template in force at `commit` (its newest change at or before
 /// it), or the current one when `commit` is `None`. As with pins, a
-/// retracted commit sees the retracted history it belonged to.
+/// retracted commit sees the retracted history it belonged to. A version
+/// older than the registry's first template renders with that first one:
+/// like the one in force, it never changes once it exists.
 pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Result<Option<StoredTemplate>> {
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "WITH bound AS (
              SELECT seq, retracted FROM sync_commits WHERE sha = $1
+         ),
+         candidates AS (
+             SELECT t.commit_sha, t.source, 0 AS preference, -c.seq AS position
+             FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+             WHERE ($1::text IS NULL AND NOT c.retracted)
+                OR ($1::text IS NOT NULL AND c.seq <= (SELECT seq FROM bound)
+                    AND ((SELECT retracted FROM bound) OR NOT c.retracted))
+             UNION ALL
+             SELECT t.commit_sha, t.source, 1, c.seq
+             FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+             WHERE $1::text IS NOT NULL AND NOT c.retracted AND t.source IS NOT NULL
          )
-         SELECT t.commit_sha, t.source FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
-         WHERE ($1::text IS NULL AND NOT c.retracted)
-            OR ($1::text IS NOT NULL AND c.seq <= (SELECT seq FROM bound)
-                AND ((SELECT retracted FROM bound) OR NOT c.retracted))
-         ORDER BY c.seq DESC LIMIT 1",
+         SELECT commit_sha, source FROM candidates ORDER BY preference, position LIMIT 1",
     )
     .bind(commit)
     .fetch_optional(pool)
