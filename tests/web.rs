@@ -67,6 +67,18 @@ async fn site(with_vectors: bool) -> Site {
     finish(site, with_vectors).await
 }
 
+/// `repo` synced into a fresh database, without vectors.
+async fn synced(repo: TestRepo) -> Site {
+    let site = Site {
+        app: Router::new(),
+        state: None,
+        database: fresh().await,
+        repo,
+        _vectors_dir: None,
+    };
+    finish(site, false).await
+}
+
 /// Replaces the value of the first `name = …` line.
 fn replace_value(text: &str, name: &str, value: &str) -> String {
     let start = text.find(&format!("{name} = ")).expect("trait present");
@@ -719,18 +731,7 @@ async fn persona_content_is_escaped_everywhere() {
         );
     repo.write("registry/personas/mallory.toml", &text);
     repo.commit(&format!("add mallory {evil}"));
-    let database = fresh().await;
-    let site = finish(
-        Site {
-            app: Router::new(),
-            state: None,
-            database,
-            repo,
-            _vectors_dir: None,
-        },
-        false,
-    )
-    .await;
+    let site = synced(repo).await;
     for uri in [
         "/",
         "/p/mallory",
@@ -979,18 +980,7 @@ async fn a_version_older_than_the_first_template_renders_with_that_template() {
     repo.write("registry/registry.toml", SETTINGS);
     repo.write("registry/personas/ada.toml", &persona(ID_A, "Ada"));
     repo.commit("add ada");
-    let database = fresh().await;
-    let site = finish(
-        Site {
-            app: Router::new(),
-            state: None,
-            database,
-            repo,
-            _vectors_dir: None,
-        },
-        false,
-    )
-    .await;
+    let site = synced(repo).await;
     let before = get(&site.app, "/api/personas/ada@1/prompt").await;
     assert_eq!(
         (before.status, before.error_code().as_str()),
