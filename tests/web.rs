@@ -57,6 +57,11 @@ async fn site(with_vectors: bool) -> Site {
     repo.git(&["tag", "v1.0"]);
     repo.write(path, &replace_value(&text, "extraversion", "0.41"));
     repo.commit("einstein: a little more outgoing");
+    synced(repo, with_vectors).await
+}
+
+/// `repo` synced into a fresh database (and, with vectors, indexed).
+async fn synced(repo: TestRepo, with_vectors: bool) -> Site {
     let site = Site {
         app: Router::new(),
         state: None,
@@ -65,18 +70,6 @@ async fn site(with_vectors: bool) -> Site {
         _vectors_dir: None,
     };
     finish(site, with_vectors).await
-}
-
-/// `repo` synced into a fresh database, without vectors.
-async fn synced(repo: TestRepo) -> Site {
-    let site = Site {
-        app: Router::new(),
-        state: None,
-        database: fresh().await,
-        repo,
-        _vectors_dir: None,
-    };
-    finish(site, false).await
 }
 
 /// Replaces the value of the first `name = …` line.
@@ -348,17 +341,7 @@ async fn pins_into_rewritten_history_still_answer_and_say_so() {
     let doomed = repo.commit("alice: more open");
     repo.write("README.md", "unrelated\n");
     let unrelated = repo.commit("docs");
-    let mut site = finish(
-        Site {
-            app: Router::new(),
-            state: None,
-            database: fresh().await,
-            repo,
-            _vectors_dir: None,
-        },
-        false,
-    )
-    .await;
+    let mut site = synced(repo, false).await;
     // A commit that did not touch alice pins her version at that point.
     let at_docs = get(&site.app, &format!("/api/personas/alice@{}", &unrelated[..10]))
         .await
@@ -731,7 +714,7 @@ async fn persona_content_is_escaped_everywhere() {
         );
     repo.write("registry/personas/mallory.toml", &text);
     repo.commit(&format!("add mallory {evil}"));
-    let site = synced(repo).await;
+    let site = synced(repo, false).await;
     for uri in [
         "/",
         "/p/mallory",
@@ -980,7 +963,7 @@ async fn a_version_older_than_the_first_template_renders_with_that_template() {
     repo.write("registry/registry.toml", SETTINGS);
     repo.write("registry/personas/ada.toml", &persona(ID_A, "Ada"));
     repo.commit("add ada");
-    let site = synced(repo).await;
+    let site = synced(repo, false).await;
     let before = get(&site.app, "/api/personas/ada@1/prompt").await;
     assert_eq!(
         (before.status, before.error_code().as_str()),
