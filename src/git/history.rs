@@ -627,6 +627,7 @@ impl HistoryWalk {
         let parsed = match String::from_utf8(bytes) {
             Ok(source) => PromptTemplate::parse(&path, &source).map(|_| source),
             Err(_) => Err(Diagnostic {
+                path: None,
                 file: path.clone(),
                 line: 1,
                 column: 1,

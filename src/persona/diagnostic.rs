@@ -94,6 +94,11 @@ pub struct Diagnostic {
     pub column: usize,
     pub code: Code,
     pub message: String,
+    /// The dotted key the problem is about (`config.humor_usage`), where one
+    /// is known: API clients point at the field, not at a line of a file
+    /// they never saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -128,13 +133,24 @@ impl Diagnostics {
     }
 
     pub fn push(&mut self, span: &Span, code: Code, message: impl Into<String>) {
+        self.record(span, code, None, message.into());
+    }
+
+    /// Like [`Diagnostics::push`], for a problem with one key (`path`, dotted).
+    pub fn push_at(&mut self, span: &Span, code: Code, path: &str, message: impl Into<String>) {
+        let path = (!path.is_empty()).then(|| path.to_string());
+        self.record(span, code, path, message.into());
+    }
+
+    fn record(&mut self, span: &Span, code: Code, path: Option<String>, message: String) {
         let (line, column) = self.lines.position(span.start);
         self.items.push(Diagnostic {
             file: self.file.clone(),
             line,
             column,
             code,
-            message: message.into(),
+            message,
+            path,
         });
     }
 

@@ -10,6 +10,7 @@ pub mod profile;
 pub mod prompt;
 pub mod reader;
 pub mod settings;
+pub mod settings_patch;
 pub mod snapshot;
 pub mod source;
 pub mod validate;

@@ -99,6 +99,7 @@ impl PromptTemplate {
     /// Parses a template; syntax errors are reported as `file:line:col`.
     pub fn parse(file: &str, source: &str) -> Result<PromptTemplate, Diagnostic> {
         let at = |line: usize, column: usize, code: Code, message: String| Diagnostic {
+            path: None,
             file: file.to_string(),
             line,
             column,
@@ -260,6 +261,7 @@ pub fn check_template<'a>(
         for mode in persona.enabled_modes() {
             if let Err(PromptError::Render { line, message, .. }) = template.render(persona, Some(mode), None) {
                 problems.push(Diagnostic {
+                    path: None,
                     file: file.to_string(),
                     line: line.max(1),
                     column: 1,

@@ -60,9 +60,10 @@ impl<'a> TableReader<'a> {
             } else {
                 format!("[{}]", self.path)
             };
-            diagnostics.push(
+            diagnostics.push_at(
                 &self.span,
                 Code::MissingKey,
+                &self.path_of(key),
                 format!("missing required key `{}` in {location}", self.path_of(key)),
             );
         }
@@ -100,9 +101,10 @@ impl<'a> TableReader<'a> {
                 let hint = closest(&entry.key, self.allowed)
                     .map(|suggestion| format!(" (did you mean `{suggestion}`?)"))
                     .unwrap_or_default();
-                diagnostics.push(
+                diagnostics.push_at(
                     &entry.key_span,
                     Code::UnknownKey,
+                    &self.path_of(&entry.key),
                     format!(
                         "unknown key `{}` {table}{hint}; allowed keys: {}",
                         entry.key,
@@ -128,9 +130,10 @@ pub fn join_path(parent: &str, key: &str) -> String {
 }
 
 fn type_error(diagnostics: &mut Diagnostics, node: &Node, path: &str, expected: &str) {
-    diagnostics.push(
+    diagnostics.push_at(
         &node.span,
         Code::Type,
+        path,
         format!("{path} must be {expected}, found {}", node.value.type_name()),
     );
 }
@@ -201,9 +204,10 @@ pub fn expect_unit_interval(diagnostics: &mut Diagnostics, node: &Node, path: &s
         }
     };
     if number.is_nan() || !(0.0..=1.0).contains(&number) {
-        diagnostics.push(
+        diagnostics.push_at(
             &node.span,
             Code::Range,
+            path,
             format!("{path} = {number} is outside 0.0..=1.0"),
         );
         return None;
@@ -216,12 +220,13 @@ pub fn expect_text<'a>(diagnostics: &mut Diagnostics, node: &'a Node, path: &str
     let text = expect_string(diagnostics, node, path)?;
     let length = text.chars().count();
     if text.trim().is_empty() {
-        diagnostics.push(&node.span, Code::Text, format!("{path} must not be empty"));
+        diagnostics.push_at(&node.span, Code::Text, path, format!("{path} must not be empty"));
         None
     } else if length > max {
-        diagnostics.push(
+        diagnostics.push_at(
             &node.span,
             Code::Text,
+            path,
             format!("{path} is {length} characters long; at most {max} are allowed"),
         );
         None
@@ -241,9 +246,10 @@ pub fn expect_choice<T: Copy>(
     let found = choices.iter().find(|(name, _)| *name == text).map(|(_, value)| *value);
     if found.is_none() {
         let names: Vec<String> = choices.iter().map(|(name, _)| format!("{name:?}")).collect();
-        diagnostics.push(
+        diagnostics.push_at(
             &node.span,
             Code::Enum,
+            path,
             format!("{path} = {text:?} is not one of {}", names.join(", ")),
         );
     }

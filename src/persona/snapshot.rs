@@ -82,6 +82,7 @@ impl Snapshot {
             }
             None => {
                 snapshot.diagnostics.push(Diagnostic {
+                    path: None,
                     file: settings_display_path.to_string(),
                     line: 1,
                     column: 1,
@@ -205,6 +206,7 @@ fn clash_diagnostics(
             .collect();
         let (line, column) = location(parsed);
         diagnostics.push(Diagnostic {
+            path: None,
             file: parsed.file.clone(),
             line,
             column,
@@ -239,6 +241,7 @@ fn protected_diagnostics(
             let offset = text.find(&format!("\"{name}\"")).unwrap_or(0);
             let (line, column) = lines.position(offset);
             Diagnostic {
+                path: None,
                 file: file.display_path.clone(),
                 line,
                 column,

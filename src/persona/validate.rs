@@ -490,9 +490,10 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
     for entry in types {
         let type_path = join_path("traits", &entry.key);
         if !is_trait_name(&entry.key) {
-            diagnostics.push(
+            diagnostics.push_at(
                 &entry.key_span,
                 Code::Name,
+                &type_path,
                 format!("trait type `{}` must be lowercase snake_case (e.g. `humor`)", entry.key),
             );
             valid = false;
@@ -503,7 +504,7 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
             continue;
         };
         if values.is_empty() {
-            diagnostics.push(&entry.value.span, Code::Empty, format!("[{type_path}] names no traits"));
+            diagnostics.push_at(&entry.value.span, Code::Empty, &type_path, format!("[{type_path}] names no traits"));
             valid = false;
             continue;
         }
@@ -511,9 +512,10 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
         for value in values {
             let path = join_path(&type_path, &value.key);
             if entry.key == "ocean" && !OCEAN_TRAITS.contains(&value.key.as_str()) {
-                diagnostics.push(
+                diagnostics.push_at(
                     &value.key_span,
                     Code::UnknownKey,
+                    &path,
                     format!(
                         "unknown key `{}` in [traits.ocean]; the OCEAN traits are {}",
                         value.key,
@@ -524,9 +526,10 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
                 continue;
             }
             if !is_trait_name(&value.key) {
-                diagnostics.push(
+                diagnostics.push_at(
                     &value.key_span,
                     Code::Name,
+                    &path,
                     format!("trait name `{}` must be lowercase snake_case", value.key),
                 );
                 valid = false;
@@ -543,9 +546,10 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
     }
     match types.iter().find(|entry| entry.key == "ocean") {
         None => {
-            diagnostics.push(
+            diagnostics.push_at(
                 &node.span,
                 Code::MissingKey,
+                "traits.ocean",
                 "missing required table [traits.ocean] (openness, conscientiousness, extraversion, agreeableness, neuroticism)",
             );
             valid = false;
@@ -556,9 +560,10 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
                 let written =
                     matches!(&ocean.value.value, NodeValue::Table(values) if values.iter().any(|v| v.key == name));
                 if !written {
-                    diagnostics.push(
+                    diagnostics.push_at(
                         &ocean.value.span,
                         Code::MissingKey,
+                        &format!("traits.ocean.{name}"),
                         format!("missing required key `traits.ocean.{name}` in [traits.ocean]"),
                     );
                     valid = false;
@@ -585,9 +590,10 @@ fn read_modes(
         let path = join_path("modes", &entry.key);
         if !settings.allows_mode(&entry.key) {
             let vocabulary = settings.modes.as_deref().unwrap_or_default().join(", ");
-            diagnostics.push(
+            diagnostics.push_at(
                 &entry.key_span,
                 Code::UnknownMode,
+                &path,
                 format!(
                     "mode `{}` is not in the registry's vocabulary ({vocabulary}); add it to registry.toml first",
                     entry.key
@@ -603,7 +609,7 @@ fn read_modes(
         }
     }
     if !modes.values().any(|enabled| *enabled) && modes.len() == entries.len() {
-        diagnostics.push(&node.span, Code::NoEnabledMode, "[modes] must enable at least one mode");
+        diagnostics.push_at(&node.span, Code::NoEnabledMode, "modes", "[modes] must enable at least one mode");
         valid = false;
     }
     Some((modes, valid))
@@ -620,18 +626,20 @@ fn read_default_mode(
     match modes.get(mode) {
         Some(true) => Some(mode.to_string()),
         Some(false) => {
-            diagnostics.push(
+            diagnostics.push_at(
                 &node.span,
                 Code::DefaultMode,
+                "default_mode",
                 format!("default_mode = {mode:?} is disabled in [modes]; enable it or pick an enabled mode"),
             );
             None
         }
         None => {
             let enabled: Vec<&str> = modes.iter().filter(|(_, on)| **on).map(|(m, _)| m.as_str()).collect();
-            diagnostics.push(
+            diagnostics.push_at(
                 &node.span,
                 Code::DefaultMode,
+                "default_mode",
                 format!(
                     "default_mode = {mode:?} is not a mode of this persona; enabled modes: {}",
                     enabled.join(", ")
