@@ -159,7 +159,19 @@ pub enum Command {
         #[arg(long)]
         no_sync: bool,
         #[command(flatten)]
+        access: AccessArgs,
+        #[command(flatten)]
         target: TargetArgs,
+    },
+    /// Make an API token: prints the token once, and the hash to configure.
+    Token {
+        #[arg(long)]
+        role: crate::access::Role,
+        /// The commit author's name for changes made with this token.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
     },
     /// Write a static copy of the website and the read API (for any static host, or file://).
     BuildSite {
@@ -297,6 +309,49 @@ impl TargetArgs {
             qdrant_url: vectors.qdrant_url,
             qdrant_api_key: vectors.qdrant_api_key,
             collection: vectors.collection,
+            ..Config::default()
+        }
+    }
+}
+
+/// Who may read and write, and where writes go (`personas serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccessArgs {
+    /// API tokens, one per line or `;`-separated: `ROLE sha256:HASH Name <email>`
+    /// (what `personas token` prints). Replaces `[[access.tokens]]` of the file.
+    #[arg(long = "tokens", env = "PERSONAS_TOKENS", hide_env_values = true, value_parser = parse_tokens)]
+    pub tokens: Option<TokenList>,
+    /// Reads need a token too (any role).
+    #[arg(long, env = "PERSONAS_PRIVATE")]
+    pub private: Option<bool>,
+    /// Commit settings changes on the branch, or on a new `settings/…` branch for review.
+    #[arg(long, value_enum, env = "PERSONAS_WRITE_MODE")]
+    pub write_mode: Option<config::WriteMode>,
+    /// The committer of settings changes, as `Name <email>`.
+    #[arg(long, env = "PERSONAS_BOT", value_parser = parse_identity)]
+    pub bot: Option<crate::access::Identity>,
+}
+
+/// A parsed token list (a newtype, so clap takes the whole list as one value).
+#[derive(Debug, Clone)]
+pub struct TokenList(pub Vec<crate::access::ApiToken>);
+
+fn parse_tokens(text: &str) -> Result<TokenList, String> {
+    crate::access::parse_token_list(text).map(TokenList)
+}
+
+fn parse_identity(text: &str) -> Result<crate::access::Identity, String> {
+    text.parse()
+}
+
+impl AccessArgs {
+    fn config(&self) -> Config {
+        Config {
+            tokens: self.tokens.clone().map(|list| list.0),
+            private: self.private,
+            write_mode: self.write_mode,
+            bot: self.bot.clone(),
+            ..Config::default()
         }
     }
 }
@@ -606,6 +661,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             fetch_interval,
             sync,
             no_sync,
+            access,
             target,
         } => commands::serve::run(commands::serve::ServeCommand {
             repository: &target.repo,
@@ -618,8 +674,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 (_, true) => Some(false),
                 _ => None,
             },
-            config: &layered(target)?,
+            config: &access.config().or(layered(target)?),
         }),
+        Command::Token { role, name, email } => commands::token::run(*role, name, email),
         Command::Reindex { recreate, target } => commands::vectors::reindex(&target.repo, *recreate, &layered(target)?),
         Command::Search {
             query,

@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::persona::diagnostic::{Diagnostic, Diagnostics};
-use crate::persona::reader::{TableReader, expect_text};
+use crate::access::{ApiToken, Identity, Role, TokenHash};
+use crate::persona::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::persona::reader::{TableReader, expect_array, expect_bool, expect_choice, expect_text};
 use crate::persona::source;
 use crate::persona::validate::source_error;
 
@@ -29,6 +30,36 @@ pub struct Config {
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<String>,
     pub collection: Option<String>,
+    /// API tokens (`[[access.tokens]]` or `PERSONAS_TOKENS`).
+    pub tokens: Option<Vec<ApiToken>>,
+    /// Reads need a token too (`[access] private`, `PERSONAS_PRIVATE`).
+    pub private: Option<bool>,
+    /// Where settings changes are committed (`[write] mode`, `PERSONAS_WRITE_MODE`).
+    pub write_mode: Option<WriteMode>,
+    /// The committer of settings changes (`[write] bot_name`/`bot_email`, `PERSONAS_BOT`).
+    pub bot: Option<Identity>,
+}
+
+/// Where `PATCH …/settings` puts its commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteMode {
+    /// On the followed branch, which the sync then projects.
+    #[default]
+    Commit,
+    /// On a new branch `settings/<slug>-<commit>`, for review as a pull request.
+    Branch,
+}
+
+impl WriteMode {
+    pub const ALL: [(&'static str, WriteMode); 2] = [("commit", WriteMode::Commit), ("branch", WriteMode::Branch)];
+}
+
+/// Who commits settings changes when nothing else is configured.
+pub fn default_bot() -> Identity {
+    Identity {
+        name: "Persona Registry".to_string(),
+        email: "registry@personas.invalid".to_string(),
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -45,6 +76,10 @@ impl std::fmt::Debug for Config {
             .field("qdrant_url", &self.qdrant_url)
             .field("qdrant_api_key", &hidden(&self.qdrant_api_key))
             .field("collection", &self.collection)
+            .field("tokens", &self.tokens.as_ref().map(Vec::len))
+            .field("private", &self.private)
+            .field("write_mode", &self.write_mode)
+            .field("bot", &self.bot)
             .finish()
     }
 }
@@ -61,6 +96,10 @@ impl Config {
             qdrant_url: self.qdrant_url.or(lower.qdrant_url),
             qdrant_api_key: self.qdrant_api_key.or(lower.qdrant_api_key),
             collection: self.collection.or(lower.collection),
+            tokens: self.tokens.or(lower.tokens),
+            private: self.private.or(lower.private),
+            write_mode: self.write_mode.or(lower.write_mode),
+            bot: self.bot.or(lower.bot),
         }
     }
 }
@@ -100,7 +139,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     parse(&path.display().to_string(), &bytes, base)
 }
 
-const TOP_KEYS: &[&str] = &["database", "embed", "qdrant"];
+const TOP_KEYS: &[&str] = &["database", "embed", "qdrant", "access", "write"];
+const ACCESS_KEYS: &[&str] = &["private", "tokens"];
+const TOKEN_KEYS: &[&str] = &["role", "name", "email", "hash"];
+const WRITE_KEYS: &[&str] = &["mode", "bot_name", "bot_email"];
 const DATABASE_KEYS: &[&str] = &["url", "data_dir"];
 const EMBED_KEYS: &[&str] = &["model_dir", "model", "runtime_library"];
 const QDRANT_KEYS: &[&str] = &["url", "api_key", "collection"];
@@ -136,6 +178,33 @@ pub fn parse(file: &str, bytes: &[u8], base: &Path) -> Result<Config, ConfigErro
             config.collection = text(&mut diagnostics, &mut section, "collection");
             section.finish(&mut diagnostics);
         }
+        if let Some(mut section) = section(&mut diagnostics, &mut top, "access", ACCESS_KEYS) {
+            config.private = section
+                .optional("private")
+                .and_then(|entry| expect_bool(&mut diagnostics, &entry.value, "access.private"));
+            config.tokens = section
+                .optional("tokens")
+                .and_then(|entry| tokens(&mut diagnostics, &entry.value));
+            section.finish(&mut diagnostics);
+        }
+        if let Some(mut section) = section(&mut diagnostics, &mut top, "write", WRITE_KEYS) {
+            config.write_mode = section
+                .optional("mode")
+                .and_then(|entry| expect_choice(&mut diagnostics, &entry.value, "write.mode", &WriteMode::ALL));
+            let span = section.span().clone();
+            let name = text(&mut diagnostics, &mut section, "bot_name");
+            let email = text(&mut diagnostics, &mut section, "bot_email");
+            config.bot = match (name, email) {
+                (None, None) => None,
+                (name, email) => {
+                    let fallback = default_bot();
+                    let name = name.unwrap_or(fallback.name);
+                    let email = email.unwrap_or(fallback.email);
+                    identity(&mut diagnostics, &span, "write", &name, &email)
+                }
+            };
+            section.finish(&mut diagnostics);
+        }
         top.finish(&mut diagnostics);
     }
     if diagnostics.is_empty() {
@@ -153,6 +222,57 @@ fn section<'a>(
 ) -> Option<TableReader<'a>> {
     let entry = top.optional(name)?;
     TableReader::new(diagnostics, &entry.value, name, keys)
+}
+
+/// `[[access.tokens]]`: each with a role, an identity and the token's hash.
+fn tokens(diagnostics: &mut Diagnostics, node: &crate::persona::source::Node) -> Option<Vec<ApiToken>> {
+    let items = expect_array(diagnostics, node, "access.tokens")?;
+    let mut tokens = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let path = format!("access.tokens[{index}]");
+        let Some(mut table) = TableReader::new(diagnostics, item, &path, TOKEN_KEYS) else {
+            continue;
+        };
+        let role = table.required(diagnostics, "role").and_then(|entry| {
+            let choices: Vec<(&str, Role)> = Role::ALL.to_vec();
+            expect_choice(diagnostics, &entry.value, &format!("{path}.role"), &choices)
+        });
+        let name = table
+            .required(diagnostics, "name")
+            .and_then(|entry| expect_text(diagnostics, &entry.value, &format!("{path}.name"), 200));
+        let email = table
+            .required(diagnostics, "email")
+            .and_then(|entry| expect_text(diagnostics, &entry.value, &format!("{path}.email"), 200));
+        let identity = match (name, email) {
+            (Some(name), Some(email)) => identity(diagnostics, &item.span, &path, name, email),
+            _ => None,
+        };
+        let hash = table.required(diagnostics, "hash").and_then(|entry| {
+            let text = expect_text(diagnostics, &entry.value, &format!("{path}.hash"), 100)?;
+            text.parse::<TokenHash>()
+                .map_err(|reason| {
+                    diagnostics.push_at(&entry.value.span, Code::Text, &format!("{path}.hash"), reason)
+                })
+                .ok()
+        });
+        table.finish(diagnostics);
+        if let (Some(role), Some(identity), Some(hash)) = (role, identity, hash) {
+            tokens.push(ApiToken { hash, role, identity });
+        }
+    }
+    Some(tokens)
+}
+
+fn identity(
+    diagnostics: &mut Diagnostics,
+    span: &crate::persona::source::Span,
+    path: &str,
+    name: &str,
+    email: &str,
+) -> Option<Identity> {
+    Identity::new(name, email)
+        .map_err(|reason| diagnostics.push_at(span, Code::Text, path, reason))
+        .ok()
 }
 
 fn text(diagnostics: &mut Diagnostics, section: &mut TableReader<'_>, key: &str) -> Option<String> {
@@ -206,6 +326,31 @@ collection = "staging"
             shown.iter().any(|line| line.starts_with("personas.toml:6:13: type")),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn tokens_and_write_settings_are_read_and_checked() {
+        let hash = TokenHash::of("prs_example").to_string();
+        let text = format!(
+            "[access]\nprivate = true\n\n[[access.tokens]]\nrole = \"editor\"\nname = \"Ada\"\nemail = \"ada@example.org\"\nhash = \"{hash}\"\n\n[write]\nmode = \"branch\"\nbot_email = \"bot@example.org\"\n"
+        );
+        let config = parse("personas.toml", text.as_bytes(), Path::new(".")).unwrap();
+        let tokens = config.tokens.as_ref().unwrap();
+        assert_eq!(tokens[0].role, Role::Editor);
+        assert_eq!(tokens[0].identity.to_string(), "Ada <ada@example.org>");
+        assert_eq!(config.private, Some(true));
+        assert_eq!(config.write_mode, Some(WriteMode::Branch));
+        assert_eq!(config.bot.as_ref().unwrap().to_string(), "Persona Registry <bot@example.org>");
+        assert!(!format!("{config:?}").contains(&hash[10..]));
+
+        let text = b"[[access.tokens]]\nrole = \"admin\"\nname = \"Ada\"\nemail = \"ada\"\nhash = \"abc\"\n";
+        let Err(ConfigError::Invalid(problems)) = parse("personas.toml", text, Path::new(".")) else {
+            panic!("accepted a bad token entry");
+        };
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|line| line.starts_with("personas.toml:2:8: enum")), "{shown:?}");
+        assert!(shown.iter().any(|line| line.contains("not an email address")), "{shown:?}");
+        assert!(shown.iter().any(|line| line.starts_with("personas.toml:5:8") && line.contains("not a token hash")), "{shown:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The persona registry: one library behind the `personas` binary.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -14,4 +14,5 @@ pub mod registry_files;
 pub mod serve;
 pub mod session;
 pub mod sync;
+pub mod token;
 pub mod vectors;
