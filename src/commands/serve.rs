@@ -13,7 +13,10 @@ use anyhow::Context;
 use super::session::{Stop, shutdown_signal, with_database};
 use super::sync::{follow_and_index, source_and_options, vector_projector};
 use crate::cli::Outcome;
-use crate::config::Config;
+use crate::access::Tokens;
+use crate::config::{Config, default_bot};
+use crate::git::write::RegistryWriter;
+use crate::web::access::Access;
 use crate::store::Database;
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
 use crate::web::{Shared, router};
@@ -66,7 +69,8 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     } else {
         None
     };
-    let state = Arc::new(Shared::new(database.pool.clone(), vectors, following));
+    let (access, writer) = writes(command)?;
+    let state = Arc::new(Shared::new(database.pool.clone(), vectors, following).with_writes(access, writer));
     let listener = tokio::net::TcpListener::bind(command.listen)
         .await
         .with_context(|| format!("cannot listen on {}", command.listen))?;
@@ -113,4 +117,43 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     served?;
     synced?;
     Ok(())
+}
+
+/// Who may read and write, and where settings changes are committed. With
+/// `--remote` the repository here is a fetched mirror, so there is nowhere
+/// to commit: changes then go to the hosted repository by pull request.
+fn writes(command: &ServeCommand<'_>) -> anyhow::Result<(Access, Option<RegistryWriter>)> {
+    let config = command.config;
+    let access = Access {
+        tokens: Tokens::new(config.tokens.clone().unwrap_or_default()),
+        private: config.private.unwrap_or(false),
+    };
+    if access.private && access.tokens.is_empty() {
+        anyhow::bail!(
+            "the registry is private but no API tokens are configured, so nobody could read it; \
+             make one with `personas token` and configure its hash"
+        );
+    }
+    let writer = match command.remote {
+        Some(_) => None,
+        None => Some(RegistryWriter::new(
+            command.repository,
+            command.branch,
+            config.write_mode.unwrap_or_default(),
+            config.bot.clone().unwrap_or_else(default_bot),
+        )),
+    };
+    match &writer {
+        _ if access.tokens.is_empty() => eprintln!("settings changes: off (no API tokens configured)"),
+        None => eprintln!("settings changes: off (following a remote; propose changes there)"),
+        Some(writer) => eprintln!(
+            "settings changes: {} as {}",
+            match writer.mode {
+                crate::config::WriteMode::Commit => format!("committed to {}", writer.branch),
+                crate::config::WriteMode::Branch => "proposed on settings/* branches".to_string(),
+            },
+            writer.committer
+        ),
+    }
+    Ok((access, writer))
 }

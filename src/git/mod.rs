@@ -4,6 +4,7 @@ pub mod history;
 pub mod remote;
 pub mod replay;
 pub mod tree_delta;
+pub mod write;
 
 use std::path::Path;
 

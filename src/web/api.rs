@@ -33,17 +33,18 @@ pub fn routes() -> Router<AppState> {
         .route("/personas/{reference}/embed", get(embedding))
         .route("/personas/{reference}/prompt", get(super::prompt::persona_prompt))
         .route("/personas/{reference}/card", get(super::card::persona_card))
-        .route("/personas/{reference}/settings", patch(settings))
+        .route("/personas/{reference}/settings", patch(super::settings::update_settings))
         .route("/changes", get(changes))
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(
-        title = "Persona registry read API",
+        title = "Persona registry API",
         description = "Personas and every version of them, projected from the registry's git history. \
                        Pin a version with `{id}@{pin}` or `?version={pin}`: a version number, a commit \
-                       (7+ hex digits), `sha256:<content hash>` or a git tag."
+                       (7+ hex digits), `sha256:<content hash>` or a git tag. The one write, \
+                       `PATCH …/settings`, commits to the registry's repository with a Bearer token."
     ),
     paths(
         list,
@@ -55,7 +56,7 @@ pub fn routes() -> Router<AppState> {
         embedding,
         super::prompt::persona_prompt,
         super::card::persona_card,
-        settings,
+        super::settings::update_settings,
         changes
     ),
     components(schemas(
@@ -74,7 +75,9 @@ pub fn routes() -> Router<AppState> {
         crate::persona::prompt::TemplateRef,
         ChangeList,
         ChangeRecord,
-        Sort
+        Sort,
+        super::settings::PendingChange,
+        crate::persona::settings_patch::PatchProblem
     ))
 )]
 pub struct ApiDoc;
@@ -302,7 +305,7 @@ struct PersonaParams {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct PersonaResponse {
+pub(super) struct PersonaResponse {
     id: Uuid,
     slug: String,
     version: i32,
@@ -370,7 +373,7 @@ async fn persona(
     Ok(response)
 }
 
-fn persona_body(
+pub(super) fn persona_body(
     resolved: &Resolved,
     profile: Option<&Profile>,
 ) -> Result<(PersonaResponse, String, Freshness), WebError> {
@@ -632,19 +635,6 @@ async fn embedding(
             vector: point.vector,
         }),
     ))
-}
-
-/// Reserved: settings changes become git commits (the write path).
-#[utoipa::path(patch, path = "/api/personas/{reference}/settings",
-    params(("reference" = String, Path, description = "id or slug")),
-    responses((status = 501, description = "not yet available on this server", body = ErrorBody)))]
-async fn settings(Path(_reference): Path<String>) -> WebError {
-    WebError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "changing settings through the API is not available yet; propose the change as a pull request \
-         to the registry repository",
-    )
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

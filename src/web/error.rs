@@ -21,6 +21,11 @@ pub struct WebError {
     pub code: &'static str,
     /// What went wrong and, where it helps, what to do about it.
     pub message: String,
+    /// Structured detail for clients: the problems of a refused change, or
+    /// the current content hash a stale `If-Match` should have named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl WebError {
@@ -29,7 +34,13 @@ impl WebError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> WebError {
+        self.details = Some(details);
+        self
     }
 
     pub fn not_found(message: impl Into<String>) -> WebError {
@@ -141,9 +152,11 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in response.headers() {
-        if name == header::ALLOW || name == header::RETRY_AFTER {
+        // A 412 names the current ETag, so the client can retry without another read.
+        if name == header::ALLOW || name == header::RETRY_AFTER || name == header::ETAG {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    super::access::challenge(&mut rendered);
     rendered
 }

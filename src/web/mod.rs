@@ -2,6 +2,7 @@
 //! projection (and the vector index for semantic features). The server only
 //! reads; the sync is the one writer.
 
+pub mod access;
 pub mod answers;
 pub mod api;
 pub mod cache;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod pages;
 pub mod prompt;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use sqlx::PgPool;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::git::write::RegistryWriter;
 use crate::persona::pin::Pin;
 use crate::store::queries::{self, PersonaRef, VersionRecord};
 use crate::vectors::setup::Vectors;
@@ -43,6 +46,10 @@ pub struct Shared {
     pub answers: answers::Answers,
     /// Set while `personas build-site` renders a static copy through this router.
     pub static_site: Option<StaticSite>,
+    /// Tokens, roles and whether reads need one.
+    pub access: access::Access,
+    /// Where `PATCH …/settings` commits; `None` on a server without a local repository.
+    pub writer: Option<Arc<RegistryWriter>>,
 }
 
 /// How a static copy differs from the live site: pages leave out what only
@@ -63,6 +70,17 @@ impl Shared {
             following,
             answers: answers::Answers::default(),
             static_site: None,
+            access: access::Access::default(),
+            writer: None,
+        }
+    }
+
+    /// Accepts settings changes: tokens as `access`, commits through `writer`.
+    pub fn with_writes(self, access: access::Access, writer: Option<RegistryWriter>) -> Shared {
+        Shared {
+            access,
+            writer: writer.map(Arc::new),
+            ..self
         }
     }
 
@@ -102,6 +120,7 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(reject_nul))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::private_reads))
         .layer(axum::middleware::from_fn(error::render_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(CompressionLayer::new())
