@@ -250,9 +250,7 @@ fn tokens(diagnostics: &mut Diagnostics, node: &crate::persona::source::Node) ->
         let hash = table.required(diagnostics, "hash").and_then(|entry| {
             let text = expect_text(diagnostics, &entry.value, &format!("{path}.hash"), 100)?;
             text.parse::<TokenHash>()
-                .map_err(|reason| {
-                    diagnostics.push_at(&entry.value.span, Code::Text, &format!("{path}.hash"), reason)
-                })
+                .map_err(|reason| diagnostics.push_at(&entry.value.span, Code::Text, &format!("{path}.hash"), reason))
                 .ok()
         });
         table.finish(diagnostics);
@@ -340,7 +338,10 @@ collection = "staging"
         assert_eq!(tokens[0].identity.to_string(), "Ada <ada@example.org>");
         assert_eq!(config.private, Some(true));
         assert_eq!(config.write_mode, Some(WriteMode::Branch));
-        assert_eq!(config.bot.as_ref().unwrap().to_string(), "Persona Registry <bot@example.org>");
+        assert_eq!(
+            config.bot.as_ref().unwrap().to_string(),
+            "Persona Registry <bot@example.org>"
+        );
         assert!(!format!("{config:?}").contains(&hash[10..]));
 
         let text = b"[[access.tokens]]\nrole = \"admin\"\nname = \"Ada\"\nemail = \"ada\"\nhash = \"abc\"\n";
@@ -348,9 +349,20 @@ collection = "staging"
             panic!("accepted a bad token entry");
         };
         let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert!(shown.iter().any(|line| line.starts_with("personas.toml:2:8: enum")), "{shown:?}");
-        assert!(shown.iter().any(|line| line.contains("not an email address")), "{shown:?}");
-        assert!(shown.iter().any(|line| line.starts_with("personas.toml:5:8") && line.contains("not a token hash")), "{shown:?}");
+        assert!(
+            shown.iter().any(|line| line.starts_with("personas.toml:2:8: enum")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|line| line.contains("not an email address")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|line| line.starts_with("personas.toml:5:8") && line.contains("not a token hash")),
+            "{shown:?}"
+        );
     }
 
     #[test]

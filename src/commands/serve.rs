@@ -12,13 +12,13 @@ use anyhow::Context;
 
 use super::session::{Stop, shutdown_signal, with_database};
 use super::sync::{follow_and_index, source_and_options, vector_projector};
-use crate::cli::Outcome;
 use crate::access::Tokens;
+use crate::cli::Outcome;
 use crate::config::{Config, default_bot};
 use crate::git::write::RegistryWriter;
-use crate::web::access::Access;
 use crate::store::Database;
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
+use crate::web::access::Access;
 use crate::web::{Shared, router};
 
 pub struct ServeCommand<'a> {

@@ -134,10 +134,16 @@ impl RegistryWriter {
             };
             let commit = self.commit_object(&repository, &tip, &change, author)?;
             let (target, expected) = match self.mode {
-                WriteMode::Commit => (branch_ref.clone(), PreviousValue::MustExistAndMatch(Target::Object(tip_commit))),
+                WriteMode::Commit => (
+                    branch_ref.clone(),
+                    PreviousValue::MustExistAndMatch(Target::Object(tip_commit)),
+                ),
                 WriteMode::Branch => {
                     let short = commit.to_hex_with_len(7).to_string();
-                    (format!("refs/heads/{}", review_branch(&short)), PreviousValue::MustNotExist)
+                    (
+                        format!("refs/heads/{}", review_branch(&short)),
+                        PreviousValue::MustNotExist,
+                    )
                 }
             };
             match self.move_ref(&repository, &target, commit, expected, &change.message) {
@@ -228,7 +234,9 @@ impl RegistryWriter {
                 expected,
                 new: Target::Object(commit),
             },
-            name: name.try_into().map_err(|error: gix::validate::reference::name::Error| failed(error.to_string()))?,
+            name: name
+                .try_into()
+                .map_err(|error: gix::validate::reference::name::Error| failed(error.to_string()))?,
             deref: false,
         };
         let committer = signature(&self.committer, gix::date::Time::now_local_or_utc());
@@ -269,7 +277,8 @@ fn update_checkout(repository: &gix::Repository, branch_ref: &str, change: &File
     let Some(workdir) = repository.workdir() else {
         return;
     };
-    let checked_out = matches!(repository.head_name(), Ok(Some(head)) if head.as_bstr() == branch_ref.as_bytes().as_bstr());
+    let checked_out =
+        matches!(repository.head_name(), Ok(Some(head)) if head.as_bstr() == branch_ref.as_bytes().as_bstr());
     if !checked_out {
         return;
     }
@@ -296,8 +305,12 @@ fn refresh_file(
     let mut index = repository.open_index().map_err(|error| error.to_string())?;
     let path = change.path.as_bytes().as_bstr();
     let position = index.entry_index_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted);
-    let old_blob = old.as_deref().map(|bytes| gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, bytes));
-    let Some(position) = position.filter(|&position| Some(index.entries()[position].id) == old_blob.transpose().ok().flatten()) else {
+    let old_blob = old
+        .as_deref()
+        .map(|bytes| gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, bytes));
+    let Some(position) =
+        position.filter(|&position| Some(index.entries()[position].id) == old_blob.transpose().ok().flatten())
+    else {
         return Err("its index entry is staged differently".to_string());
     };
     let new_blob = gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, &change.bytes)

@@ -383,7 +383,8 @@ language_style = "verbose"
 
     #[test]
     fn values_already_set_change_nothing() {
-        let outcome = apply(serde_json::json!({"config": {"humor_usage": "low"}, "traits": {"ocean": {"openness": 0.9}}}));
+        let outcome =
+            apply(serde_json::json!({"config": {"humor_usage": "low"}, "traits": {"ocean": {"openness": 0.9}}}));
         assert!(matches!(outcome, PatchOutcome::Unchanged), "{outcome:?}");
     }
 
@@ -397,7 +398,12 @@ language_style = "verbose"
             panic!("invalid values were accepted");
         };
         let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
-        for expected in ["config.humor_usage", "traits.ocean.openness", "modes.Dancer", "config.default_mode"] {
+        for expected in [
+            "config.humor_usage",
+            "traits.ocean.openness",
+            "modes.Dancer",
+            "config.default_mode",
+        ] {
             assert!(paths.contains(&expected), "{expected} missing from {problems:?}");
         }
         assert!(problems.iter().all(|problem| problem.line.is_some()), "{problems:?}");
@@ -416,11 +422,20 @@ language_style = "verbose"
         let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["name", "config.voice_enabled", "config.temperature", "modes.Critic", "traits.ocean.openness"],
+            [
+                "name",
+                "config.voice_enabled",
+                "config.temperature",
+                "modes.Critic",
+                "traits.ocean.openness"
+            ],
             "{problems:?}"
         );
         assert!(matches!(apply(serde_json::json!([1, 2])), PatchOutcome::Invalid(_)));
-        assert!(matches!(apply(serde_json::json!({"config": null})), PatchOutcome::Invalid(_)));
+        assert!(matches!(
+            apply(serde_json::json!({"config": null})),
+            PatchOutcome::Invalid(_)
+        ));
     }
 
     #[test]

@@ -504,7 +504,12 @@ fn read_traits(diagnostics: &mut Diagnostics, node: &Node) -> Option<Traits> {
             continue;
         };
         if values.is_empty() {
-            diagnostics.push_at(&entry.value.span, Code::Empty, &type_path, format!("[{type_path}] names no traits"));
+            diagnostics.push_at(
+                &entry.value.span,
+                Code::Empty,
+                &type_path,
+                format!("[{type_path}] names no traits"),
+            );
             valid = false;
             continue;
         }
@@ -609,7 +614,12 @@ fn read_modes(
         }
     }
     if !modes.values().any(|enabled| *enabled) && modes.len() == entries.len() {
-        diagnostics.push_at(&node.span, Code::NoEnabledMode, "modes", "[modes] must enable at least one mode");
+        diagnostics.push_at(
+            &node.span,
+            Code::NoEnabledMode,
+            "modes",
+            "[modes] must enable at least one mode",
+        );
         valid = false;
     }
     Some((modes, valid))

@@ -33,7 +33,10 @@ pub fn routes() -> Router<AppState> {
         .route("/personas/{reference}/embed", get(embedding))
         .route("/personas/{reference}/prompt", get(super::prompt::persona_prompt))
         .route("/personas/{reference}/card", get(super::card::persona_card))
-        .route("/personas/{reference}/settings", patch(super::settings::update_settings))
+        .route(
+            "/personas/{reference}/settings",
+            patch(super::settings::update_settings),
+        )
         .route("/changes", get(changes))
 }
 

@@ -120,7 +120,10 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(reject_nul))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access::private_reads))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::private_reads,
+        ))
         .layer(axum::middleware::from_fn(error::render_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(CompressionLayer::new())

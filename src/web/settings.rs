@@ -16,7 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::api::persona_body;
-use super::cache::{Freshness, cached, etag};
+use super::cache::{cached, etag};
 use super::error::{ErrorBody, WebError};
 use super::{AppState, Path, Resolved, parse_pin};
 use crate::access::{ApiToken, Role};
@@ -24,10 +24,11 @@ use crate::config::WriteMode;
 use crate::git::history::REGISTRY_DIR;
 use crate::git::write::{FileChange, RegistryWriter, Tip, WriteError, WriteOutcome};
 use crate::persona::diff::{describe, summarize};
+use crate::persona::pin::Pin;
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
 use crate::persona::settings_patch::{PatchOutcome, PatchProblem, apply_settings_patch};
 use crate::persona::{ContentHash, content_hash, validate_persona};
-use crate::store::queries;
+use crate::store::queries::{self, PinLookupError};
 
 /// Settings patches are a few hundred bytes; anything near this is not one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -115,11 +116,10 @@ pub async fn update_settings(
     let slug = resolved.persona.slug.clone();
     let path = resolved.version.path.clone();
     let author = token.identity.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        write_change(&writer, &token, persona_id, &slug, &path, expected, &patch)
-    })
-    .await
-    .map_err(|error| WebError::unavailable("the settings writer", &error))?;
+    let written =
+        tokio::task::spawn_blocking(move || write_change(&writer, &token, persona_id, &slug, &path, expected, &patch))
+            .await
+            .map_err(|error| WebError::unavailable("the settings writer", &error))?;
     let (outcome, new_hash) = match written {
         Ok(written) => written,
         Err(WriteError::Refused(refusal)) => return Ok(refused(refusal)),
@@ -187,7 +187,9 @@ fn if_match(headers: &HeaderMap) -> Result<Precondition, WebError> {
         // An unpinned GET's ETag is `sha256:…@vN`; the content is what counts.
         let (hash, suffix) = text.split_at(text.find(['@', '+']).unwrap_or(text.len()));
         if suffix.starts_with('+') {
-            return Err(bad("this ETag is of a profiled view, not of the persona; GET it without ?profile="));
+            return Err(bad(
+                "this ETag is of a profiled view, not of the persona; GET it without ?profile=",
+            ));
         }
         return hash
             .parse()
@@ -198,7 +200,11 @@ fn if_match(headers: &HeaderMap) -> Result<Precondition, WebError> {
 }
 
 /// The content hash the client says it edited.
-async fn expected_content(state: &AppState, persona: Uuid, precondition: &Precondition) -> Result<ContentHash, WebError> {
+async fn expected_content(
+    state: &AppState,
+    persona: Uuid,
+    precondition: &Precondition,
+) -> Result<ContentHash, WebError> {
     let pin = match precondition {
         Precondition::Content(hash) => return Ok(*hash),
         Precondition::Pin(pin) => parse_pin(pin)?,
@@ -212,7 +218,10 @@ async fn expected_content(state: &AppState, persona: Uuid, precondition: &Precon
             WebError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "stale",
-                format!("version {} is the persona's deletion; it has no settings to edit", version.version),
+                format!(
+                    "version {} is the persona's deletion; it has no settings to edit",
+                    version.version
+                ),
             )
         })
 }
@@ -225,7 +234,8 @@ async fn read_patch(body: Body) -> Result<serde_json::Value, WebError> {
             format!("a settings patch may be at most {MAX_BODY_BYTES} bytes"),
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|error| WebError::bad_request("bad_json", format!("the body is not JSON: {error}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|error| WebError::bad_request("bad_json", format!("the body is not JSON: {error}")))
 }
 
 /// The blocking part: read the tip, check, patch, commit (retried by the
@@ -335,7 +345,9 @@ fn refused(refusal: Refusal) -> Response {
             let error = WebError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "stale",
-                format!("the persona changed since the version you edited; it is now {current}: read it again and reapply"),
+                format!(
+                    "the persona changed since the version you edited; it is now {current}: read it again and reapply"
+                ),
             )
             .with_details(serde_json::json!({ "current": current.to_string() }));
             // The current ETag, so a client can reread or retry knowingly.
@@ -399,25 +411,29 @@ async fn respond(
     }
     let deadline = tokio::time::Instant::now() + PROJECTION_WAIT;
     let wanted = new_hash.to_string();
+    // The version current at our commit: later commits (other writers') may
+    // already be projected too, so "current" could be past it.
+    let at_commit = Pin::Commit(commit.clone());
     loop {
-        if let Some(version) = queries::current_version(&state.pool, resolved.persona.id).await?
-            && version.content_hash.as_deref() == Some(wanted.as_str())
-            && (status == "unchanged" || version.commit == commit)
-        {
-            let projected = Resolved {
-                persona: resolved.persona.clone(),
-                version,
-                pinned: false,
-                immutable: false,
-            };
-            let (body, validator, freshness) = persona_body(&projected, None)?;
-            let location = format!("/api/personas/{}@{}", projected.persona.slug, projected.version.version);
-            let mut response = cached(&HeaderMap::new(), &validator, freshness, axum::Json(body));
-            debug_assert_eq!(freshness, Freshness::Revalidate);
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::CONTENT_LOCATION, value);
+        match queries::pinned_version(&state.pool, resolved.persona.id, &at_commit).await {
+            Ok(version) if version.content_hash.as_deref() == Some(wanted.as_str()) => {
+                let projected = Resolved {
+                    persona: resolved.persona.clone(),
+                    version,
+                    pinned: true,
+                    immutable: true,
+                };
+                let (body, validator, freshness) = persona_body(&projected, None)?;
+                let location = format!("/api/personas/{}@{}", projected.persona.slug, projected.version.version);
+                let mut response = cached(&HeaderMap::new(), &validator, freshness, axum::Json(body));
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::CONTENT_LOCATION, value);
+                }
+                return Ok(response);
             }
-            return Ok(response);
+            // Not projected yet.
+            Ok(_) | Err(PinLookupError::Pin(_)) => {}
+            Err(PinLookupError::Database(error)) => return Err(error.into()),
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(pending(status));

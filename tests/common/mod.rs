@@ -7,6 +7,8 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
+pub mod server;
+
 pub const SETTINGS: &str = r#"schema = 1
 title = "Test registry"
 modes = ["Educator", "Critic", "Debater", "Mentor"]
