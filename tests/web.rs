@@ -568,8 +568,10 @@ async fn the_api_answers_every_route_with_cacheable_json() {
         assert_eq!(answer.error_code(), code, "{uri}: {}", answer.body);
         assert!(!answer.json()["error"]["message"].as_str().unwrap().is_empty());
     }
+    // A site without tokens accepts no changes, and says why.
     let patch = request(app, Method::PATCH, "/api/personas/albert-einstein/settings", &[]).await;
-    assert_eq!(patch.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(patch.status, StatusCode::UNAUTHORIZED);
+    assert!(patch.body.contains("none configured"), "{}", patch.body);
     let wrong_method = request(app, Method::DELETE, "/api/personas/albert-einstein", &[]).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong_method.error_code(), "method_not_allowed");
