@@ -12,6 +12,8 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::persona::model::parse_sha256;
+
 /// What a token may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -133,15 +135,7 @@ impl FromStr for TokenHash {
                 text.chars().take(16).collect::<String>()
             )
         };
-        let hex = text.strip_prefix("sha256:").ok_or_else(invalid)?;
-        if hex.len() != 64 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(invalid());
-        }
-        let mut bytes = [0u8; 32];
-        for (index, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
-        }
-        Ok(TokenHash(bytes))
+        parse_sha256(text).map(TokenHash).ok_or_else(invalid)
     }
 }
 

@@ -394,6 +394,20 @@ pub enum BenchTarget {
         #[arg(long, default_value = "32")]
         connections: u32,
     },
+    /// `PATCH …/settings` on a running server vs. the same change by `git commit`, each until the API shows it.
+    Write {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Keep (and reuse) the repository and database in this directory (the bench adds commits).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Changes made each way.
+        #[arg(long, default_value = "50")]
+        rounds: usize,
+        /// Concurrent writers in the throughput run.
+        #[arg(long, default_value = "4")]
+        writers: usize,
+    },
     /// `build-site` on a synthetic registry vs. `cp -r` of the files it wrote.
     Site {
         #[command(flatten)]
@@ -598,6 +612,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             keep: keep.as_deref(),
             seconds: *seconds,
             connections: *connections,
+        }),
+        Command::Bench {
+            target:
+                BenchTarget::Write {
+                    shape,
+                    keep,
+                    rounds,
+                    writers,
+                },
+        } => commands::bench_write::write(commands::bench_write::WriteBench {
+            shape: shape.shape(),
+            keep: keep.as_deref(),
+            rounds: *rounds,
+            writers: *writers,
         }),
         Command::Bench {
             target: BenchTarget::Site { shape, keep },

@@ -480,3 +480,51 @@ fn independent_writers_meet_at_the_ref_and_none_is_lost() {
     assert_eq!(files.lines().count(), 16, "{files}");
     assert_eq!(repo.git(&["fsck", "--no-dangling"]), "", "the repository is corrupt");
 }
+
+#[test]
+fn personas_token_shows_the_token_once_and_configures_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, token, instructions) = personas(
+        &[
+            "token",
+            "--role",
+            "maintainer",
+            "--name",
+            "Max Maintainer",
+            "--email",
+            "max@example.org",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{instructions}");
+    let token = token.trim();
+    assert!(token.starts_with("prs_") && token.len() == 68, "{token}");
+    assert!(
+        !instructions.contains(token),
+        "the token leaked into the configuration text"
+    );
+    // The personas.toml entry it prints configures a server that knows the token.
+    let start = instructions.find("[[access.tokens]]").unwrap();
+    let entry = instructions[start..].split("\n\n").next().unwrap();
+    let config = personas::config::parse("personas.toml", entry.as_bytes(), std::path::Path::new(".")).unwrap();
+    let tokens = personas::access::Tokens::new(config.tokens.unwrap());
+    let found = tokens.find(token).expect("the printed entry matches the token");
+    assert_eq!(found.role, personas::access::Role::Maintainer);
+    assert_eq!(found.identity.to_string(), "Max Maintainer <max@example.org>");
+    // So does the PERSONAS_TOKENS line.
+    let line = instructions
+        .lines()
+        .find_map(|line| line.strip_prefix("PERSONAS_TOKENS='"))
+        .unwrap()
+        .trim_end_matches('\'');
+    let listed = personas::access::Tokens::new(personas::access::parse_token_list(line).unwrap());
+    assert!(listed.find(token).is_some());
+    assert!(listed.find("prs_someone_else").is_none());
+
+    let (code, _, errors) = personas(
+        &["token", "--role", "editor", "--name", "X", "--email", "not-an-address"],
+        dir.path(),
+    );
+    assert_eq!(code, 2);
+    assert!(errors.contains("not an email address"), "{errors}");
+}

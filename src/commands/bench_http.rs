@@ -2,8 +2,6 @@
 //! same bytes from a file, in one run. wrk drives both; semantic search is
 //! timed request by request; the server's memory is read from /proc.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::bench::prepare_repository;
+use super::http_probe::request;
 use crate::cli::Outcome;
 use crate::synthetic::SyntheticRegistry;
 
@@ -23,7 +22,7 @@ pub struct HttpBench<'a> {
 }
 
 /// A child process killed when dropped.
-struct Running(Child);
+pub(crate) struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -32,36 +31,14 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body, time).
 fn get(port: u16, path: &str) -> anyhow::Result<(u16, Vec<u8>, Duration)> {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let elapsed = started.elapsed();
-    let split = response
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .context("a response without headers")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        bail!("unexpected chunked answer from {path}");
-    }
-    Ok((status, response[split + 4..].to_vec(), elapsed))
+    let answer = request(port, "GET", path, &[], b"")?;
+    Ok((answer.status, answer.body, answer.elapsed))
 }
 
 struct WrkResult {
@@ -122,7 +99,7 @@ fn milliseconds(text: &str) -> anyhow::Result<f64> {
     Ok(number.parse::<f64>()? * factor)
 }
 
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let started = Instant::now();
     while !ready() {
         if started.elapsed() > limit {

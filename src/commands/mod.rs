@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod bench_http;
 pub mod bench_site;
+pub mod bench_write;
 pub mod build_site;
 pub mod check;
 pub mod diff;
+pub mod http_probe;
 pub mod interchange;
 pub mod log;
 pub mod new;

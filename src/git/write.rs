@@ -315,7 +315,11 @@ fn refresh_file(
     };
     let new_blob = gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, &change.bytes)
         .map_err(|error| error.to_string())?;
-    std::fs::write(&file, &change.bytes).map_err(|error| error.to_string())?;
+    // Written beside and renamed over, so the checkout never holds half a file.
+    let staged = file.with_extension("personas-write");
+    std::fs::write(&staged, &change.bytes)
+        .and_then(|()| std::fs::rename(&staged, &file))
+        .map_err(|error| error.to_string())?;
     let metadata = gix::index::fs::Metadata::from_path_no_follow(&file).map_err(|error| error.to_string())?;
     let entry = &mut index.entries_mut()[position];
     entry.id = new_blob;

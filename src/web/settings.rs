@@ -6,6 +6,7 @@
 //! lands through a compare-and-swap on the tip it was computed from, so a
 //! refused or lost race leaves the repository exactly as it was.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -116,10 +117,12 @@ pub async fn update_settings(
     let slug = resolved.persona.slug.clone();
     let path = resolved.version.path.clone();
     let author = token.identity.clone();
-    let written =
-        tokio::task::spawn_blocking(move || write_change(&writer, &token, persona_id, &slug, &path, expected, &patch))
-            .await
-            .map_err(|error| WebError::unavailable("the settings writer", &error))?;
+    let write_target = Arc::clone(&writer);
+    let written = tokio::task::spawn_blocking(move || {
+        write_change(&write_target, &token, persona_id, &slug, &path, expected, &patch)
+    })
+    .await
+    .map_err(|error| WebError::unavailable("the settings writer", &error))?;
     let (outcome, new_hash) = match written {
         Ok(written) => written,
         Err(WriteError::Refused(refusal)) => return Ok(refused(refusal)),
@@ -135,7 +138,7 @@ pub async fn update_settings(
     if let WriteOutcome::Committed { commit, branch, .. } = &outcome {
         tracing::info!(persona = %resolved.persona.slug, %commit, %branch, author = %author, "settings changed");
     }
-    respond(&state, &resolved, outcome, new_hash).await
+    respond(&state, &writer, &resolved, outcome, new_hash).await
 }
 
 /// `application/json` or `application/merge-patch+json` (parameters allowed).
@@ -288,7 +291,7 @@ fn write_change(
                         bytes: text.into_bytes(),
                         message: format!(
                             "Update settings of {}: {}\n\n{}\n\nMade through PATCH /api/personas/{slug}/settings \
-                             with a {} token.\n",
+                             by a token with the {} role.\n",
                             persona.name,
                             summarize(&changes),
                             details.join("\n"),
@@ -378,6 +381,7 @@ fn refused(refusal: Refusal) -> Response {
 /// 202 with the commit when it is on a review branch or projected elsewhere.
 async fn respond(
     state: &AppState,
+    writer: &RegistryWriter,
     resolved: &Resolved,
     outcome: WriteOutcome,
     new_hash: ContentHash,
@@ -386,7 +390,6 @@ async fn respond(
         WriteOutcome::Unchanged { tip } => (tip.to_string(), None, "unchanged"),
         WriteOutcome::Committed { commit, branch, .. } => (commit.to_string(), Some(branch.clone()), "committed"),
     };
-    let writer = state.writer.as_ref().expect("a write happened, so there is a writer");
     let pending = |status: &'static str| {
         let mut response = (
             StatusCode::ACCEPTED,

@@ -1,6 +1,5 @@
-//! The real `personas serve` binary on a registry built in the test, and a
-//! small HTTP/1.0 client over a plain socket (close-delimited bodies, so no
-//! chunked decoding is needed).
+//! The real `personas serve` binary on a registry built in the test, and
+//! plain HTTP requests to it over a socket.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
@@ -97,7 +96,7 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP answer.
+/// One HTTP answer, its body as text.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -119,43 +118,19 @@ impl Reply {
     }
 }
 
-/// Sends one request over a fresh connection and reads the whole answer.
+/// Sends one request (`url` as `http://127.0.0.1:PORT/path`) over a fresh
+/// connection, with the client the benchmarks use.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest
+    let rest = url.strip_prefix("http://127.0.0.1:").expect("a local http URL");
+    let (port, path) = rest
         .split_once('/')
-        .map_or((rest, "/".to_string()), |(host, path)| (host, format!("/{path}")));
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // A server may answer (413) before reading all of a large body; that is not a failure here.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut stream, &mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
+        .map_or((rest, "/".to_string()), |(port, path)| (port, format!("/{path}")));
+    let answer = personas::commands::http_probe::request(port.parse().unwrap(), method, &path, headers, body)
+        .unwrap_or_else(|error| panic!("{method} {url}: {error:#}"));
     Reply {
-        status,
-        headers,
-        body: body.to_string(),
+        status: answer.status,
+        headers: answer.headers,
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
     }
 }
 
