@@ -69,10 +69,11 @@ impl Identity {
     /// Checks that the name and email can stand in a commit header.
     pub fn new(name: &str, email: &str) -> Result<Identity, String> {
         let (name, email) = (name.trim(), email.trim());
-        let unusable = |text: &str| text.is_empty() || text.contains(['<', '>', '\n', '\0']);
+        // `;` separates entries of PERSONAS_TOKENS; the rest would break a commit header.
+        let unusable = |text: &str| text.is_empty() || text.contains(['<', '>', ';', '\n', '\r', '\0']);
         if unusable(name) {
             return Err(format!(
-                "{name:?} cannot be a commit author's name (empty, or contains <, > or a line break)"
+                "{name:?} cannot be a commit author's name (empty, or contains <, >, ; or a line break)"
             ));
         }
         if unusable(email) || !email.contains('@') {
@@ -129,12 +130,8 @@ impl fmt::Debug for TokenHash {
 impl FromStr for TokenHash {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || {
-            format!(
-                "{:?} is not a token hash: expected sha256: and 64 hex digits, as `personas token` prints",
-                text.chars().take(16).collect::<String>()
-            )
-        };
+        // The text is not repeated: a token pasted where its hash belongs must not reach a log.
+        let invalid = || "not a token hash: expected sha256: and 64 hex digits, as `personas token` prints".to_string();
         parse_sha256(text).map(TokenHash).ok_or_else(invalid)
     }
 }

@@ -319,8 +319,9 @@ impl TargetArgs {
 pub struct AccessArgs {
     /// API tokens, one per line or `;`-separated: `ROLE sha256:HASH Name <email>`
     /// (what `personas token` prints). Replaces `[[access.tokens]]` of the file.
-    #[arg(long = "tokens", env = "PERSONAS_TOKENS", hide_env_values = true, value_parser = parse_tokens)]
-    pub tokens: Option<TokenList>,
+    // Parsed after clap: clap repeats a rejected value in its error, and this one holds secrets.
+    #[arg(long = "tokens", env = "PERSONAS_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
     /// Reads need a token too (any role).
     #[arg(long, env = "PERSONAS_PRIVATE")]
     pub private: Option<bool>,
@@ -332,27 +333,25 @@ pub struct AccessArgs {
     pub bot: Option<crate::access::Identity>,
 }
 
-/// A parsed token list (a newtype, so clap takes the whole list as one value).
-#[derive(Debug, Clone)]
-pub struct TokenList(pub Vec<crate::access::ApiToken>);
-
-fn parse_tokens(text: &str) -> Result<TokenList, String> {
-    crate::access::parse_token_list(text).map(TokenList)
-}
-
 fn parse_identity(text: &str) -> Result<crate::access::Identity, String> {
     text.parse()
 }
 
 impl AccessArgs {
-    fn config(&self) -> Config {
-        Config {
-            tokens: self.tokens.clone().map(|list| list.0),
+    fn config(&self) -> anyhow::Result<Config> {
+        let tokens = self
+            .tokens
+            .as_deref()
+            .map(crate::access::parse_token_list)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(Config {
+            tokens,
             private: self.private,
             write_mode: self.write_mode,
             bot: self.bot.clone(),
             ..Config::default()
-        }
+        })
     }
 }
 
@@ -702,7 +701,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 (_, true) => Some(false),
                 _ => None,
             },
-            config: &access.config().or(layered(target)?),
+            config: &access.config()?.or(layered(target)?),
         }),
         Command::Token { role, name, email } => commands::token::run(*role, name, email),
         Command::Reindex { recreate, target } => commands::vectors::reindex(&target.repo, *recreate, &layered(target)?),

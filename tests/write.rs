@@ -260,6 +260,51 @@ fn settings_changes_are_commits_and_every_refusal_leaves_the_repository_alone() 
 
     race_on_one_version(&repo, &server.base);
     race_with_retries(&repo, &server.base);
+
+    // Uncommitted edits in the server's checkout: committing under them would
+    // leave the checkout reverting the commit, so the write is refused.
+    let tag = etag_of(&server.base, "alice", None);
+    let dirty = format!(
+        "{}# an edit in progress\n",
+        std::fs::read_to_string(repo.path().join(ALICE)).unwrap()
+    );
+    std::fs::write(repo.path().join(ALICE), &dirty).unwrap();
+    let before = repository_state(&repo);
+    let medium = json!({"config": {"humor_usage": "medium"}});
+    let reply = patch(&server.base, "alice", Some(EDITOR), Some(&tag), &medium);
+    assert_refused(&repo, &before, &reply, 409, "dirty_checkout");
+    assert_eq!(std::fs::read_to_string(repo.path().join(ALICE)).unwrap(), dirty);
+    repo.git(&["checkout", "--", ALICE]);
+
+    // Broken registry settings protect nobody, so they refuse every write.
+    repo.write("registry/registry.toml", "schema = 1\nmodes = [\n");
+    repo.commit("break the registry settings");
+    let before = repository_state(&repo);
+    let bob = etag_of(&server.base, "bob", None);
+    let reply = patch(
+        &server.base,
+        "bob",
+        Some(EDITOR),
+        Some(&bob),
+        &json!({"modes": {"Critic": false}}),
+    );
+    assert_refused(&repo, &before, &reply, 409, "invalid_at_tip");
+
+    // Neither a token nor its hash ever reached the log.
+    let logged: Vec<String> = server.log.try_iter().collect();
+    assert!(
+        logged.iter().any(|line| line.contains("settings changed")),
+        "{logged:?}"
+    );
+    for secret in [EDITOR, READER, MAINTAINER] {
+        let hash = TokenHash::of(secret).to_string();
+        assert!(
+            !logged
+                .iter()
+                .any(|line| line.contains(secret) || line.contains(&hash[7..])),
+            "a token or its hash was logged"
+        );
+    }
 }
 
 /// 20 writers with the same If-Match: exactly one wins, the rest get 412,
@@ -274,7 +319,8 @@ fn race_on_one_version(repo: &TestRepo, server: &str) {
                 let (barrier, tag) = (Arc::clone(&barrier), tag.clone());
                 scope.spawn(move || {
                     barrier.wait();
-                    let value = 0.5 + index as f64 / 100.0;
+                    // Every value differs from the current 0.5, so no request is a no-op.
+                    let value = 0.6 + index as f64 / 100.0;
                     let body = json!({"traits": {"humor": {"wit": value}}});
                     (index, patch(server, "alice", Some(EDITOR), Some(&tag), &body))
                 })
@@ -300,7 +346,7 @@ fn race_on_one_version(repo: &TestRepo, server: &str) {
     );
     assert_eq!(repo.git(&["rev-list", "--count", &format!("{tip}..main")]), "1");
     let text = repo.git(&["show", &format!("main:{ALICE}")]);
-    let expected = format!("wit = {}", 0.5 + winners[0] as f64 / 100.0);
+    let expected = format!("wit = {}", 0.6 + winners[0] as f64 / 100.0);
     assert!(
         text.contains(&expected),
         "the winner's value {expected} is not in {text}"
@@ -527,4 +573,68 @@ fn personas_token_shows_the_token_once_and_configures_only_its_hash() {
     );
     assert_eq!(code, 2);
     assert!(errors.contains("not an email address"), "{errors}");
+}
+
+/// A change computed on a tip that another writer then moves must be
+/// recomputed on the new tip, where its precondition fails: refused, not
+/// written over the other change.
+#[test]
+fn a_lost_compare_and_swap_recomputes_and_refuses_a_stale_change() {
+    let repo = registry();
+    let original = std::fs::read(repo.path().join(ALICE)).unwrap();
+    let author = Identity::new("Ada Editor", "ada@example.org").unwrap();
+    let writers: Vec<RegistryWriter> = (0..2)
+        .map(|_| RegistryWriter::new(repo.path(), "main", WriteMode::Commit, personas::config::default_bot()))
+        .collect();
+    let tip = repo.git(&["rev-parse", "main"]);
+    // Both plans read the same tip before either commits.
+    let both_planned = Barrier::new(2);
+    let outcomes: Vec<Result<WriteOutcome, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = writers
+            .iter()
+            .enumerate()
+            .map(|(index, writer)| {
+                let (author, both_planned, original) = (&author, &both_planned, &original);
+                scope.spawn(move || {
+                    let mut first = true;
+                    writer
+                        .write::<String>(
+                            author,
+                            |short| format!("unused-{short}"),
+                            |tip| {
+                                let current = tip.read(ALICE).map_err(|error| error.to_string())?.unwrap();
+                                if first {
+                                    first = false;
+                                    both_planned.wait();
+                                }
+                                if &current != original {
+                                    return Err("stale".to_string());
+                                }
+                                let mut bytes = current.clone();
+                                bytes.extend_from_slice(format!("# writer {index}\n").as_bytes());
+                                Ok(Some(FileChange {
+                                    path: ALICE.to_string(),
+                                    bytes,
+                                    message: format!("writer {index}"),
+                                }))
+                            },
+                        )
+                        .map_err(|error| match error {
+                            personas::git::write::WriteError::Refused(reason) => reason,
+                            other => panic!("writer {index}: {other}"),
+                        })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    let committed = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let stale = outcomes
+        .iter()
+        .filter(|outcome| outcome.as_ref().err().map(String::as_str) == Some("stale"))
+        .count();
+    assert_eq!((committed, stale), (1, 1), "{outcomes:?}");
+    assert_eq!(repo.git(&["rev-list", "--count", &format!("{tip}..main")]), "1");
+    let text = repo.git(&["show", &format!("main:{ALICE}")]);
+    assert_eq!(text.matches("# writer").count(), 1, "{text}");
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice;
 use gix::refs::Target;
@@ -19,8 +19,11 @@ use crate::config::WriteMode;
 
 /// How often a change is recomputed when the branch keeps moving under it.
 const ATTEMPTS: usize = 16;
-/// How long to wait for another process's lock on the branch ref.
-const REF_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long to wait for another process's lock on the branch ref (or the index).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// A write gives up after this long, well inside the server's request timeout,
+/// so a client never hears "failed" about a commit that then lands.
+const WRITE_BUDGET: Duration = Duration::from_secs(12);
 
 /// Where changes are committed, and as whom.
 #[derive(Debug)]
@@ -88,8 +91,12 @@ pub enum WriteError<E> {
     Refused(E),
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("the branch {branch} moved {ATTEMPTS} times while the change was being written; try again")]
+    #[error("the branch {branch} kept moving while the change was being written; try again")]
     Contended { branch: String },
+    /// The branch is checked out here and `path` has uncommitted changes:
+    /// committing under them would leave the checkout silently reverting the commit.
+    #[error("the checkout has uncommitted changes to {path}")]
+    DirtyCheckout { path: String },
 }
 
 impl RegistryWriter {
@@ -114,12 +121,18 @@ impl RegistryWriter {
         review_branch: impl Fn(&str) -> String,
         mut plan: impl FnMut(&Tip<'_>) -> Result<Option<FileChange>, E>,
     ) -> Result<WriteOutcome, WriteError<E>> {
+        // Waiting for the turn counts against the budget too.
+        let deadline = Instant::now() + WRITE_BUDGET;
         // A poisoned turn only means another writer panicked; the repository
         // is guarded by the ref CAS, not by this lock.
         let _turn = self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let repository = open_repository(&self.repository)?;
         let branch_ref = format!("refs/heads/{}", self.branch);
+        let checkout = self.checkout(&repository, &branch_ref);
         for _ in 0..ATTEMPTS {
+            if Instant::now() > deadline {
+                break;
+            }
             let tip_commit = resolve_commit(&repository, &branch_ref)?;
             let tree = repository
                 .find_commit(tip_commit)
@@ -132,6 +145,12 @@ impl RegistryWriter {
             let Some(change) = plan(&tip).map_err(WriteError::Refused)? else {
                 return Ok(WriteOutcome::Unchanged { tip: tip_commit });
             };
+            let old = tip.read(&change.path)?;
+            if let Some(workdir) = checkout
+                && !is_clean(&repository, workdir, &change.path, old.as_deref())
+            {
+                return Err(WriteError::DirtyCheckout { path: change.path });
+            }
             let commit = self.commit_object(&repository, &tip, &change, author)?;
             let (target, expected) = match self.mode {
                 WriteMode::Commit => (
@@ -148,8 +167,13 @@ impl RegistryWriter {
             };
             match self.move_ref(&repository, &target, commit, expected, &change.message) {
                 Ok(()) => {
-                    if self.mode == WriteMode::Commit {
-                        update_checkout(&repository, &branch_ref, &change, &tip);
+                    if let Some(workdir) = checkout
+                        && let Err(reason) = refresh_checkout(&repository, workdir, &change, old.as_deref())
+                    {
+                        tracing::warn!(
+                            file = %change.path,
+                            "the commit is on the branch, but the checked-out copy could not follow it: {reason}"
+                        );
                     }
                     return Ok(WriteOutcome::Committed {
                         commit,
@@ -160,8 +184,20 @@ impl RegistryWriter {
                 // Someone else moved the branch between our read and our swap:
                 // recompute on their tip. Any other failure is reported.
                 Err(error) => {
+                    if self.mode == WriteMode::Branch {
+                        // The same change by the same author in the same second is the same
+                        // commit, and its branch exists already: that is this write, done.
+                        return match resolve_commit(&repository, &target) {
+                            Ok(existing) if existing == commit => Ok(WriteOutcome::Committed {
+                                commit,
+                                parent: tip_commit,
+                                branch: target.trim_start_matches("refs/heads/").to_string(),
+                            }),
+                            _ => Err(error.into()),
+                        };
+                    }
                     let now = resolve_commit(&repository, &branch_ref)?;
-                    if now == tip_commit || self.mode == WriteMode::Branch {
+                    if now == tip_commit {
                         return Err(error.into());
                     }
                     tracing::debug!(branch = %self.branch, "the branch moved during a write; recomputing");
@@ -171,6 +207,17 @@ impl RegistryWriter {
         Err(WriteError::Contended {
             branch: self.branch.clone(),
         })
+    }
+
+    /// The working tree that has the followed branch checked out, if any
+    /// (in commit mode only: a review branch is never checked out).
+    fn checkout<'repo>(&self, repository: &'repo gix::Repository, branch_ref: &str) -> Option<&'repo Path> {
+        if self.mode != WriteMode::Commit {
+            return None;
+        }
+        let workdir = repository.workdir()?;
+        let head = repository.head_name().ok().flatten()?;
+        (head.as_bstr() == branch_ref.as_bytes().as_bstr()).then_some(workdir)
     }
 
     /// Writes the blob, the tree and the commit object (no ref changes yet).
@@ -240,7 +287,7 @@ impl RegistryWriter {
             deref: false,
         };
         let committer = signature(&self.committer, gix::date::Time::now_local_or_utc());
-        let wait = gix::lock::acquire::Fail::AfterDurationWithBackoff(REF_LOCK_WAIT);
+        let wait = gix::lock::acquire::Fail::AfterDurationWithBackoff(LOCK_WAIT);
         repository
             .refs
             .transaction()
@@ -267,66 +314,88 @@ fn object_error(commit: gix::ObjectId, error: impl std::fmt::Display) -> GitErro
     }
 }
 
-/// When the branch is checked out in this repository's working tree, brings
-/// the changed file and its index entry along (as `git push` does with
-/// `receive.denyCurrentBranch = updateInstead`), so the checkout does not
-/// show the commit as reverted. Only a file left exactly as it was at the
-/// old tip is touched: someone's uncommitted edits are never overwritten,
-/// and then the checkout simply lags, as after any push to it.
-fn update_checkout(repository: &gix::Repository, branch_ref: &str, change: &FileChange, old_tip: &Tip<'_>) {
-    let Some(workdir) = repository.workdir() else {
-        return;
+/// Whether the checked-out `path` is exactly as the tip has it, in the
+/// working tree and in the index (`old`: its bytes at the tip).
+fn is_clean(repository: &gix::Repository, workdir: &Path, path: &str, old: Option<&[u8]>) -> bool {
+    let on_disk = std::fs::read(workdir.join(path)).ok();
+    if on_disk.as_deref() != old {
+        return false;
+    }
+    let Ok(index) = repository.open_index() else {
+        return false;
     };
-    let checked_out =
-        matches!(repository.head_name(), Ok(Some(head)) if head.as_bstr() == branch_ref.as_bytes().as_bstr());
-    if !checked_out {
-        return;
-    }
-    if let Err(reason) = refresh_file(repository, workdir, change, old_tip) {
-        tracing::warn!(
-            file = %change.path,
-            "the commit is on the branch, but the checked-out copy was left as it is: {reason}"
-        );
-    }
+    index_entry(&index, path) == blob_id(repository, old)
 }
 
-fn refresh_file(
+fn index_entry(index: &gix::index::File, path: &str) -> Option<gix::ObjectId> {
+    index
+        .entry_index_by_path_and_stage(path.as_bytes().as_bstr(), gix::index::entry::Stage::Unconflicted)
+        .map(|position| index.entries()[position].id)
+}
+
+fn blob_id(repository: &gix::Repository, bytes: Option<&[u8]>) -> Option<gix::ObjectId> {
+    bytes.and_then(|bytes| gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, bytes).ok())
+}
+
+/// Brings the checked-out file and its index entry along with the commit
+/// (as `git push` does with `receive.denyCurrentBranch = updateInstead`), so
+/// the checkout does not show the commit as reverted. The index stays locked
+/// from reading to writing, so a concurrent `git add` is never overwritten;
+/// if the checkout changed meanwhile it is left alone (and lags, as after
+/// any push to it), and if the index cannot be written the old file is put back.
+fn refresh_checkout(
     repository: &gix::Repository,
     workdir: &Path,
     change: &FileChange,
-    old_tip: &Tip<'_>,
+    old: Option<&[u8]>,
 ) -> Result<(), String> {
-    let old = old_tip.read(&change.path).map_err(|error| error.to_string())?;
-    let file = workdir.join(&change.path);
-    let on_disk = std::fs::read(&file).ok();
-    if on_disk != old {
-        return Err("it has uncommitted changes".to_string());
-    }
+    let mut lock = gix::lock::File::acquire_to_update_resource(
+        repository.index_path(),
+        gix::lock::acquire::Fail::AfterDurationWithBackoff(LOCK_WAIT),
+        None,
+        0,
+    )
+    .map_err(|error| format!("the index is locked: {error}"))?;
     let mut index = repository.open_index().map_err(|error| error.to_string())?;
-    let path = change.path.as_bytes().as_bstr();
-    let position = index.entry_index_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted);
-    let old_blob = old
-        .as_deref()
-        .map(|bytes| gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, bytes));
-    let Some(position) =
-        position.filter(|&position| Some(index.entries()[position].id) == old_blob.transpose().ok().flatten())
-    else {
-        return Err("its index entry is staged differently".to_string());
-    };
-    let new_blob = gix::objs::compute_hash(repository.object_hash(), gix::objs::Kind::Blob, &change.bytes)
-        .map_err(|error| error.to_string())?;
-    // Written beside and renamed over, so the checkout never holds half a file.
-    let staged = file.with_extension("personas-write");
-    std::fs::write(&staged, &change.bytes)
-        .and_then(|()| std::fs::rename(&staged, &file))
-        .map_err(|error| error.to_string())?;
-    let metadata = gix::index::fs::Metadata::from_path_no_follow(&file).map_err(|error| error.to_string())?;
-    let entry = &mut index.entries_mut()[position];
-    entry.id = new_blob;
-    entry.stat = gix::index::entry::Stat::from_fs(&metadata).map_err(|error| error.to_string())?;
-    // The cached tree of the changed directory is stale now (see gix_index::File::write).
-    index.remove_tree();
-    index
-        .write(gix::index::write::Options::default())
-        .map_err(|error| error.to_string())
+    let file = workdir.join(&change.path);
+    let position = index
+        .entry_index_by_path_and_stage(change.path.as_bytes().as_bstr(), gix::index::entry::Stage::Unconflicted)
+        .filter(|&position| Some(index.entries()[position].id) == blob_id(repository, old))
+        .ok_or("the file is not in the index as the old tip had it")?;
+    if std::fs::read(&file).ok().as_deref() != old {
+        return Err("the file changed in the checkout meanwhile".to_string());
+    }
+    replace_file(&file, &change.bytes)?;
+    let staged = (|| -> Result<(), String> {
+        let metadata = gix::index::fs::Metadata::from_path_no_follow(&file).map_err(|error| error.to_string())?;
+        let entry = &mut index.entries_mut()[position];
+        entry.id = blob_id(repository, Some(&change.bytes)).ok_or("cannot hash the new file")?;
+        entry.stat = gix::index::entry::Stat::from_fs(&metadata).map_err(|error| error.to_string())?;
+        // The cached tree of the changed directory is stale now (see gix_index::File::write).
+        index.remove_tree();
+        index
+            .write_to(&mut lock, gix::index::write::Options::default())
+            .map_err(|error| error.to_string())?;
+        lock.commit().map(drop).map_err(|error| error.error.to_string())
+    })();
+    if let Err(reason) = staged {
+        if let Some(old) = old {
+            let _ = replace_file(&file, old);
+        }
+        return Err(format!(
+            "the index could not be updated ({reason}); the file was put back"
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a new temporary file beside `file` and renames it over,
+/// so the checkout never holds half a file and no existing path (a symlink
+/// with a guessable name) is written through.
+fn replace_file(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let directory = file.parent().ok_or("the file has no directory")?;
+    let mut staged = tempfile::NamedTempFile::new_in(directory).map_err(|error| error.to_string())?;
+    staged.write_all(bytes).map_err(|error| error.to_string())?;
+    staged.persist(file).map(drop).map_err(|error| error.error.to_string())
 }

@@ -90,8 +90,8 @@ pub fn sha256(bytes: &[u8]) -> ContentHash {
     ContentHash(Sha256::digest(bytes).into())
 }
 
-/// Where the template lives, for messages.
-fn template_path() -> String {
+/// Where the template lives in the repository (and in messages).
+pub fn template_path() -> String {
     format!("registry/{PROMPT_FILE}")
 }
 

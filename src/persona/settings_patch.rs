@@ -9,7 +9,7 @@ use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 use super::diff::{Change, diff};
 use super::model::Persona;
-use super::settings::RegistrySettings;
+use super::settings::{RegistrySettings, is_mode_name};
 use super::validate::validate_persona;
 
 /// The `config` keys a patch may set. `default_mode` is listed with the
@@ -209,6 +209,15 @@ fn merge_modes(document: &mut DocumentMut, value: &serde_json::Value, problems: 
         return;
     };
     for (mode, value) in members {
+        // Checked here too, not only against the vocabulary: a registry
+        // without one accepts any name, and names end up in commit messages.
+        if !is_mode_name(mode) {
+            problems.push(PatchProblem::at(
+                &format!("modes.{mode}"),
+                format!("{mode:?} is not a mode name (a letter, then letters, digits, - or _)"),
+            ));
+            continue;
+        }
         let new = match value {
             serde_json::Value::Null => None,
             serde_json::Value::Bool(enabled) => Some(Value::from(*enabled)),
@@ -414,7 +423,7 @@ language_style = "verbose"
         let PatchOutcome::Invalid(problems) = apply(serde_json::json!({
             "name": "Someone Else",
             "config": {"voice_enabled": "yes", "temperature": 0.3},
-            "modes": {"Critic": "on"},
+            "modes": {"Critic": "on", "X\n\nSigned-off-by: M <m@x>": true},
             "traits": {"ocean": {"openness": "high"}}
         })) else {
             panic!("a patch of fixed fields was accepted");
@@ -427,6 +436,7 @@ language_style = "verbose"
                 "config.voice_enabled",
                 "config.temperature",
                 "modes.Critic",
+                "modes.X\n\nSigned-off-by: M <m@x>",
                 "traits.ocean.openness"
             ],
             "{problems:?}"

@@ -26,16 +26,17 @@ use crate::git::history::REGISTRY_DIR;
 use crate::git::write::{FileChange, RegistryWriter, Tip, WriteError, WriteOutcome};
 use crate::persona::diff::{describe, summarize};
 use crate::persona::pin::Pin;
+use crate::persona::prompt::{PromptTemplate, check_template, template_path};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
 use crate::persona::settings_patch::{PatchOutcome, PatchProblem, apply_settings_patch};
-use crate::persona::{ContentHash, content_hash, validate_persona};
+use crate::persona::{ContentHash, Persona, content_hash, validate_persona};
 use crate::store::queries::{self, PinLookupError};
 
 /// Settings patches are a few hundred bytes; anything near this is not one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a PATCH waits for the in-process sync to project its commit
 /// before answering 202 instead of the new version.
-const PROJECTION_WAIT: Duration = Duration::from_secs(10);
+const PROJECTION_WAIT: Duration = Duration::from_secs(8);
 const PROJECTION_POLL: Duration = Duration::from_millis(20);
 
 /// The answer when the new version is not (yet) in the projection: the
@@ -57,6 +58,7 @@ enum Refusal {
     BrokenAtTip { path: String },
     Stale { current: ContentHash },
     Invalid(Vec<PatchProblem>),
+    DirtyCheckout { path: String },
 }
 
 /// Changes a persona's settings (config, modes, trait values) with a JSON
@@ -133,6 +135,7 @@ pub async fn update_settings(
                 format!("the branch {branch} kept moving while the change was written; try again"),
             ));
         }
+        Err(WriteError::DirtyCheckout { path }) => return Ok(refused(Refusal::DirtyCheckout { path })),
         Err(WriteError::Git(error)) => return Err(WebError::unavailable("the registry repository", &error)),
     };
     if let WriteOutcome::Committed { commit, branch, .. } = &outcome {
@@ -212,7 +215,17 @@ async fn expected_content(
         Precondition::Content(hash) => return Ok(*hash),
         Precondition::Pin(pin) => parse_pin(pin)?,
     };
-    let version = queries::pinned_version(&state.pool, persona, &pin).await?;
+    let version = match queries::pinned_version(&state.pool, persona, &pin).await {
+        Ok(version) => version,
+        Err(PinLookupError::Pin(reason)) => {
+            return Err(WebError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "stale",
+                format!("If-Match names no version of this persona: {reason}"),
+            ));
+        }
+        Err(PinLookupError::Database(error)) => return Err(error.into()),
+    };
     version
         .content_hash
         .as_deref()
@@ -284,6 +297,11 @@ fn write_change(
                     Ok(None)
                 }
                 PatchOutcome::Changed { text, persona, changes } => {
+                    // `personas check` also renders the prompt in every enabled mode.
+                    let problems = prompt_problems(tip, &persona);
+                    if !problems.is_empty() {
+                        return Err(Refusal::Invalid(problems));
+                    }
                     new_hash = content_hash(&persona);
                     let details: Vec<String> = changes.iter().map(|change| format!("- {}", describe(change))).collect();
                     Ok(Some(FileChange {
@@ -305,14 +323,43 @@ fn write_change(
     Ok((outcome, new_hash))
 }
 
-/// The registry's settings at the tip: the policy and mode vocabulary in force there.
+/// The registry's settings at the tip: the policy and mode vocabulary in
+/// force there. Broken settings refuse every write: their fallback is the
+/// permissive policy, which protects nobody.
 fn registry_settings(tip: &Tip<'_>) -> Result<RegistrySettings, Refusal> {
     let path = format!("{REGISTRY_DIR}/{SETTINGS_FILE}");
     match tip.read(&path) {
-        Ok(Some(bytes)) => Ok(parse_settings(&path, &bytes).0),
+        Ok(Some(bytes)) => match parse_settings(&path, &bytes) {
+            (settings, problems) if problems.is_empty() => Ok(settings),
+            _ => Err(Refusal::BrokenAtTip { path }),
+        },
         Ok(None) => Ok(RegistrySettings::permissive()),
         Err(_) => Err(Refusal::NotAtTip { path }),
     }
+}
+
+/// Where the new persona fails the registry's prompt template at the tip
+/// (a mode it cannot render, a field it needs removed). A template that is
+/// broken by itself is the registry's problem, reported on /status, not
+/// this change's.
+fn prompt_problems(tip: &Tip<'_>, persona: &Persona) -> Vec<PatchProblem> {
+    let path = template_path();
+    let Ok(Some(bytes)) = tip.read(&path) else {
+        return Vec::new();
+    };
+    let source = String::from_utf8_lossy(&bytes);
+    if PromptTemplate::parse(&path, &source).is_err() {
+        return Vec::new();
+    }
+    check_template(&path, &source, [persona])
+        .into_iter()
+        .map(|diagnostic| PatchProblem {
+            path: "modes".to_string(),
+            message: diagnostic.to_string(),
+            line: None,
+            column: None,
+        })
+        .collect()
 }
 
 fn is_protected(settings: &RegistrySettings, persona: Uuid, slug: &str) -> bool {
@@ -343,6 +390,14 @@ fn refused(refusal: Refusal) -> Response {
             StatusCode::CONFLICT,
             "invalid_at_tip",
             format!("{path} does not pass `personas check` on the branch tip; fix it with a pull request first"),
+        ),
+        Refusal::DirtyCheckout { path } => WebError::new(
+            StatusCode::CONFLICT,
+            "dirty_checkout",
+            format!(
+                "the server's checkout of the branch has uncommitted changes to {path}; committing over them \
+                 would hide them, so commit or discard them first (or serve a bare repository)"
+            ),
         ),
         Refusal::Stale { current } => {
             let error = WebError::new(

@@ -32,6 +32,7 @@ impl Server {
             .env_remove("PERSONAS_TOKENS")
             .env_remove("PERSONAS_PRIVATE")
             .env_remove("PERSONAS_WRITE_MODE")
+            .env_remove("PERSONAS_BOT")
             .env("RUST_LOG", "warn,personas=info")
             .stderr(Stdio::piped());
         for (name, value) in environment {
