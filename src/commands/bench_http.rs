@@ -31,6 +31,40 @@ impl Drop for Running {
     }
 }
 
+/// `personas serve` on the embedded defaults (managed PostgreSQL, embedded
+/// index) for a benchmark, with `environment` added; killed when dropped.
+pub(crate) fn start_server(
+    repository: &Path,
+    data_dir: &Path,
+    port: u16,
+    environment: &[(&str, String)],
+) -> anyhow::Result<Running> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args([
+            "serve",
+            "--branch",
+            "main",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--repo",
+        ])
+        .arg(repository)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("QDRANT_URL")
+        .env_remove("PERSONAS_TOKENS")
+        .env_remove("PERSONAS_PRIVATE")
+        .env_remove("PERSONAS_WRITE_MODE")
+        .env("RUST_LOG", "warn,qdrant_edge=error")
+        .stderr(Stdio::inherit());
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    Ok(Running(command.spawn()?))
+}
+
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -183,25 +217,7 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         "starting personas serve (first run: sync and embed {} personas)…",
         bench.shape.personas
     );
-    let server = Running(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--branch",
-                "main",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--repo",
-            ])
-            .arg(&repository)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("QDRANT_URL")
-            .env("RUST_LOG", "warn,qdrant_edge=error")
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let server = start_server(&repository, &data_dir, port, &[])?;
     wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
         get(port, "/readyz").is_ok_and(|(status, body, _)| {
             let body = String::from_utf8_lossy(&body);

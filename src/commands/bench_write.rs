@@ -6,13 +6,13 @@
 //! on top (HTTP, checks, the gix commit and CAS).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use super::bench::{bench_root, prepare_repository};
-use super::bench_http::{Running, free_port, wait_until};
+use super::bench_http::{free_port, start_server, wait_until};
 use super::http_probe::{Answer, request};
 use crate::access::{TokenHash, generate_token};
 use crate::cli::Outcome;
@@ -45,30 +45,8 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
         "starting personas serve (first run: sync {} personas)…",
         bench.shape.personas
     );
-    let _server = Running(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--branch",
-                "main",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--repo",
-            ])
-            .arg(&repository)
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .env_remove("DATABASE_URL")
-            .env_remove("QDRANT_URL")
-            .env_remove("PERSONAS_WRITE_MODE")
-            .env(
-                "PERSONAS_TOKENS",
-                format!("editor {} {} <{}>", TokenHash::of(&token), IDENTITY.0, IDENTITY.1),
-            )
-            .env("RUST_LOG", "warn,qdrant_edge=error")
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let tokens = format!("editor {} {} <{}>", TokenHash::of(&token), IDENTITY.0, IDENTITY.1);
+    let _server = start_server(&repository, &root.join("data"), port, &[("PERSONAS_TOKENS", tokens)])?;
     // Synced, and the first indexing done (when there is a model), so the
     // measurement does not share the machine with embedding the whole registry.
     wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
