@@ -261,3 +261,30 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
         "only {kills_mid_sync} kills landed mid-sync; the test did not exercise crashes"
     );
 }
+
+/// A process that follows a branch syncs once per commit, resuming each
+/// walk from the state the last one left (instead of re-reading the whole
+/// registry at the cursor). Commit by commit, through renames, a broken
+/// file, its fix and a deletion, that must project exactly what one sync of
+/// the whole history does.
+#[tokio::test]
+async fn syncing_commit_by_commit_from_the_kept_state_matches_one_full_sync() {
+    let repo = TestRepo::new();
+    let commits = build_story(&repo);
+    let following = fresh().await;
+    let options = options(repo.path(), "follow");
+    for commit in &commits {
+        repo.git(&["branch", "-f", "follow", commit]);
+        sync_once(&following.pool, &options).await.unwrap();
+        assert!(
+            format!("{:?}", options.resume).contains(commit.as_str()),
+            "the sync at {commit} kept no state to resume from: {:?}",
+            options.resume
+        );
+    }
+    let whole = fresh().await;
+    sync_once(&whole.pool, &SyncOptions::new(repo.path(), "follow"))
+        .await
+        .unwrap();
+    assert_eq!(digest(&following.pool).await, digest(&whole.pool).await);
+}

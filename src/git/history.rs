@@ -236,8 +236,18 @@ struct PersonasDelta {
 /// An iterator over the commit records of a branch's first-parent history.
 pub struct HistoryWalk {
     repository: gix::Repository,
+    /// Where the walk starts: its state is the registry as of this commit.
+    after: Option<ObjectId>,
     commits: Vec<ObjectId>,
     next: usize,
+    state: RegistryState,
+}
+
+/// The registry as a finished walk left it at `commit`, kept so that the
+/// next walk from there (the next sync of a followed branch) does not read
+/// and validate every file at `commit` again.
+pub struct ResumePoint {
+    pub commit: ObjectId,
     state: RegistryState,
 }
 
@@ -252,6 +262,7 @@ impl HistoryWalk {
         let commits = first_parent_chain(&repository, tip, after)?;
         let mut walk = HistoryWalk {
             repository,
+            after,
             commits,
             next: 0,
             state: RegistryState::empty(),
@@ -261,6 +272,33 @@ impl HistoryWalk {
             walk.process(after)?;
         }
         Ok(walk)
+    }
+
+    /// A walk from `point` to `tip` that starts from the state a previous
+    /// walk finished with, instead of reading the registry at `point.commit`.
+    pub fn resume(repository: gix::Repository, tip: &str, point: ResumePoint) -> Result<Self, GitError> {
+        let tip = resolve_commit(&repository, tip)?;
+        let commits = first_parent_chain(&repository, tip, Some(point.commit))?;
+        Ok(HistoryWalk {
+            repository,
+            after: Some(point.commit),
+            commits,
+            next: 0,
+            state: point.state,
+        })
+    }
+
+    /// The state at the last commit, once every commit has been walked
+    /// (`None` for a walk stopped early: its state is of no commit in particular).
+    pub fn finish(self) -> Option<ResumePoint> {
+        if self.next < self.commits.len() {
+            return None;
+        }
+        let commit = self.commits.last().copied().or(self.after)?;
+        Some(ResumePoint {
+            commit,
+            state: self.state,
+        })
     }
 
     /// The content hash of each persona's current version as the walk sees it.
