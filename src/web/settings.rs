@@ -92,6 +92,7 @@ pub async fn update_settings(
     Path(reference): Path<String>,
     body: Body,
 ) -> Result<Response, WebError> {
+    let received = std::time::Instant::now();
     let token = state
         .access
         .require(&headers, Role::Editor, "changing settings")?
@@ -141,6 +142,7 @@ pub async fn update_settings(
     if let WriteOutcome::Committed { commit, branch, .. } = &outcome {
         tracing::info!(persona = %resolved.persona.slug, %commit, %branch, author = %author, "settings changed");
     }
+    tracing::debug!(elapsed = ?received.elapsed(), "settings change written; waiting for the projection");
     respond(&state, &writer, &resolved, outcome, new_hash).await
 }
 
