@@ -12,7 +12,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::persona::model::parse_sha256;
+use crate::persona::model::ContentHash;
 
 /// What a token may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,20 +103,20 @@ impl FromStr for Identity {
     }
 }
 
-/// The SHA-256 of a token, written `sha256:<64 hex digits>`.
+/// The SHA-256 of a token, written `sha256:<64 hex digits>` like every
+/// digest in the registry.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TokenHash([u8; 32]);
+pub struct TokenHash(ContentHash);
 
 impl TokenHash {
     pub fn of(token: &str) -> TokenHash {
-        TokenHash(Sha256::digest(token.as_bytes()).into())
+        TokenHash(ContentHash(Sha256::digest(token.as_bytes()).into()))
     }
 }
 
 impl fmt::Display for TokenHash {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("sha256:")?;
-        self.0.iter().try_for_each(|byte| write!(formatter, "{byte:02x}"))
+        self.0.fmt(formatter)
     }
 }
 
@@ -131,8 +131,9 @@ impl FromStr for TokenHash {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         // The text is not repeated: a token pasted where its hash belongs must not reach a log.
-        let invalid = || "not a token hash: expected sha256: and 64 hex digits, as `personas token` prints".to_string();
-        parse_sha256(text).map(TokenHash).ok_or_else(invalid)
+        text.parse()
+            .map(TokenHash)
+            .map_err(|_| "not a token hash: expected sha256: and 64 hex digits, as `personas token` prints".to_string())
     }
 }
 
@@ -187,7 +188,7 @@ impl Tokens {
         let hash = TokenHash::of(presented);
         let mut found = None;
         for token in &self.0 {
-            if bool::from(token.hash.0.ct_eq(&hash.0)) {
+            if bool::from(token.hash.0.0.ct_eq(&hash.0.0)) {
                 found = Some(token);
             }
         }

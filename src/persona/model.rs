@@ -115,23 +115,17 @@ impl fmt::Display for ContentHash {
 impl FromStr for ContentHash {
     type Err = InvalidContentHash;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_sha256(text)
-            .map(ContentHash)
-            .ok_or_else(|| InvalidContentHash(text.to_string()))
+        let invalid = || InvalidContentHash(text.to_string());
+        let hex = text.strip_prefix("sha256:").ok_or_else(invalid)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
+        }
+        Ok(ContentHash(bytes))
     }
-}
-
-/// The 32 bytes of `sha256:<64 hex digits>` (the registry's way to write a digest).
-pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("sha256:")?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut bytes = [0u8; 32];
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    Some(bytes)
 }
 
 impl Serialize for ContentHash {

@@ -252,28 +252,34 @@ pub fn check_template<'a>(
     source: &str,
     personas: impl IntoIterator<Item = &'a Persona>,
 ) -> Vec<Diagnostic> {
-    let template = match PromptTemplate::parse(file, source) {
-        Ok(template) => template,
-        Err(diagnostic) => return vec![diagnostic],
-    };
-    let mut problems = Vec::new();
-    for persona in personas {
-        for mode in persona.enabled_modes() {
-            if let Err(PromptError::Render { line, message, .. }) = template.render(persona, Some(mode), None) {
-                problems.push(Diagnostic {
-                    path: None,
-                    file: file.to_string(),
-                    line: line.max(1),
-                    column: 1,
-                    code: Code::Template,
-                    message: format!("rendering {} in mode {mode}: {message}", persona.slug),
-                });
-                // One failure per persona says enough.
-                break;
+    match PromptTemplate::parse(file, source) {
+        Ok(template) => template.check(file, personas),
+        Err(diagnostic) => vec![diagnostic],
+    }
+}
+
+impl PromptTemplate {
+    /// Where this (parsed) template fails to render each persona in each
+    /// enabled mode; one problem per persona says enough.
+    pub fn check<'a>(&self, file: &str, personas: impl IntoIterator<Item = &'a Persona>) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        for persona in personas {
+            for mode in persona.enabled_modes() {
+                if let Err(PromptError::Render { line, message, .. }) = self.render(persona, Some(mode), None) {
+                    problems.push(Diagnostic {
+                        path: None,
+                        file: file.to_string(),
+                        line: line.max(1),
+                        column: 1,
+                        code: Code::Template,
+                        message: format!("rendering {} in mode {mode}: {message}", persona.slug),
+                    });
+                    break;
+                }
             }
         }
+        problems
     }
-    problems
 }
 
 #[cfg(test)]

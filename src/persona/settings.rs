@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{Code, Diagnostic, Diagnostics};
+use super::model::PersonaId;
 use super::reader::{TableReader, expect_array, expect_text};
 use super::source::{self, Node};
 use super::validate::{read_schema, source_error};
@@ -24,6 +25,21 @@ pub struct Policy {
     pub require_sources_for_real: bool,
     /// Persona ids or slugs of verified real figures; only maintainers may change them.
     pub protected: Vec<String>,
+}
+
+impl Policy {
+    /// Whether the policy protects the persona with this id and slug.
+    pub fn protects(&self, id: PersonaId, slug: &str) -> bool {
+        self.protected
+            .iter()
+            .any(|name| names_persona(name, Some(id), Some(slug)))
+    }
+}
+
+/// Whether an entry of `policy.protected` names this persona: its slug as
+/// written, or its id in any letter case.
+pub fn names_persona(name: &str, id: Option<PersonaId>, slug: Option<&str>) -> bool {
+    slug == Some(name) || id.is_some_and(|id| id.to_string() == name.to_lowercase())
 }
 
 impl RegistrySettings {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::diagnostic::{Code, Diagnostic};
 use super::model::{Persona, PersonaId, Slug};
 use super::profile::{ParsedProfile, Profile, validate_profile};
-use super::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
+use super::settings::{RegistrySettings, SETTINGS_FILE, names_persona, parse_settings};
 use super::source::LineIndex;
 use super::validate::{ParsedPersona, validate_persona};
 
@@ -230,10 +230,9 @@ fn protected_diagnostics(
         .protected
         .iter()
         .filter(|name| {
-            !personas.iter().any(|parsed| {
-                parsed.slug.as_ref().is_some_and(|slug| slug.as_str() == name.as_str())
-                    || parsed.id.is_some_and(|id| id.to_string() == name.to_lowercase())
-            })
+            !personas
+                .iter()
+                .any(|parsed| names_persona(name, parsed.id, parsed.slug.as_ref().map(Slug::as_str)))
         })
         .map(|name| {
             // The settings reader keeps no spans for list items; the quoted

@@ -61,6 +61,8 @@ struct Entries {
 #[derive(Debug, Default)]
 pub struct Answers {
     entries: Mutex<Entries>,
+    /// Woken by every change notification, for requests that wait for one.
+    changed: tokio::sync::Notify,
 }
 
 /// Where an answer's reads began: take it before the first query.
@@ -110,6 +112,14 @@ impl Answers {
         entries.answers.clear();
         entries.bytes = 0;
         entries.generation += 1;
+        drop(entries);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next change of the projection this server hears of
+    /// (never, while it is not listening: wait with a timeout).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {

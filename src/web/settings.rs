@@ -26,10 +26,10 @@ use crate::git::history::REGISTRY_DIR;
 use crate::git::write::{FileChange, RegistryWriter, Tip, WriteError, WriteOutcome};
 use crate::persona::diff::{describe, summarize};
 use crate::persona::pin::Pin;
-use crate::persona::prompt::{PromptTemplate, check_template, template_path};
+use crate::persona::prompt::{PromptTemplate, template_path};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
 use crate::persona::settings_patch::{PatchOutcome, PatchProblem, apply_settings_patch};
-use crate::persona::{ContentHash, Persona, content_hash, validate_persona};
+use crate::persona::{ContentHash, Persona, PersonaId, content_hash, validate_persona};
 use crate::store::queries::{self, PinLookupError};
 
 /// Settings patches are a few hundred bytes; anything near this is not one.
@@ -37,7 +37,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a PATCH waits for the in-process sync to project its commit
 /// before answering 202 instead of the new version.
 const PROJECTION_WAIT: Duration = Duration::from_secs(8);
-const PROJECTION_POLL: Duration = Duration::from_millis(20);
+/// The projection is looked at again on each change notification, and at
+/// least this often (the safety net while notifications are not heard).
+const PROJECTION_POLL: Duration = Duration::from_millis(250);
 
 /// The answer when the new version is not (yet) in the projection: the
 /// commit is made, and the sync, or a review, will bring it in.
@@ -273,7 +275,7 @@ fn write_change(
         |short| format!("settings/{slug}-{short}"),
         |tip: &Tip<'_>| {
             let settings = registry_settings(tip)?;
-            if is_protected(&settings, persona, slug) && token.role < Role::Maintainer {
+            if settings.policy.protects(PersonaId(persona), slug) && token.role < Role::Maintainer {
                 return Err(Refusal::Protected { slug: slug.to_string() });
             }
             let bytes = tip
@@ -349,11 +351,11 @@ fn prompt_problems(tip: &Tip<'_>, persona: &Persona) -> Vec<PatchProblem> {
     let Ok(Some(bytes)) = tip.read(&path) else {
         return Vec::new();
     };
-    let source = String::from_utf8_lossy(&bytes);
-    if PromptTemplate::parse(&path, &source).is_err() {
+    let Ok(template) = PromptTemplate::parse(&path, &String::from_utf8_lossy(&bytes)) else {
         return Vec::new();
-    }
-    check_template(&path, &source, [persona])
+    };
+    template
+        .check(&path, [persona])
         .into_iter()
         .map(|diagnostic| PatchProblem {
             path: "modes".to_string(),
@@ -362,15 +364,6 @@ fn prompt_problems(tip: &Tip<'_>, persona: &Persona) -> Vec<PatchProblem> {
             column: None,
         })
         .collect()
-}
-
-fn is_protected(settings: &RegistrySettings, persona: Uuid, slug: &str) -> bool {
-    let id = persona.hyphenated().to_string();
-    settings
-        .policy
-        .protected
-        .iter()
-        .any(|name| name == slug || name.eq_ignore_ascii_case(&id))
 }
 
 fn refused(refusal: Refusal) -> Response {
@@ -475,6 +468,10 @@ async fn respond(
     // already be projected too, so "current" could be past it.
     let at_commit = Pin::Commit(commit.clone());
     loop {
+        // Registered before looking, so a change between the look and the wait is not missed.
+        let changed = state.answers.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         match queries::pinned_version(&state.pool, resolved.persona.id, &at_commit).await {
             Ok(version) if version.content_hash.as_deref() == Some(wanted.as_str()) => {
                 let projected = Resolved {
@@ -498,6 +495,9 @@ async fn respond(
         if tokio::time::Instant::now() >= deadline {
             return Ok(pending(status));
         }
-        tokio::time::sleep(PROJECTION_POLL).await;
+        tokio::select! {
+            () = &mut changed => {}
+            () = tokio::time::sleep(PROJECTION_POLL) => {}
+        }
     }
 }
