@@ -13,6 +13,7 @@ use crate::persona::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::persona::reader::{TableReader, expect_array, expect_bool, expect_choice, expect_text};
 use crate::persona::source;
 use crate::persona::validate::source_error;
+use crate::webhooks::WebhookConfig;
 
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "personas.toml";
@@ -38,6 +39,8 @@ pub struct Config {
     pub write_mode: Option<WriteMode>,
     /// The committer of settings changes (`[write] bot_name`/`bot_email`, `PERSONAS_BOT`).
     pub bot: Option<Identity>,
+    /// Change notifications (`[[webhooks]]`); their `Debug` hides secrets and URL paths.
+    pub webhooks: Option<Vec<WebhookConfig>>,
 }
 
 /// Where `PATCH …/settings` puts its commit.
@@ -80,6 +83,7 @@ impl std::fmt::Debug for Config {
             .field("private", &self.private)
             .field("write_mode", &self.write_mode)
             .field("bot", &self.bot)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -100,6 +104,7 @@ impl Config {
             private: self.private.or(lower.private),
             write_mode: self.write_mode.or(lower.write_mode),
             bot: self.bot.or(lower.bot),
+            webhooks: self.webhooks.or(lower.webhooks),
         }
     }
 }
@@ -139,7 +144,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     parse(&path.display().to_string(), &bytes, base)
 }
 
-const TOP_KEYS: &[&str] = &["database", "embed", "qdrant", "access", "write"];
+const TOP_KEYS: &[&str] = &["database", "embed", "qdrant", "access", "write", "webhooks"];
 const ACCESS_KEYS: &[&str] = &["private", "tokens"];
 const TOKEN_KEYS: &[&str] = &["role", "name", "email", "hash"];
 const WRITE_KEYS: &[&str] = &["mode", "bot_name", "bot_email"];
@@ -205,6 +210,9 @@ pub fn parse(file: &str, bytes: &[u8], base: &Path) -> Result<Config, ConfigErro
             };
             section.finish(&mut diagnostics);
         }
+        config.webhooks = top.optional("webhooks").and_then(|entry| {
+            crate::webhooks::config::parse(&mut diagnostics, &entry.value, &|name| std::env::var(name).ok())
+        });
         top.finish(&mut diagnostics);
     }
     if diagnostics.is_empty() {

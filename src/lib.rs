@@ -15,3 +15,4 @@ pub mod sync;
 pub mod synthetic;
 pub mod vectors;
 pub mod web;
+pub mod webhooks;

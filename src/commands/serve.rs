@@ -20,6 +20,7 @@ use crate::store::Database;
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
 use crate::web::access::Access;
 use crate::web::{Shared, router};
+use crate::webhooks::deliver::Worker;
 
 pub struct ServeCommand<'a> {
     pub repository: &'a Path,
@@ -70,7 +71,17 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
         None
     };
     let (access, writer) = writes(command)?;
-    let state = Arc::new(Shared::new(database.pool.clone(), vectors, following).with_writes(access, writer));
+    let webhooks = command.config.webhooks.as_deref();
+    let state = Arc::new(
+        Shared::new(database.pool.clone(), vectors, following)
+            .with_writes(access, writer)
+            .with_webhooks(webhooks.unwrap_or_default()),
+    );
+    // Every replica runs the deliveries; the cursor locks share the work out.
+    let webhooks = Worker::for_command(&database.pool, webhooks)?;
+    if let Some(worker) = &webhooks {
+        eprintln!("webhooks: {}", worker.describe());
+    }
     let listener = tokio::net::TcpListener::bind(command.listen)
         .await
         .with_context(|| format!("cannot listen on {}", command.listen))?;
@@ -113,7 +124,12 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
             _ = stop.wait() => {}
         }
     };
-    let (served, synced, (), ()) = tokio::join!(server, sync, signalled, changes);
+    let delivering = async {
+        if let Some(worker) = webhooks {
+            worker.run(stop.wait()).await;
+        }
+    };
+    let (served, synced, (), (), ()) = tokio::join!(server, sync, signalled, changes, delivering);
     served?;
     synced?;
     Ok(())

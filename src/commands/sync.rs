@@ -16,6 +16,7 @@ use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
 use crate::vectors::index::VectorIndex;
 use crate::vectors::projector::VectorProjector;
 use crate::vectors::setup::{AnyIndex, PROVISIONING_HINT, Vectors, open_vectors};
+use crate::webhooks::deliver::Worker;
 
 pub struct SyncCommand<'a> {
     pub repository: &'a Path,
@@ -127,15 +128,26 @@ async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -
     }
     let projector = projector(command, data_dir, database).await?;
     let stop = Stop::new();
+    // The writer delivers the change notifications too (serve replicas may share the work).
+    let webhooks = Worker::for_command(&database.pool, command.config.webhooks.as_deref())?;
+    if let Some(worker) = &webhooks {
+        eprintln!("webhooks: {}", worker.describe());
+    }
+    let delivering = async {
+        if let Some(worker) = webhooks {
+            worker.run(stop.wait()).await;
+        }
+    };
     let signalled = async {
         tokio::select! {
             _ = shutdown_signal() => stop.now(),
             _ = stop.wait() => {}
         }
     };
-    let (result, ()) = tokio::join!(
+    let (result, (), ()) = tokio::join!(
         follow_and_index(database, &options, &source, projector.as_ref(), &stop),
-        signalled
+        signalled,
+        delivering
     );
     result?;
     Ok(())

@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use super::tree_delta::IndexedTree;
 use super::{GitError, resolve_commit};
+use crate::persona::experiment::{EXPERIMENTS_DIR, Experiment, ParsedExperiment, validate_experiment};
+use crate::persona::labels::{LABELS_FILE, LabelsFile, parse_labels};
 use crate::persona::profile::{ParsedProfile, Profile, validate_profile};
 use crate::persona::prompt::{PROMPT_FILE, PromptTemplate};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
@@ -113,6 +115,13 @@ pub struct CommitRecord {
     /// template (`Some(Some)`) or removed it (`Some(None)`). An invalid
     /// template is a problem and leaves the one in force unchanged.
     pub prompt_template: Option<Option<String>>,
+    /// The labels file, when this commit changed it to a well-formed one
+    /// (`Some(Some)`) or removed it (`Some(None)`). A malformed file is a
+    /// problem and leaves the labels in force unchanged.
+    pub labels: Option<Option<LabelsFile>>,
+    /// Experiments this commit added or changed (`Some`) or removed (`None`),
+    /// by name. A malformed file is a problem and leaves the experiment as it was.
+    pub experiments: BTreeMap<String, Option<Experiment>>,
 }
 
 /// Where the walk starts and what it follows.
@@ -159,6 +168,8 @@ struct RegistryState {
     claims: HashMap<PersonaId, BTreeSet<String>>,
     profile_blobs: BTreeMap<String, ObjectId>,
     prompt_blob: Option<ObjectId>,
+    labels_blob: Option<ObjectId>,
+    experiment_blobs: BTreeMap<String, ObjectId>,
     current: HashMap<PersonaId, Current>,
     current_at: HashMap<String, PersonaId>,
 }
@@ -174,6 +185,8 @@ impl RegistryState {
             claims: HashMap::new(),
             profile_blobs: BTreeMap::new(),
             prompt_blob: None,
+            labels_blob: None,
+            experiment_blobs: BTreeMap::new(),
             current: HashMap::new(),
             current_at: HashMap::new(),
         }
@@ -223,6 +236,8 @@ struct RegistryListing {
     personas_tree: Option<ObjectId>,
     profiles: BTreeMap<String, ObjectId>,
     prompt: Option<ObjectId>,
+    labels: Option<ObjectId>,
+    experiments: BTreeMap<String, ObjectId>,
 }
 
 /// Persona files that differ between two commits' `registry/personas` trees.
@@ -387,6 +402,10 @@ impl HistoryWalk {
             match (name.as_str(), is_tree) {
                 (SETTINGS_FILE, false) => listing.settings = Some(id),
                 (PROMPT_FILE, false) => listing.prompt = Some(id),
+                (LABELS_FILE, false) => listing.labels = Some(id),
+                (EXPERIMENTS_DIR, true) => {
+                    listing.experiments = self.toml_files(id, &format!("{REGISTRY_DIR}/{EXPERIMENTS_DIR}"))?
+                }
                 (PERSONAS_DIR, true) => listing.personas_tree = Some(id),
                 (PROFILES_DIR, true) => {
                     listing.profiles = self.toml_files(id, &format!("{REGISTRY_DIR}/{PROFILES_DIR}"))?
@@ -476,6 +495,8 @@ impl HistoryWalk {
             settings: None,
             profiles: BTreeMap::new(),
             prompt_template: None,
+            labels: None,
+            experiments: BTreeMap::new(),
         };
         if listing.tree == self.state.registry_tree && listing.tree.is_some() {
             return Ok(record);
@@ -508,6 +529,8 @@ impl HistoryWalk {
 
         self.update_profiles(&listing, &mut record)?;
         self.update_prompt_template(&listing, &mut record)?;
+        self.update_labels(&listing, &mut record)?;
+        self.update_experiments(&listing, &mut record)?;
 
         // Which persona files need reading again.
         let (PersonasDelta { changed, removed }, personas_tree) =
@@ -680,6 +703,69 @@ impl HistoryWalk {
                 persona_id: None,
                 diagnostics: vec![diagnostic],
             }),
+        }
+        Ok(())
+    }
+
+    fn update_labels(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {
+        if listing.labels == self.state.labels_blob {
+            return Ok(());
+        }
+        self.state.labels_blob = listing.labels;
+        let path = format!("{REGISTRY_DIR}/{LABELS_FILE}");
+        record.checked_paths.push(path.clone());
+        let Some(blob) = listing.labels else {
+            record.labels = Some(None);
+            return Ok(());
+        };
+        match parse_labels(&path, &self.blob(blob)?) {
+            (Some(labels), _) => record.labels = Some(Some(labels)),
+            (None, diagnostics) => record.problems.push(FileProblem {
+                path,
+                persona_id: None,
+                diagnostics,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Experiments are checked on their own here; whether their pins resolve
+    /// is decided where versions are known (the projection, `check`).
+    fn update_experiments(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {
+        let settings_changed = record.settings.is_some();
+        let removed: Vec<String> = self
+            .state
+            .experiment_blobs
+            .keys()
+            .filter(|path| !listing.experiments.contains_key(*path))
+            .cloned()
+            .collect();
+        for path in removed {
+            self.state.experiment_blobs.remove(&path);
+            record.experiments.insert(stem_of(&path).to_string(), None);
+            record.checked_paths.push(path);
+        }
+        for (path, blob) in &listing.experiments {
+            if !settings_changed && self.state.experiment_blobs.get(path) == Some(blob) {
+                continue;
+            }
+            self.state.experiment_blobs.insert(path.clone(), *blob);
+            record.checked_paths.push(path.clone());
+            let bytes = self.blob(*blob)?;
+            let ParsedExperiment {
+                experiment,
+                diagnostics,
+            } = validate_experiment(path, &bytes, stem_of(path), &self.state.settings);
+            match experiment {
+                Some(experiment) => {
+                    record.experiments.insert(experiment.name.clone(), Some(experiment));
+                }
+                None => record.problems.push(FileProblem {
+                    path: path.clone(),
+                    persona_id: None,
+                    diagnostics,
+                }),
+            }
         }
         Ok(())
     }

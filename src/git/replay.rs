@@ -7,8 +7,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::history::{ChangeKind, CommitInfo, FileProblem, HistoryWalk, WalkOptions};
-use super::{GitError, open_repository, resolve_commit};
+use super::{GitError, commit_tags, open_repository, resolve_commit};
+use crate::persona::Diagnostic;
 use crate::persona::diff::{Change, diff};
+use crate::persona::experiment::Experiment;
+use crate::persona::labels::{KnownPersona, KnownVersion, LabelsFile, ResolvedLabel, resolve as resolve_labels};
 use crate::persona::pin::Pin;
 use crate::persona::profile::Profile;
 use crate::persona::{ContentHash, Persona, PersonaId};
@@ -58,6 +61,24 @@ impl PersonaHistory {
     }
 }
 
+/// A commit that changed the labels file.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelsChange {
+    pub position: usize,
+    pub commit: CommitInfo,
+    /// `None`: the commit removed the file.
+    pub file: Option<LabelsFile>,
+}
+
+/// A commit that changed one experiment file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentChange {
+    pub position: usize,
+    pub commit: CommitInfo,
+    /// `None`: the commit removed the experiment.
+    pub experiment: Option<Experiment>,
+}
+
 /// A commit that changed the prompt template.
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateChange {
@@ -79,6 +100,10 @@ pub struct Replay {
     pub prompt_templates: Vec<TemplateChange>,
     /// The profiles at the tip, by slug.
     pub profiles: BTreeMap<String, Profile>,
+    /// Changes of the labels file, oldest first.
+    pub labels_changes: Vec<LabelsChange>,
+    /// Changes of each experiment, oldest first, by name.
+    pub experiment_changes: BTreeMap<String, Vec<ExperimentChange>>,
 }
 
 impl Replay {
@@ -102,6 +127,20 @@ impl Replay {
                     position,
                     commit: record.commit.id.clone(),
                     source,
+                });
+            }
+            if let Some(file) = record.labels {
+                replay.labels_changes.push(LabelsChange {
+                    position,
+                    commit: record.commit.clone(),
+                    file,
+                });
+            }
+            for (name, experiment) in record.experiments {
+                replay.experiment_changes.entry(name).or_default().push(ExperimentChange {
+                    position,
+                    commit: record.commit.clone(),
+                    experiment,
                 });
             }
             for (slug, profile) in record.profiles {
@@ -182,7 +221,11 @@ impl Replay {
                 .iter()
                 .find(|version| version.content_hash.as_ref() == Some(hash))
                 .ok_or_else(|| anyhow::anyhow!("no version of {name} has the content hash {hash}"))?,
-            Some(Pin::Commit(revision) | Pin::Tag(revision)) => {
+            Some(Pin::Label(label)) => self.labelled_version(repository, history, label)?,
+            Some(Pin::Name(label)) if self.defines_label(label, self.tip_position()) => {
+                self.labelled_version(repository, history, label)?
+            }
+            Some(Pin::Commit(revision) | Pin::Tag(revision) | Pin::Name(revision)) => {
                 let commit = resolve_commit(&open_repository(repository)?, revision)?.to_string();
                 let position = *self
                     .commit_positions
@@ -207,6 +250,119 @@ impl Replay {
             );
         }
         Ok((history, version))
+    }
+
+    /// The position of the newest walked commit.
+    pub fn tip_position(&self) -> usize {
+        self.commits.saturating_sub(1)
+    }
+
+    /// The position of `revision` on the walked history.
+    pub fn position_of(&self, repository: &Path, revision: &str) -> anyhow::Result<(String, usize)> {
+        let commit = resolve_commit(&open_repository(repository)?, revision)?.to_string();
+        let position = *self
+            .commit_positions
+            .get(&commit)
+            .ok_or_else(|| anyhow::anyhow!("commit {commit} is not on this branch's first-parent history"))?;
+        Ok((commit, position))
+    }
+
+    /// The labels file in force at `position`.
+    pub fn labels_at(&self, position: usize) -> Option<&LabelsChange> {
+        self.labels_changes
+            .iter()
+            .rev()
+            .find(|change| change.position <= position)
+            .filter(|change| change.file.is_some())
+    }
+
+    pub fn defines_label(&self, label: &str, position: usize) -> bool {
+        self.labels_at(position)
+            .and_then(|change| change.file.as_ref())
+            .is_some_and(|file| file.names().contains(label))
+    }
+
+    /// A persona as it stood at `position`: the versions made up to then.
+    pub fn known_persona(&self, reference: &str, position: usize) -> Option<KnownPersona> {
+        let history = self.find(reference).ok()?;
+        let versions: Vec<KnownVersion> = history
+            .versions
+            .iter()
+            .filter(|version| {
+                self.commit_positions
+                    .get(&version.commit.id)
+                    .is_some_and(|at| *at <= position)
+            })
+            .map(|version| KnownVersion {
+                number: version.number,
+                content_hash: version.content_hash,
+            })
+            .collect();
+        if versions.is_empty() {
+            return None;
+        }
+        Some(KnownPersona {
+            id: history.id,
+            slug: history.latest_slug().unwrap_or_default().to_string(),
+            versions,
+        })
+    }
+
+    /// Where every label pointed at `position`, and the entries that did not
+    /// resolve then. `tags` are the repository's tag names (a label a tag
+    /// shadows does not count).
+    pub fn labels_resolved_at(
+        &self,
+        position: usize,
+        tags: &std::collections::BTreeSet<String>,
+    ) -> (Vec<ResolvedLabel>, Vec<Diagnostic>) {
+        match self.labels_at(position).and_then(|change| change.file.as_ref()) {
+            Some(file) => resolve_labels(
+                file,
+                |reference| self.known_persona(reference, position),
+                |name| tags.contains(name),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The version `label` names for `history` at the tip.
+    fn labelled_version<'r>(
+        &'r self,
+        repository: &Path,
+        history: &'r PersonaHistory,
+        label: &str,
+    ) -> anyhow::Result<&'r Version> {
+        let tags = tag_names(repository)?;
+        let position = self.tip_position();
+        if !self.defines_label(label, position) {
+            anyhow::bail!("the registry has no label {label:?} (registry/labels.toml)");
+        }
+        let (resolved, _) = self.labels_resolved_at(position, &tags);
+        let number = resolved
+            .iter()
+            .find(|entry| entry.label == label && entry.persona_id == history.id)
+            .map(|entry| entry.version)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "label {label:?} does not point at any version of {}",
+                    history.latest_slug().unwrap_or_default()
+                )
+            })?;
+        history
+            .versions
+            .get(number as usize - 1)
+            .ok_or_else(|| anyhow::anyhow!("label {label:?} names version {number}, which this history lacks"))
+    }
+
+    /// The experiment as it stood at `position`, with the change that made it so.
+    pub fn experiment_at(&self, name: &str, position: usize) -> Option<&ExperimentChange> {
+        self.experiment_changes
+            .get(name)?
+            .iter()
+            .rev()
+            .find(|change| change.position <= position)
+            .filter(|change| change.experiment.is_some())
     }
 
     /// The persona a slug (current or former) or id names. A slug can have
@@ -256,10 +412,28 @@ impl Replay {
         self.prompt_templates.last().filter(|change| change.source.is_some())
     }
 
+    /// Names of the experiments that exist at the tip.
+    pub fn experiment_names(&self) -> Vec<&str> {
+        let tip = self.tip_position();
+        self.experiment_changes
+            .keys()
+            .filter(|name| self.experiment_at(name, tip).is_some())
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Histories sorted by their latest slug, for stable output.
     pub fn sorted(&self) -> Vec<&PersonaHistory> {
         let mut histories: Vec<&PersonaHistory> = self.personas.values().collect();
         histories.sort_by(|a, b| (a.latest_slug(), a.id).cmp(&(b.latest_slug(), b.id)));
         histories
     }
+}
+
+/// The repository's tag names.
+pub fn tag_names(repository: &Path) -> Result<std::collections::BTreeSet<String>, GitError> {
+    Ok(commit_tags(&open_repository(repository)?)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
 }

@@ -42,6 +42,14 @@ pub enum Code {
     MissingRegistry,
     /// The prompt template fails to render a persona.
     Template,
+    /// A malformed label name, or a label that a git tag shadows.
+    Label,
+    /// A label or experiment names a version the persona does not have.
+    UnknownVersion,
+    /// An experiment variant's pin is not a label or a version.
+    Pin,
+    /// Experiment weights that cannot split traffic.
+    Weight,
 }
 
 impl Code {
@@ -76,6 +84,10 @@ impl Code {
             Code::Empty => "empty",
             Code::MissingRegistry => "missing-registry",
             Code::Template => "template",
+            Code::Label => "label",
+            Code::UnknownVersion => "unknown-version",
+            Code::Pin => "pin",
+            Code::Weight => "weight",
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The persona format: parsing, validation, canonical form and semantic diff.
 //! Pure: no file system, database, git or network access happens in here.
 
+pub mod assignment;
 pub mod canonical;
 pub mod diagnostic;
 pub mod diff;
+pub mod experiment;
+pub mod labels;
 pub mod model;
 pub mod pin;
 pub mod profile;

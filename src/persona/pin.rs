@@ -1,5 +1,20 @@
-//! Pins: the four ways to name one version of a persona, as A/B testers
-//! write them after `@` or in `?version=`.
+//! Pins: the ways to name one version of a persona, as A/B testers write
+//! them after `@` or in `?version=`.
+//!
+//! The grammar, tried in this order (README, "Pins"):
+//! 1. one to six digits: a version number (`3`);
+//! 2. `sha256:` and 64 hex digits: a content hash;
+//! 3. 7 to 40 hex digits: a commit prefix;
+//! 4. `label:NAME` / `tag:NAME`: a label or a git tag, explicitly;
+//! 5. any other ref-safe name: a label when the registry defines one of that
+//!    name, otherwise a git tag.
+//!
+//! Labels win over tags for bare names because labels are reviewed registry
+//! files while anyone who can push may create a tag; `personas check` and the
+//! sync refuse a label that shares its name with a tag, so a bare tag pin
+//! cannot change meaning through a reviewed change. A label name starts with
+//! a letter and is not all hex digits, so it can never read as a version
+//! number or a commit.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,8 +33,12 @@ pub enum Pin {
     Commit(String),
     /// `sha256:…`: the version with that canonical content.
     Content(ContentHash),
-    /// `v1.2`: the version current at the tagged commit.
+    /// `tag:v1.2`: the version current at the tagged commit.
     Tag(String),
+    /// `label:production`: the version the label points at now.
+    Label(String),
+    /// `production`, `v1.2`: a label if the registry has one of that name, else a tag.
+    Name(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +51,7 @@ pub struct InvalidPin {
 impl FromStr for Pin {
     type Err = InvalidPin;
 
-    /// Up to 6 digits: a version number. `sha256:` and 64 hex digits: a content
-    /// hash. 7 to 40 hex digits: a commit. Anything else that is a valid git
-    /// tag name (a short hex string included): a tag.
+    /// See the module documentation for the grammar.
     fn from_str(text: &str) -> Result<Pin, InvalidPin> {
         let invalid = |reason: &str| InvalidPin {
             pin: text.to_string(),
@@ -42,7 +59,7 @@ impl FromStr for Pin {
         };
         if text.is_empty() {
             return Err(invalid(
-                "empty; write a version number, a commit, sha256:<hash> or a tag",
+                "empty; write a version number, a commit, sha256:<hash>, a label or a tag",
             ));
         }
         // Seven or more digits read as a commit prefix: a commit id can be all
@@ -65,10 +82,20 @@ impl FromStr for Pin {
         if is_hex && (MIN_COMMIT_PREFIX..=40).contains(&text.len()) {
             return Ok(Pin::Commit(text.to_ascii_lowercase()));
         }
-        if is_tag_name(text) {
-            return Ok(Pin::Tag(text.to_string()));
+        if let Some(name) = text.strip_prefix("label:") {
+            return check_label_name(name).map(|()| Pin::Label(name.to_string())).map_err(|reason| invalid(&reason));
         }
-        Err(invalid("not a version number, commit, sha256:<hash> or tag name"))
+        if let Some(name) = text.strip_prefix("tag:") {
+            return if is_tag_name(name) {
+                Ok(Pin::Tag(name.to_string()))
+            } else {
+                Err(invalid("not a valid git tag name"))
+            };
+        }
+        if is_tag_name(text) {
+            return Ok(Pin::Name(text.to_string()));
+        }
+        Err(invalid("not a version number, commit, sha256:<hash>, label or tag name"))
     }
 }
 
@@ -78,9 +105,50 @@ impl fmt::Display for Pin {
             Pin::Number(number) => write!(formatter, "{number}"),
             Pin::Commit(prefix) => formatter.write_str(prefix),
             Pin::Content(hash) => write!(formatter, "{hash}"),
-            Pin::Tag(tag) => formatter.write_str(tag),
+            Pin::Tag(tag) => write!(formatter, "tag:{tag}"),
+            Pin::Label(label) => write!(formatter, "label:{label}"),
+            Pin::Name(name) => formatter.write_str(name),
         }
     }
+}
+
+impl Pin {
+    /// Whether the answer for this pin can never change: a version number, a
+    /// content hash or a full commit id. Labels move, tags can be re-pointed,
+    /// and a commit prefix may become ambiguous.
+    pub fn is_immutable(&self) -> bool {
+        match self {
+            Pin::Number(_) | Pin::Content(_) => true,
+            Pin::Commit(prefix) => prefix.len() == 40,
+            Pin::Tag(_) | Pin::Label(_) | Pin::Name(_) => false,
+        }
+    }
+}
+
+/// The longest label name; labels are short words like `production`.
+pub const MAX_LABEL_NAME: usize = 40;
+
+/// A label name is a lowercase letter followed by lowercase letters, digits
+/// and `-`, at most 40 characters, and not made of hex digits alone: so it
+/// can never be read as a version number, a commit prefix or a content hash.
+pub fn check_label_name(name: &str) -> Result<(), String> {
+    let mut characters = name.chars();
+    let valid_start = characters.next().is_some_and(|first| first.is_ascii_lowercase());
+    if !valid_start
+        || name.len() > MAX_LABEL_NAME
+        || !characters.all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-')
+    {
+        return Err(format!(
+            "a label name is a lowercase letter followed by lowercase letters, digits or '-', at most \
+             {MAX_LABEL_NAME} characters; got {name:?}"
+        ));
+    }
+    if name.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(format!(
+            "label {name:?} is made of hex digits only, so it would read as a commit prefix; add a letter past 'f'"
+        ));
+    }
+    Ok(())
 }
 
 /// Git's rules for a ref name component chain (`git check-ref-format`),
@@ -105,6 +173,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn label_names_can_never_read_as_numbers_or_commits() {
+        for good in ["production", "staging", "candidate-2", "g", "x1"] {
+            assert_eq!(check_label_name(good), Ok(()), "{good}");
+            assert_eq!(good.parse(), Ok(Pin::Name(good.into())));
+        }
+        for bad in ["1", "42", "abc", "deadbeef", "Prod", "-x", "x_y", &"a".repeat(41)] {
+            assert!(check_label_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_fixed_pins_are_immutable() {
+        let hash = format!("sha256:{}", "ab".repeat(32));
+        for (pin, immutable) in [
+            ("3", true),
+            (hash.as_str(), true),
+            ("abcdef0", false),
+            ("tag:v1", false),
+            ("label:production", false),
+            ("production", false),
+        ] {
+            assert_eq!(pin.parse::<Pin>().unwrap().is_immutable(), immutable, "{pin}");
+        }
+        let full = "a".repeat(40);
+        assert!(full.parse::<Pin>().unwrap().is_immutable());
+    }
+
+    #[test]
     fn each_kind_of_pin_parses() {
         assert_eq!("3".parse(), Ok(Pin::Number(3)));
         assert_eq!("4C1D2E9".parse(), Ok(Pin::Commit("4c1d2e9".into())));
@@ -112,8 +208,13 @@ mod tests {
         assert_eq!("123456".parse(), Ok(Pin::Number(123456)));
         let hash = format!("sha256:{}", "ab".repeat(32));
         assert!(matches!(hash.parse::<Pin>(), Ok(Pin::Content(_))));
-        assert_eq!("v1.2".parse(), Ok(Pin::Tag("v1.2".into())));
-        assert_eq!("release/2026-11".parse(), Ok(Pin::Tag("release/2026-11".into())));
+        assert_eq!("v1.2".parse(), Ok(Pin::Name("v1.2".into())));
+        assert_eq!("release/2026-11".parse(), Ok(Pin::Name("release/2026-11".into())));
+        assert_eq!("tag:v1.2".parse(), Ok(Pin::Tag("v1.2".into())));
+        assert_eq!("label:production".parse(), Ok(Pin::Label("production".into())));
+        assert_eq!("production".parse(), Ok(Pin::Name("production".into())));
+        // Hex-looking names shorter than a commit prefix are names, never commits.
+        assert_eq!("cafe".parse(), Ok(Pin::Name("cafe".into())));
     }
 
     #[test]
@@ -126,6 +227,11 @@ mod tests {
             ("-x", "not a version"),
             ("x y", "not a version"),
             ("tag.lock", "not a version"),
+            ("label:Production", "lowercase letter"),
+            ("label:3", "lowercase letter"),
+            ("label:deadbeef", "hex digits only"),
+            ("label:", "lowercase letter"),
+            ("tag:a..b", "git tag"),
         ] {
             let error = pin.parse::<Pin>().unwrap_err();
             assert!(error.to_string().contains(reason), "{pin:?}: {error}");
@@ -134,7 +240,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["7", "abcdef0", "v2"] {
+        for text in ["7", "abcdef0", "v2", "tag:v2", "label:production"] {
             assert_eq!(text.parse::<Pin>().unwrap().to_string(), text);
         }
     }

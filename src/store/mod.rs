@@ -1,6 +1,8 @@
 //! PostgreSQL: connecting (or running a private cluster), migrations, and the
 //! projection writes. Every read of the registry is served from here.
 
+pub mod events;
+pub mod labels;
 pub mod local_pg;
 pub mod pool;
 pub mod projection;

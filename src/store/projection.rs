@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::events::{NewEvent, insert_events, persona_json};
+use super::labels::project_labels_and_experiments;
 use crate::git::history::{ChangeKind, CommitRecord, PersonaChange};
 use crate::persona::prompt::sha256;
 use crate::persona::{Persona, canonical};
@@ -43,6 +45,7 @@ pub async fn project_commits(
     stats.errors = replace_sync_errors(connection, records).await?;
     record_commits(connection, records).await?;
     record_registry_files(connection, records).await?;
+    project_labels_and_experiments(connection, records).await?;
     set_cursor(connection, branch, &last.commit.id).await?;
     notify_change(&mut *connection).await?;
     Ok(stats)
@@ -68,14 +71,23 @@ async fn record_commits(connection: &mut PgConnection, records: &[CommitRecord])
     let shas: Vec<&str> = records.iter().map(|record| record.commit.id.as_str()).collect();
     let times: Vec<chrono::DateTime<chrono::FixedOffset>> =
         records.iter().map(|record| record.commit.committed_at).collect();
+    let author_names: Vec<&str> = records.iter().map(|record| record.commit.author_name.as_str()).collect();
+    let author_emails: Vec<&str> = records.iter().map(|record| record.commit.author_email.as_str()).collect();
+    let messages: Vec<&str> = records.iter().map(|record| record.commit.message.as_str()).collect();
     sqlx::query(
-        "INSERT INTO sync_commits (sha, committed_at)
-         SELECT sha, committed_at FROM UNNEST($1::text[], $2::timestamptz[]) WITH ORDINALITY AS c(sha, committed_at, n)
+        "INSERT INTO sync_commits (sha, committed_at, author_name, author_email, message)
+         SELECT sha, committed_at, author_name, author_email, message
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
+             WITH ORDINALITY AS c(sha, committed_at, author_name, author_email, message, n)
          ORDER BY n
-         ON CONFLICT (sha) DO UPDATE SET retracted = false",
+         ON CONFLICT (sha) DO UPDATE SET retracted = false, author_name = excluded.author_name,
+             author_email = excluded.author_email, message = excluded.message",
     )
     .bind(&shas)
     .bind(&times)
+    .bind(&author_names)
+    .bind(&author_emails)
+    .bind(&messages)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -370,7 +382,48 @@ async fn project_changes(
     .bind(&outbox_ops)
     .execute(&mut *connection)
     .await?;
+
+    // Change notifications for the versions written just now (a version
+    // projected before is not announced again).
+    let events: Vec<NewEvent> = fresh
+        .change_indexes
+        .iter()
+        .zip(&fresh.numbers)
+        .map(|(&index, &number)| {
+            let (record, change) = changes[index];
+            version_event(record, change, number, &slugs[index])
+        })
+        .collect();
+    insert_events(connection, &events).await?;
     Ok(inserted_count)
+}
+
+/// `version.created` or `persona.deleted`, with everything a consumer needs.
+fn version_event(record: &CommitRecord, change: &PersonaChange, number: i32, slug: &str) -> NewEvent {
+    let deleted = change.kind == ChangeKind::Deleted;
+    let name = change
+        .persona
+        .as_ref()
+        .or(change.previous.as_ref())
+        .map(|persona| persona.name.as_str());
+    let persona_id = change.persona_id.0;
+    NewEvent::new(
+        if deleted { "persona.deleted" } else { "version.created" },
+        &[&persona_id.to_string(), &record.commit.id],
+        &record.commit,
+        Some(persona_id),
+        serde_json::json!({
+            "persona": persona_json(persona_id, slug, name),
+            "version": {
+                "number": number,
+                "content_hash": change.content_hash.map(|hash| hash.to_string()),
+                "change": change.kind.as_str(),
+                "path": change.path,
+                "previous_path": change.previous_path,
+                "url": format!("/api/personas/{slug}@{number}"),
+            },
+        }),
+    )
 }
 
 fn vector_op(deleted: bool) -> &'static str {
@@ -666,16 +719,45 @@ impl NormalizedRows {
 /// and points each affected persona back at its newest surviving version.
 /// Returns how many versions were retracted.
 pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) -> sqlx::Result<u64> {
-    let affected: Vec<Uuid> = sqlx::query_scalar(
+    type Retracted = (Uuid, i32, String, String, Option<String>, String, String, chrono::DateTime<chrono::Utc>);
+    let retracted: Vec<Retracted> = sqlx::query_as(
         "UPDATE persona_versions SET retracted = true
          WHERE commit_sha = ANY($1) AND NOT retracted
-         RETURNING persona_id",
+         RETURNING persona_id, version_no, slug, commit_sha, content_hash, author_name, author_email, committed_at",
     )
     .bind(commits)
     .fetch_all(&mut *connection)
     .await?;
-    let count = affected.len() as u64;
-    let mut personas = affected;
+    let count = retracted.len() as u64;
+    // Announced with the tip that dropped them, so a version retracted,
+    // revived and retracted again is announced each time.
+    let tip: Option<String> = sqlx::query_scalar("SELECT last_commit FROM sync_state LIMIT 1")
+        .fetch_optional(&mut *connection)
+        .await?;
+    let events: Vec<NewEvent> = retracted
+        .iter()
+        .map(|(persona, number, slug, commit, hash, author_name, author_email, committed_at)| {
+            NewEvent::about(
+                "version.retracted",
+                &[&persona.to_string(), commit, tip.as_deref().unwrap_or_default()],
+                commit,
+                serde_json::json!({
+                    "sha": commit,
+                    "author_name": author_name,
+                    "author_email": author_email,
+                    "committed_at": committed_at.to_rfc3339(),
+                }),
+                Some(*persona),
+                serde_json::json!({
+                    "persona": persona_json(*persona, slug, None),
+                    "version": {"number": number, "content_hash": hash, "retracted": true},
+                    "reason": "the commit is no longer on the followed branch (history was rewritten)",
+                }),
+            )
+        })
+        .collect();
+    insert_events(connection, &events).await?;
+    let mut personas: Vec<Uuid> = retracted.iter().map(|row| row.0).collect();
     personas.sort();
     personas.dedup();
     for persona_id in personas {

@@ -363,17 +363,45 @@ pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<V
             let commit = commit_by_prefix(pool, prefix).await?;
             version_at_commit(pool, persona, &commit).await?
         }
-        Pin::Tag(tag) => {
+        Pin::Label(label) => labelled_version(pool, persona, label).await?,
+        Pin::Name(name) if super::labels::label_exists(pool, name).await? => {
+            labelled_version(pool, persona, name).await?
+        }
+        Pin::Tag(tag) | Pin::Name(tag) => {
             let commit: Option<String> = sqlx::query_scalar("SELECT commit_sha FROM git_tags WHERE name = $1")
                 .bind(tag)
                 .fetch_optional(pool)
                 .await?;
-            let commit = commit.ok_or_else(|| PinError::NotFound(format!("no tag named {tag:?}")))?;
+            let commit = commit.ok_or_else(|| match pin {
+                Pin::Name(_) => PinError::NotFound(format!("no label or tag is named {tag:?}")),
+                _ => PinError::NotFound(format!("no tag named {tag:?}")),
+            })?;
             version_at_commit(pool, persona, &commit).await?
         }
     };
     row.map(VersionRecord::from)
         .ok_or_else(|| PinLookupError::Pin(PinError::NotFound(format!("the persona has no version {pin}"))))
+}
+
+/// The version `label` points at now for `persona`.
+async fn labelled_version(pool: &PgPool, persona: Uuid, label: &str) -> Result<Option<VersionRow>, PinLookupError> {
+    let pointers = super::labels::label_pointers(pool, None, Some(persona), Some(label)).await?;
+    let Some(pointer) = pointers.first() else {
+        let exists = super::labels::label_exists(pool, label).await?;
+        return Err(PinError::NotFound(if exists {
+            format!("label {label:?} does not point at any version of this persona")
+        } else {
+            format!("the registry has no label {label:?}")
+        })
+        .into());
+    };
+    Ok(sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 AND v.version_no = $2"
+    ))
+    .bind(persona)
+    .bind(pointer.version)
+    .fetch_optional(pool)
+    .await?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +412,8 @@ pub enum PinLookupError {
     Database(#[from] sqlx::Error),
 }
 
-async fn commit_by_prefix(pool: &PgPool, prefix: &str) -> Result<String, PinLookupError> {
+/// The one projected commit `prefix` names.
+pub async fn commit_by_prefix(pool: &PgPool, prefix: &str) -> Result<String, PinLookupError> {
     let pattern = format!("{prefix}%");
     let matches: Vec<String> = sqlx::query_scalar("SELECT sha FROM sync_commits WHERE sha LIKE $1 LIMIT 2")
         .bind(&pattern)

@@ -86,7 +86,9 @@ pub fn routes() -> Router<AppState> {
 pub struct ApiDoc;
 
 async fn openapi(headers: HeaderMap) -> Response {
-    let document = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    let mut document = ApiDoc::openapi();
+    document.merge(super::webhooks::WebhooksDoc::openapi());
+    let document = document.to_pretty_json().unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
     cached(
         &headers,

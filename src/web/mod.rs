@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pages;
 pub mod prompt;
 pub mod settings;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub access: access::Access,
     /// Where `PATCH …/settings` commits; `None` on a server without a local repository.
     pub writer: Option<Arc<RegistryWriter>>,
+    /// The webhooks this server delivers (what `/api/webhooks` may show of them).
+    pub webhooks: Vec<crate::webhooks::status::Configured>,
 }
 
 /// How a static copy differs from the live site: pages leave out what only
@@ -72,6 +75,15 @@ impl Shared {
             static_site: None,
             access: access::Access::default(),
             writer: None,
+            webhooks: Vec::new(),
+        }
+    }
+
+    /// Shows these webhooks in `/api/webhooks` and on `/status`.
+    pub fn with_webhooks(self, webhooks: &[crate::webhooks::WebhookConfig]) -> Shared {
+        Shared {
+            webhooks: webhooks.iter().map(Into::into).collect(),
+            ..self
         }
     }
 
@@ -104,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::routes())
         .nest("/api", api::routes())
+        .merge(webhooks::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
@@ -246,11 +259,7 @@ pub async fn resolve(pool: &PgPool, reference: &str, pin: Option<&str>) -> Resul
                 .ok_or_else(|| WebError::no_persona(reference))?
         }
     };
-    let immutable = match &pin {
-        Some(Pin::Number(_) | Pin::Content(_)) => true,
-        Some(Pin::Commit(prefix)) => prefix.len() == 40,
-        Some(Pin::Tag(_)) | None => false,
-    };
+    let immutable = pin.as_ref().is_some_and(Pin::is_immutable);
     Ok(Resolved {
         persona,
         version,

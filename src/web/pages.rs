@@ -608,18 +608,25 @@ struct StatusPage {
     semantic: bool,
     /// A live server shows sync time, lag and pending index updates; a static copy cannot know them.
     live: bool,
+    /// Change notifications: each webhook's cursor, pending count and newest delivery (live only).
+    webhooks: Vec<crate::webhooks::status::WebhookStatus>,
 }
 
 async fn status_page(State(state): State<AppState>) -> Result<Response, WebError> {
     let status = queries::sync_status(&state.pool).await?;
     let lag = super::metrics::sync_lag(&state, &status).await;
     let errors = status.errors.clone();
+    let webhooks = match state.static_site {
+        None => crate::webhooks::status::overview(&state.pool, &state.webhooks).await?,
+        Some(_) => Vec::new(),
+    };
     Ok(page(&StatusPage {
         status,
         errors,
         lag,
         semantic: state.vectors.is_some(),
         live: state.static_site.is_none(),
+        webhooks,
     })?
     .into_response())
 }
