@@ -85,7 +85,7 @@ pub enum Command {
     },
     /// Render the system prompt for a persona (and mode, and profile) from the registry's template.
     Prompt {
-        /// Slug, former slug or id, with an optional `@pin` (version number, commit, `sha256:…` or tag).
+        /// Slug, former slug or id, with an optional `@pin` (version number, commit, `sha256:…`, label or tag).
         reference: String,
         /// The mode to render (default: the persona's default mode).
         #[arg(long)]
@@ -98,6 +98,21 @@ pub enum Command {
         /// Print the whole record (hashes, template commit) as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The variant of an experiment a unit is served, from git alone (the same answer as the API's assign).
+    Assign {
+        /// The experiment's name (`registry/experiments/<name>.toml`).
+        experiment: String,
+        /// The unit: a user, session or account id.
+        unit: String,
+        /// Evaluate the experiment and its labels as they stood at this commit (default: HEAD).
+        #[arg(long)]
+        at: Option<String>,
+        /// Include the rendered system prompt.
+        #[arg(long)]
+        include_prompt: bool,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
     },
     /// Semantic diff of every persona a revision range touches (`main..feature`).
     Diff {
@@ -407,6 +422,17 @@ pub enum BenchTarget {
         #[arg(long, default_value = "4")]
         writers: usize,
     },
+    /// A commit until its webhook is delivered to a local receiver vs. the same commit until the API shows it.
+    Webhook {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Keep (and reuse) the repository and database in this directory (the bench adds commits).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Commits made, one after another.
+        #[arg(long, default_value = "50")]
+        rounds: usize,
+    },
     /// `build-site` on a synthetic registry vs. `cp -r` of the files it wrote.
     Site {
         #[command(flatten)]
@@ -561,6 +587,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(repo, branch, slug.as_deref(), *format),
         Command::Diff { range, repo, format } => commands::diff::run(repo, range, *format),
+        Command::Assign {
+            experiment,
+            unit,
+            at,
+            include_prompt,
+            repo,
+        } => commands::assign::run(commands::assign::AssignCommand {
+            repository: repo,
+            experiment,
+            unit,
+            at: at.as_deref(),
+            include_prompt: *include_prompt,
+        }),
         Command::Prompt {
             reference,
             mode,
@@ -625,6 +664,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             keep: keep.as_deref(),
             rounds: *rounds,
             writers: *writers,
+        }),
+        Command::Bench {
+            target: BenchTarget::Webhook { shape, keep, rounds },
+        } => commands::bench_webhook::webhook(commands::bench_webhook::WebhookBench {
+            shape: shape.shape(),
+            keep: keep.as_deref(),
+            rounds: *rounds,
         }),
         Command::Bench {
             target: BenchTarget::Site { shape, keep },

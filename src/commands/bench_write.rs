@@ -174,13 +174,13 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-struct Current {
-    slug: String,
-    version: i64,
-    etag: String,
+pub(crate) struct Current {
+    pub slug: String,
+    pub version: i64,
+    pub etag: String,
 }
 
-fn current(port: u16, persona: usize) -> anyhow::Result<Current> {
+pub(crate) fn current(port: u16, persona: usize) -> anyhow::Result<Current> {
     let id = SyntheticRegistry::persona_id(persona);
     let answer = request(port, "GET", &format!("/api/personas/{id}"), &[], b"")?;
     if answer.status != 200 {
@@ -211,11 +211,11 @@ fn patch(token: &str, port: u16, persona: usize, etag: &str, openness: f64) -> a
 }
 
 /// A value no earlier round wrote (so every change is a real change).
-fn distinct_value(round: usize, lane: usize) -> f64 {
+pub(crate) fn distinct_value(round: usize, lane: usize) -> f64 {
     ((round * 7 + lane * 13) % 89 + 5) as f64 / 100.0 + 0.001 * ((round / 89) % 9 + 1) as f64
 }
 
-fn replace_trait(text: &str, name: &str, value: f64) -> anyhow::Result<String> {
+pub(crate) fn replace_trait(text: &str, name: &str, value: f64) -> anyhow::Result<String> {
     let start = text
         .find(&format!("\n{name} = "))
         .with_context(|| format!("no {name} in the persona"))?
@@ -224,7 +224,7 @@ fn replace_trait(text: &str, name: &str, value: f64) -> anyhow::Result<String> {
     Ok(format!("{}{name} = {value}{}", &text[..start], &text[end..]))
 }
 
-fn git(repository: &Path, arguments: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn git(repository: &Path, arguments: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("git")
         .arg("-C")
         .arg(repository)
@@ -244,7 +244,7 @@ fn git(repository: &Path, arguments: &[&str]) -> anyhow::Result<String> {
 }
 
 /// p50 and p99 in milliseconds.
-fn percentiles(times: &mut [Duration]) -> (f64, f64) {
+pub(crate) fn percentiles(times: &mut [Duration]) -> (f64, f64) {
     times.sort();
     let at = |fraction: f64| {
         let index = ((times.len() as f64 * fraction) as usize).min(times.len().saturating_sub(1));

@@ -67,6 +67,9 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
                     Err(_) => bail!("{shown} is not UTF-8 text"),
                 }
             }
+            // Labels and experiments name versions: checked against git history.
+            let (acting, acting_files) = super::check_labels::check(&root, &snapshot)?;
+            all.extend(acting);
             let in_scope: Vec<Diagnostic> = all
                 .into_iter()
                 .filter(|diagnostic| in_scope_file(&diagnostic.file))
@@ -82,7 +85,8 @@ fn check_path(path: &Path) -> anyhow::Result<(Vec<Diagnostic>, usize)> {
                     .filter(|parsed| in_scope_file(&parsed.file))
                     .count()
                 + usize::from(in_scope_file(&display_path(&root.join(SETTINGS_FILE))))
-                + usize::from(template_checked);
+                + usize::from(template_checked)
+                + acting_files;
             Ok((in_scope, count))
         }
         None if path.is_file() => {

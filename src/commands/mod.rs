@@ -1,11 +1,14 @@
 //! One module per CLI command: reads inputs, calls the library, prints.
 
+pub mod assign;
 pub mod bench;
 pub mod bench_http;
 pub mod bench_site;
+pub mod bench_webhook;
 pub mod bench_write;
 pub mod build_site;
 pub mod check;
+pub mod check_labels;
 pub mod diff;
 pub mod http_probe;
 pub mod interchange;

@@ -137,11 +137,15 @@ impl Replay {
                 });
             }
             for (name, experiment) in record.experiments {
-                replay.experiment_changes.entry(name).or_default().push(ExperimentChange {
-                    position,
-                    commit: record.commit.clone(),
-                    experiment,
-                });
+                replay
+                    .experiment_changes
+                    .entry(name)
+                    .or_default()
+                    .push(ExperimentChange {
+                        position,
+                        commit: record.commit.clone(),
+                        experiment,
+                    });
             }
             for (slug, profile) in record.profiles {
                 match profile {

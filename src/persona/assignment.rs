@@ -19,7 +19,11 @@
 //! variant at the end likewise only takes units from the ones before it in
 //! proportion to where the boundaries move.)
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::experiment::Status;
+use super::model::PersonaId;
 
 /// The number of buckets: a weight resolves to 0.01%.
 pub const BUCKETS: u32 = 10_000;
@@ -94,6 +98,134 @@ pub fn assign(salt: &str, weights: &[u32], unit: &str) -> Result<(usize, u32), S
     Ok((index, bucket))
 }
 
+/// One variant as an experiment at one commit serves it: its pin resolved
+/// to a version and its prompt rendered. Computed once per experiment
+/// revision, then every unit costs one hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedVariant {
+    pub name: String,
+    pub persona_id: PersonaId,
+    pub slug: String,
+    /// The pin as the experiment writes it (`production`, `4`, `sha256:…`).
+    pub pin: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub mode: String,
+    pub profile: Option<String>,
+    pub prompt_hash: String,
+    pub template_hash: String,
+    pub prompt: String,
+}
+
+/// An experiment as it stood at one commit, ready to assign units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentPlan {
+    pub experiment: String,
+    pub status: Status,
+    pub salt: String,
+    pub weights: Vec<u32>,
+    /// The commit that last changed the experiment's file.
+    pub experiment_commit: String,
+    /// The commit the experiment, its labels and its versions were read at:
+    /// `?at=` this commit (or `--at`) gives the same answer forever.
+    pub at: String,
+    /// In the experiment's order; a variant whose pin does not resolve at
+    /// `at` has its name and why (units that land in it are refused with that reason).
+    pub variants: Vec<Result<PlannedVariant, (String, String)>>,
+}
+
+/// The persona part of an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AssignedPersona {
+    pub id: uuid::Uuid,
+    pub slug: String,
+}
+
+/// What a unit is served: the answer of `GET /api/experiments/{name}/assign`
+/// and of `personas assign`. Record `prompt_hash` (or version and content
+/// hash) with every exposure; (`at`, `unit`) recomputes it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Assignment {
+    pub experiment: String,
+    pub unit: String,
+    /// The unit's bucket, 0 to 9999.
+    pub bucket: u32,
+    pub variant: String,
+    pub persona: AssignedPersona,
+    pub pin: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub mode: String,
+    pub profile: Option<String>,
+    pub prompt_hash: String,
+    pub template_hash: String,
+    pub experiment_commit: String,
+    pub at: String,
+    /// The rendered system prompt, with `include=prompt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+/// Why a unit gets no variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignError {
+    #[error("{0}")]
+    BadUnit(String),
+    #[error("experiment {experiment:?} is {status} at commit {at}; only a running experiment assigns units")]
+    NotRunning {
+        experiment: String,
+        status: &'static str,
+        at: String,
+    },
+    #[error("variant {variant:?} of experiment {experiment:?} cannot be served: {reason}")]
+    Unresolved {
+        experiment: String,
+        variant: String,
+        reason: String,
+    },
+}
+
+impl AssignmentPlan {
+    /// The variant `unit` is served.
+    pub fn assign(&self, unit: &str, include_prompt: bool) -> Result<Assignment, AssignError> {
+        let (index, bucket) = assign(&self.salt, &self.weights, unit).map_err(AssignError::BadUnit)?;
+        if self.status != Status::Running {
+            return Err(AssignError::NotRunning {
+                experiment: self.experiment.clone(),
+                status: self.status.as_str(),
+                at: self.at.clone(),
+            });
+        }
+        let variant = self.variants[index]
+            .as_ref()
+            .map_err(|(name, reason)| AssignError::Unresolved {
+                experiment: self.experiment.clone(),
+                variant: name.clone(),
+                reason: reason.clone(),
+            })?;
+        Ok(Assignment {
+            experiment: self.experiment.clone(),
+            unit: unit.to_string(),
+            bucket,
+            variant: variant.name.clone(),
+            persona: AssignedPersona {
+                id: variant.persona_id.0,
+                slug: variant.slug.clone(),
+            },
+            pin: variant.pin.clone(),
+            version: variant.version,
+            content_hash: variant.content_hash.clone(),
+            mode: variant.mode.clone(),
+            profile: variant.profile.clone(),
+            prompt_hash: variant.prompt_hash.clone(),
+            template_hash: variant.template_hash.clone(),
+            experiment_commit: self.experiment_commit.clone(),
+            at: self.at.clone(),
+            prompt: include_prompt.then(|| variant.prompt.clone()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,11 +259,21 @@ mod tests {
         let vectors: Vectors = serde_json::from_str(text).unwrap();
         assert!(vectors.buckets.len() >= 10 && vectors.assignments.len() >= 10);
         for vector in &vectors.buckets {
-            assert_eq!(bucket(&vector.salt, &vector.unit), vector.bucket, "{}:{}", vector.salt, vector.unit);
+            assert_eq!(
+                bucket(&vector.salt, &vector.unit),
+                vector.bucket,
+                "{}:{}",
+                vector.salt,
+                vector.unit
+            );
         }
         for vector in &vectors.assignments {
             let (index, _) = assign(&vector.salt, &vector.weights, &vector.unit).unwrap();
-            assert_eq!(index, vector.variant, "{}:{} {:?}", vector.salt, vector.unit, vector.weights);
+            assert_eq!(
+                index, vector.variant,
+                "{}:{} {:?}",
+                vector.salt, vector.unit, vector.weights
+            );
         }
     }
 
@@ -145,7 +287,13 @@ mod tests {
 
     #[test]
     fn ranges_cover_every_bucket_once() {
-        for weights in [vec![50, 50], vec![1, 2, 3], vec![10, 0, 90], vec![1, 1, 1], vec![999_999, 1]] {
+        for weights in [
+            vec![50, 50],
+            vec![1, 2, 3],
+            vec![10, 0, 90],
+            vec![1, 1, 1],
+            vec![999_999, 1],
+        ] {
             let ranges = ranges(&weights);
             assert_eq!(ranges.first().unwrap().0, 0);
             assert_eq!(ranges.last().unwrap().1, BUCKETS);

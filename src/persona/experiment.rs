@@ -269,7 +269,12 @@ fn read_variant(
         match text.parse::<Slug>() {
             Ok(_) => Some(text.to_string()),
             Err(error) => {
-                diagnostics.push_at(&entry.value.span, Code::Name, &format!("{path}.name"), error.to_string());
+                diagnostics.push_at(
+                    &entry.value.span,
+                    Code::Name,
+                    &format!("{path}.name"),
+                    error.to_string(),
+                );
                 None
             }
         }
@@ -457,14 +462,27 @@ profile = "gentle-tutor"
             let parsed = parse(&text);
             assert!(parsed.experiment.is_none(), "{to}");
             assert!(
-                parsed.diagnostics.iter().any(|problem| problem.code == code && problem.line > 1),
+                parsed
+                    .diagnostics
+                    .iter()
+                    .any(|problem| problem.code == code && problem.line > 1),
                 "{to}: {:?}",
                 parsed.diagnostics
             );
         }
         let zero = GOOD.replace("weight = 50", "weight = 0");
-        assert!(parse(&zero).diagnostics.iter().any(|problem| problem.code == Code::Weight));
+        assert!(
+            parse(&zero)
+                .diagnostics
+                .iter()
+                .any(|problem| problem.code == Code::Weight)
+        );
         let no_persona = GOOD.replace("persona = \"albert-einstein\"\n", "");
-        assert!(parse(&no_persona).diagnostics.iter().any(|problem| problem.code == Code::MissingKey));
+        assert!(
+            parse(&no_persona)
+                .diagnostics
+                .iter()
+                .any(|problem| problem.code == Code::MissingKey)
+        );
     }
 }

@@ -364,10 +364,7 @@ mod tests {
         assert_eq!(entry.target, LabelTarget::Version(2));
         let (resolved, problems) = resolve(&file, lookup, |_| false);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(
-            resolved.iter().map(|label| label.version).collect::<Vec<_>>(),
-            [2, 1]
-        );
+        assert_eq!(resolved.iter().map(|label| label.version).collect::<Vec<_>>(), [2, 1]);
     }
 
     #[test]
@@ -385,7 +382,11 @@ mod tests {
             let (file, problems) = parse_labels("registry/labels.toml", text.as_bytes());
             assert!(file.is_none(), "{text:?}");
             let first = &problems[0];
-            assert_eq!((first.line, first.column, first.code), (line, column, code), "{text:?}: {first}");
+            assert_eq!(
+                (first.line, first.column, first.code),
+                (line, column, code),
+                "{text:?}: {first}"
+            );
         }
     }
 

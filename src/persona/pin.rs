@@ -83,7 +83,9 @@ impl FromStr for Pin {
             return Ok(Pin::Commit(text.to_ascii_lowercase()));
         }
         if let Some(name) = text.strip_prefix("label:") {
-            return check_label_name(name).map(|()| Pin::Label(name.to_string())).map_err(|reason| invalid(&reason));
+            return check_label_name(name)
+                .map(|()| Pin::Label(name.to_string()))
+                .map_err(|reason| invalid(&reason));
         }
         if let Some(name) = text.strip_prefix("tag:") {
             return if is_tag_name(name) {
@@ -95,7 +97,9 @@ impl FromStr for Pin {
         if is_tag_name(text) {
             return Ok(Pin::Name(text.to_string()));
         }
-        Err(invalid("not a version number, commit, sha256:<hash>, label or tag name"))
+        Err(invalid(
+            "not a version number, commit, sha256:<hash>, label or tag name",
+        ))
     }
 }
 

@@ -92,7 +92,7 @@ async fn known_personas(
     Ok(chosen
         .into_iter()
         .filter_map(|(reference, (id, slug))| {
-            let versions = versions.remove(&id).or_else(|| None)?;
+            let versions = versions.remove(&id)?;
             Some((
                 reference,
                 KnownPersona {
@@ -106,10 +106,7 @@ async fn known_personas(
 }
 
 /// Where each label pointed just before commit `seq` (on unretracted history).
-async fn pointers_before(
-    connection: &mut PgConnection,
-    seq: i64,
-) -> sqlx::Result<BTreeMap<(String, Uuid), i32>> {
+async fn pointers_before(connection: &mut PgConnection, seq: i64) -> sqlx::Result<BTreeMap<(String, Uuid), i32>> {
     let rows: Vec<(String, Uuid, Option<i32>)> = sqlx::query_as(
         "SELECT DISTINCT ON (m.label, m.persona_id) m.label, m.persona_id, m.to_version_no
          FROM label_moves m JOIN sync_commits c ON c.sha = m.commit_sha
@@ -323,6 +320,14 @@ async fn project_experiment(
 
 // ---- reads ----
 
+/// The position of a projected commit on the branch.
+pub async fn commit_seq_of(pool: &PgPool, commit: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT seq FROM sync_commits WHERE sha = $1")
+        .bind(commit)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Where one label points for one persona.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LabelPointer {
@@ -444,10 +449,15 @@ fn revision(row: RevisionRow) -> ExperimentRevision {
     }
 }
 
-const REVISION_COLUMNS: &str = "r.name, r.document, r.commit_sha, c.author_name, c.committed_at, c.message, c.retracted";
+const REVISION_COLUMNS: &str =
+    "r.name, r.document, r.commit_sha, c.author_name, c.committed_at, c.message, c.retracted";
 
 /// Each experiment's revision in force at commit `seq` (`None`: now); removed ones left out.
-pub async fn experiments_at(pool: &PgPool, seq: Option<i64>, name: Option<&str>) -> sqlx::Result<Vec<ExperimentRevision>> {
+pub async fn experiments_at(
+    pool: &PgPool,
+    seq: Option<i64>,
+    name: Option<&str>,
+) -> sqlx::Result<Vec<ExperimentRevision>> {
     let rows: Vec<RevisionRow> = sqlx::query_as(&format!(
         "SELECT * FROM (
              SELECT DISTINCT ON (r.name) {REVISION_COLUMNS}

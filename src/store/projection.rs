@@ -71,8 +71,14 @@ async fn record_commits(connection: &mut PgConnection, records: &[CommitRecord])
     let shas: Vec<&str> = records.iter().map(|record| record.commit.id.as_str()).collect();
     let times: Vec<chrono::DateTime<chrono::FixedOffset>> =
         records.iter().map(|record| record.commit.committed_at).collect();
-    let author_names: Vec<&str> = records.iter().map(|record| record.commit.author_name.as_str()).collect();
-    let author_emails: Vec<&str> = records.iter().map(|record| record.commit.author_email.as_str()).collect();
+    let author_names: Vec<&str> = records
+        .iter()
+        .map(|record| record.commit.author_name.as_str())
+        .collect();
+    let author_emails: Vec<&str> = records
+        .iter()
+        .map(|record| record.commit.author_email.as_str())
+        .collect();
     let messages: Vec<&str> = records.iter().map(|record| record.commit.message.as_str()).collect();
     sqlx::query(
         "INSERT INTO sync_commits (sha, committed_at, author_name, author_email, message)
@@ -719,7 +725,16 @@ impl NormalizedRows {
 /// and points each affected persona back at its newest surviving version.
 /// Returns how many versions were retracted.
 pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) -> sqlx::Result<u64> {
-    type Retracted = (Uuid, i32, String, String, Option<String>, String, String, chrono::DateTime<chrono::Utc>);
+    type Retracted = (
+        Uuid,
+        i32,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+    );
     let retracted: Vec<Retracted> = sqlx::query_as(
         "UPDATE persona_versions SET retracted = true
          WHERE commit_sha = ANY($1) AND NOT retracted
@@ -736,25 +751,27 @@ pub async fn retract_commits(connection: &mut PgConnection, commits: &[String]) 
         .await?;
     let events: Vec<NewEvent> = retracted
         .iter()
-        .map(|(persona, number, slug, commit, hash, author_name, author_email, committed_at)| {
-            NewEvent::about(
-                "version.retracted",
-                &[&persona.to_string(), commit, tip.as_deref().unwrap_or_default()],
-                commit,
-                serde_json::json!({
-                    "sha": commit,
-                    "author_name": author_name,
-                    "author_email": author_email,
-                    "committed_at": committed_at.to_rfc3339(),
-                }),
-                Some(*persona),
-                serde_json::json!({
-                    "persona": persona_json(*persona, slug, None),
-                    "version": {"number": number, "content_hash": hash, "retracted": true},
-                    "reason": "the commit is no longer on the followed branch (history was rewritten)",
-                }),
-            )
-        })
+        .map(
+            |(persona, number, slug, commit, hash, author_name, author_email, committed_at)| {
+                NewEvent::about(
+                    "version.retracted",
+                    &[&persona.to_string(), commit, tip.as_deref().unwrap_or_default()],
+                    commit,
+                    serde_json::json!({
+                        "sha": commit,
+                        "author_name": author_name,
+                        "author_email": author_email,
+                        "committed_at": committed_at.to_rfc3339(),
+                    }),
+                    Some(*persona),
+                    serde_json::json!({
+                        "persona": persona_json(*persona, slug, None),
+                        "version": {"number": number, "content_hash": hash, "retracted": true},
+                        "reason": "the commit is no longer on the followed branch (history was rewritten)",
+                    }),
+                )
+            },
+        )
         .collect();
     insert_events(connection, &events).await?;
     let mut personas: Vec<Uuid> = retracted.iter().map(|row| row.0).collect();

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
             patch(super::settings::update_settings),
         )
         .route("/changes", get(changes))
+        .merge(super::experiments::routes())
 }
 
 #[derive(OpenApi)]
@@ -46,7 +47,8 @@ pub fn routes() -> Router<AppState> {
         title = "Persona registry API",
         description = "Personas and every version of them, projected from the registry's git history. \
                        Pin a version with `{id}@{pin}` or `?version={pin}`: a version number, a commit \
-                       (7+ hex digits), `sha256:<content hash>` or a git tag. The one write, \
+                       (7+ hex digits), `sha256:<content hash>`, a label (`production`, or `label:production`) or a git tag \
+                       (`tag:v1`; a bare name is a label when the registry defines one, else a tag). The one write, \
                        `PATCH …/settings`, commits to the registry's repository with a Bearer token."
     ),
     paths(
@@ -88,6 +90,7 @@ pub struct ApiDoc;
 async fn openapi(headers: HeaderMap) -> Response {
     let mut document = ApiDoc::openapi();
     document.merge(super::webhooks::WebhooksDoc::openapi());
+    document.merge(super::experiments::ExperimentsDoc::openapi());
     let document = document.to_pretty_json().unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
     cached(

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod card;
 pub mod error;
+pub mod experiments;
 pub mod metrics;
 pub mod pages;
 pub mod prompt;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub writer: Option<Arc<RegistryWriter>>,
     /// The webhooks this server delivers (what `/api/webhooks` may show of them).
     pub webhooks: Vec<crate::webhooks::status::Configured>,
+    /// Experiments ready to assign units, kept like `answers`.
+    pub plans: experiments::Plans,
 }
 
 /// How a static copy differs from the live site: pages leave out what only
@@ -76,6 +79,7 @@ impl Shared {
             access: access::Access::default(),
             writer: None,
             webhooks: Vec::new(),
+            plans: experiments::Plans::default(),
         }
     }
 

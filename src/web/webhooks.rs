@@ -65,10 +65,7 @@ struct DeliveryList {
 #[utoipa::path(get, path = "/api/webhooks/deliveries", params(DeliveryParams),
     responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody),
               (status = 404, description = "no webhook of that name", body = ErrorBody)))]
-async fn deliveries(
-    State(state): State<AppState>,
-    Query(params): Query<DeliveryParams>,
-) -> Result<Response, WebError> {
+async fn deliveries(State(state): State<AppState>, Query(params): Query<DeliveryParams>) -> Result<Response, WebError> {
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 500"));

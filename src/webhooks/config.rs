@@ -229,9 +229,7 @@ fn secret(
     let inline = table.optional("secret");
     let variable = table.optional("secret_env");
     match (inline, variable) {
-        (Some(entry), None) => {
-            expect_text(diagnostics, &entry.value, &format!("{path}.secret"), 4096).map(Secret::new)
-        }
+        (Some(entry), None) => expect_text(diagnostics, &entry.value, &format!("{path}.secret"), 4096).map(Secret::new),
         (None, Some(entry)) => {
             let key = format!("{path}.secret_env");
             let name = expect_text(diagnostics, &entry.value, &key, 200)?;

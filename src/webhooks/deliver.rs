@@ -351,7 +351,9 @@ async fn step(pool: &PgPool, hook: &Hook) -> sqlx::Result<Step> {
         let wait: f64 = earlier.try_get("wait")?;
         if wait > 0.0 {
             transaction.rollback().await?;
-            return Ok(Step::RetryIn(Duration::from_secs_f64(wait.min(LAST_RETRY.as_secs_f64()))));
+            return Ok(Step::RetryIn(Duration::from_secs_f64(
+                wait.min(LAST_RETRY.as_secs_f64()),
+            )));
         }
     }
     let outcome = hook.sender.send(&event).await;

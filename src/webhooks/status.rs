@@ -80,7 +80,14 @@ pub async fn overview(pool: &PgPool, configured: &[Configured]) -> sqlx::Result<
         .await?;
     let mut listed: Vec<(String, bool, Option<String>, Vec<String>)> = configured
         .iter()
-        .map(|hook| (hook.name.clone(), true, Some(hook.endpoint.clone()), hook.events.clone()))
+        .map(|hook| {
+            (
+                hook.name.clone(),
+                true,
+                Some(hook.endpoint.clone()),
+                hook.events.clone(),
+            )
+        })
         .collect();
     for (name, _) in &cursors {
         if !configured.iter().any(|hook| &hook.name == name) {
@@ -145,5 +152,7 @@ pub async fn is_known(pool: &PgPool, webhook: &str) -> sqlx::Result<bool> {
 
 /// `seq` of the newest event the projection has announced.
 pub async fn newest_event(pool: &PgPool) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT max(seq) FROM change_events").fetch_one(pool).await
+    sqlx::query_scalar("SELECT max(seq) FROM change_events")
+        .fetch_one(pool)
+        .await
 }

@@ -21,9 +21,16 @@ impl Server {
 
     /// Starts the server with extra environment variables (tokens, modes…).
     pub fn start_with(repo: &Path, environment: &[(&str, &str)]) -> Server {
+        Server::start_args(repo, &[], environment)
+    }
+
+    /// Starts the server with extra arguments (`--sync`…) and environment variables.
+    pub fn start_args(repo: &Path, arguments: &[&str], environment: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_personas"));
         command
-            .args(["serve", "--repo"])
+            .arg("serve")
+            .args(arguments)
+            .arg("--repo")
             .arg(repo)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(repo.join(".personas"))
@@ -72,6 +79,12 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the server as a service manager would and returns its exit status.
