@@ -143,8 +143,21 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
     });
     // Without a prompt template there is no prompt to mirror (the API answers 404).
     let with_prompts = queries::prompt_template(&state.pool, None).await?.is_some();
+    let label_names: Vec<String> = crate::store::labels::label_moves(&state.pool, None, None)
+        .await?
+        .into_iter()
+        .map(|step| step.label)
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    let experiment_names: Vec<String> = crate::store::labels::experiments_at(&state.pool, None, None)
+        .await?
+        .into_iter()
+        .map(|revision| revision.name)
+        .collect();
     let mut round: Vec<String> = seeds(&inventory, with_prompts)
         .into_iter()
+        .chain(acting_seeds(&label_names, &experiment_names))
         .filter_map(|address| site_map.target(&address).map(|target| target.file))
         .filter(|file| crawl.claim(file))
         .collect();
@@ -209,6 +222,27 @@ fn seeds(inventory: &[InventoryEntry], with_prompts: bool) -> Vec<String> {
                 addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
             }
         }
+    }
+    addresses
+}
+
+/// The labels and experiments pages and their JSON (the label pages link
+/// each persona's answer pinned by the label, so those are written too).
+fn acting_seeds(labels: &[String], experiments: &[String]) -> Vec<String> {
+    let mut addresses = vec![
+        "/labels".to_string(),
+        "/experiments".to_string(),
+        "/api/labels".to_string(),
+        "/api/experiments".to_string(),
+    ];
+    for label in labels {
+        addresses.push(format!("/labels/{label}"));
+        addresses.push(format!("/api/labels/{label}"));
+        addresses.push(format!("/api/labels/{label}/history"));
+    }
+    for name in experiments {
+        addresses.push(format!("/experiments/{name}"));
+        addresses.push(format!("/api/experiments/{name}"));
     }
     addresses
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod card;
 pub mod error;
+pub mod experiment_pages;
 pub mod experiments;
 pub mod metrics;
 pub mod pages;
@@ -119,6 +120,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::routes())
+        .merge(experiment_pages::routes())
         .nest("/api", api::routes())
         .merge(webhooks::routes())
         .route("/healthz", get(healthz))

@@ -219,6 +219,8 @@ struct PersonaPage {
     former_slugs: Vec<String>,
     /// Whether a prompt template renders this version (the page links to its prompt).
     has_prompt: bool,
+    /// The labels that point at a version of this persona now.
+    labels: Vec<crate::store::labels::LabelPointer>,
 }
 
 impl PersonaPage {
@@ -308,6 +310,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         .await?
         .is_some();
     let traits = trait_groups(&persona);
+    let labels = crate::store::labels::label_pointers(&state.pool, None, Some(reference.id), None).await?;
     let Html(body) = page(&PersonaPage {
         persona,
         version,
@@ -317,6 +320,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         similar_note,
         former_slugs,
         has_prompt,
+        labels,
     })?;
     // Even a pinned page shows the current version number, the retraction
     // state and similar personas, which change: pages revalidate, tagged by
@@ -355,6 +359,8 @@ fn change_views(changes: &[Change]) -> Vec<ChangeView> {
 pub struct HistoryEntry {
     pub version: VersionRecord,
     pub changes: Vec<ChangeView>,
+    /// The labels pointing at this version now.
+    pub labels: Vec<String>,
 }
 
 impl HistoryEntry {
@@ -393,6 +399,7 @@ async fn history_page(
         .iter()
         .find_map(|version| version.persona.as_ref().map(|persona| persona.name.clone()))
         .unwrap_or_else(|| slug.clone());
+    let labels = crate::store::labels::label_pointers(&state.pool, None, Some(persona.id), None).await?;
     let mut entries = Vec::with_capacity(versions.len());
     for (position, version) in versions.iter().enumerate() {
         // Compared with the previous version that had content (newest first).
@@ -404,6 +411,11 @@ async fn history_page(
         entries.push(HistoryEntry {
             version: version.clone(),
             changes,
+            labels: labels
+                .iter()
+                .filter(|pointer| pointer.version == version.version && !version.retracted)
+                .map(|pointer| pointer.label.clone())
+                .collect(),
         });
     }
     let body = page(&HistoryPage {
