@@ -363,3 +363,49 @@ fn check_reports_labels_and_experiments_against_history_at_their_lines() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_static_export_carries_the_labels_and_experiments_pages_and_their_json() {
+    let repo = registry();
+    repo.write("registry/labels.toml", "[production]\nalice = 1\nbob = 1\n");
+    repo.write("registry/experiments/alice-open.toml", EXPERIMENT);
+    repo.commit("labels and an experiment");
+    let out = repo.path().join("site");
+    let data = repo.path().join(".personas");
+    let (code, _, stderr) = personas(
+        &[
+            "build-site",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        repo.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for page in [
+        "labels/index.html",
+        "labels/production/index.html",
+        "experiments/index.html",
+        "experiments/alice-open/index.html",
+    ] {
+        let html = std::fs::read_to_string(out.join(page)).unwrap_or_else(|error| panic!("{page}: {error}"));
+        assert!(html.contains("production") || html.contains("alice-open"), "{page}");
+    }
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(file)).unwrap_or_else(|error| panic!("{file}: {error}")))
+            .unwrap()
+    };
+    assert_eq!(read("api/labels.json")["labels"][0]["name"], "production");
+    assert_eq!(
+        read("api/labels/production/history.json")["moves"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(read("api/experiments/alice-open.json")["variants"][1]["version"], 2);
+    assert_eq!(read("api/personas/alice@production.json")["version"], 1);
+}
