@@ -98,17 +98,5 @@ fn plan_variant(
         variant.mode.as_deref(),
         variant.profile.as_deref(),
     )?;
-    Ok(PlannedVariant {
-        name: variant.name.clone(),
-        persona_id: history.id,
-        slug: record.slug,
-        pin: variant.pin.to_string(),
-        version: record.version,
-        content_hash: record.content_hash,
-        mode: record.mode,
-        profile: record.profile,
-        prompt_hash: record.prompt_hash,
-        template_hash: record.template.hash,
-        prompt: record.prompt,
-    })
+    Ok(PlannedVariant::serving(&variant.name, &variant.pin, record))
 }

@@ -117,6 +117,27 @@ pub struct PlannedVariant {
     pub prompt: String,
 }
 
+impl PlannedVariant {
+    /// The variant `name` (pinned as `pin`) serving the rendered `record`.
+    /// The server and `personas assign` both build variants here, so their
+    /// answers cannot drift apart.
+    pub fn serving(name: &str, pin: &super::experiment::VariantPin, record: super::prompt::PromptRecord) -> Self {
+        PlannedVariant {
+            name: name.to_string(),
+            persona_id: record.id,
+            slug: record.slug,
+            pin: pin.to_string(),
+            version: record.version,
+            content_hash: record.content_hash,
+            mode: record.mode,
+            profile: record.profile,
+            prompt_hash: record.prompt_hash,
+            template_hash: record.template.hash,
+            prompt: record.prompt,
+        }
+    }
+}
+
 /// An experiment as it stood at one commit, ready to assign units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentPlan {

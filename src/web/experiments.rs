@@ -17,7 +17,6 @@ use super::answers::{Answer, Generation};
 use super::cache::{Freshness, digest};
 use super::error::{ErrorBody, WebError};
 use super::{AppState, Path, Query, resolve};
-use crate::persona::PersonaId;
 use crate::persona::assignment::{AssignError, Assignment, AssignmentPlan, PlannedVariant};
 use crate::persona::experiment::{Experiment, Variant, VariantPin};
 use crate::persona::pin::Pin;
@@ -464,17 +463,5 @@ async fn plan_variant(state: &AppState, variant: &Variant, seq: i64) -> Result<P
     let record = super::prompt::render(state, &resolved, variant.mode.as_deref(), variant.profile.as_deref())
         .await
         .map_err(|error| error.message)?;
-    Ok(PlannedVariant {
-        name: variant.name.clone(),
-        persona_id: PersonaId(persona.id),
-        slug: resolved.version.slug.clone(),
-        pin: variant.pin.to_string(),
-        version: number,
-        content_hash: record.content_hash,
-        mode: record.mode,
-        profile: record.profile,
-        prompt_hash: record.prompt_hash,
-        template_hash: record.template.hash,
-        prompt: record.prompt,
-    })
+    Ok(PlannedVariant::serving(&variant.name, &variant.pin, record))
 }
