@@ -217,6 +217,7 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         "starting personas serve (first run: sync and embed {} personas)…",
         bench.shape.personas
     );
+    add_bench_experiment(&repository)?;
     let server = start_server(&repository, &data_dir, port, &[])?;
     wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
         get(port, "/readyz").is_ok_and(|(status, body, _)| {
@@ -279,6 +280,32 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         api.p99_ms,
         api.requests_per_second / reference.requests_per_second
     );
+    // Assignment: every request a distinct unit, so no answer is kept; what
+    // is kept is the experiment's plan (its variants resolved and rendered).
+    let (status, body, _) = get(port, "/api/experiments/bench/assign?unit=probe")?;
+    if status != 200 {
+        bail!("assign answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let assign_script = nginx_root.join("assign.lua");
+    std::fs::write(
+        &assign_script,
+        "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
+         return wrk.format(\"GET\", \"/api/experiments/bench/assign?unit=u\" .. counter .. \"-\" .. math.random(1, 1000000000))\nend\n",
+    )?;
+    let assigned = wrk_with(
+        &format!("http://127.0.0.1:{port}/"),
+        seconds,
+        connections,
+        Some(&assign_script),
+    )?;
+    println!(
+        "assign          {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× api pinned (GET /api/experiments/bench/assign, \
+         a distinct unit per request)",
+        assigned.requests_per_second,
+        assigned.p50_ms,
+        assigned.p99_ms,
+        assigned.requests_per_second / api.requests_per_second
+    );
     // Every request distinct (an ignored query parameter), so none is answered from memory:
     // the database path each time.
     let script = nginx_root.join("distinct.lua");
@@ -335,6 +362,35 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         None => println!("server RSS      unknown"),
     }
     Ok(Outcome::Clean)
+}
+
+/// A two-variant experiment on the first persona (versions 2 and 3) and the
+/// registry's prompt template, committed on top of the generated history
+/// once, so `bench http` can measure assignment on the same server.
+fn add_bench_experiment(repository: &Path) -> anyhow::Result<()> {
+    let file = repository.join("registry/experiments/bench.toml");
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(file.parent().context("a parent")?)?;
+    std::fs::write(
+        repository.join("registry/prompt.jinja"),
+        include_str!("../../registry/prompt.jinja"),
+    )?;
+    let persona = SyntheticRegistry::persona_id(0);
+    std::fs::write(
+        &file,
+        format!(
+            "schema = 1\nstatus = \"running\"\nsalt = \"bench-1\"\npersona = \"{persona}\"\n\n\
+             [[variants]]\nname = \"a\"\npin = 2\nweight = 50\n\n[[variants]]\nname = \"b\"\npin = 3\nweight = 50\n"
+        ),
+    )?;
+    super::bench_write::git(repository, &["add", "registry"])?;
+    super::bench_write::git(
+        repository,
+        &["commit", "-q", "-m", "bench: an experiment and the prompt template"],
+    )?;
+    Ok(())
 }
 
 fn num_cpus() -> usize {
