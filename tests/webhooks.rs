@@ -862,3 +862,69 @@ mod worker {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+/// Label moves and experiment changes are announced like versions, with
+/// the label's old and new version and the experiment's status.
+#[test]
+fn label_moves_and_experiment_changes_are_announced() {
+    let (_runtime, database) = external_database();
+    let receiver = Receiver::start(Mode::Accept);
+    let repo = traversable_repo();
+    repo.write("registry/personas/alice.toml", &alice("0.9"));
+    repo.commit("add alice");
+    repo.write("registry/personas/alice.toml", &alice("0.95"));
+    repo.commit("alice v2");
+    repo.write("registry/labels.toml", "[production]\nalice = 1\n");
+    repo.write(
+        "registry/experiments/trial.toml",
+        "schema = 1\nstatus = \"draft\"\nsalt = \"s1\"\npersona = \"alice\"\n\n[[variants]]\nname = \"a\"\npin = \"production\"\nweight = 1\n\n[[variants]]\nname = \"b\"\npin = 2\nweight = 1\n",
+    );
+    let defined = repo.commit("production label, trial experiment");
+    let (_config_dir, config) = config_file(
+        &receiver.url("/hook"),
+        "from = \"start\"\nevents = [\"label.moved\", \"experiment.changed\"]\n",
+    );
+    let _server = serve_on(&repo, &database.url, &config);
+    receiver.wait(
+        "the first label and experiment events",
+        Duration::from_secs(90),
+        |got| got.len() >= 2,
+    );
+    repo.write("registry/labels.toml", "[production]\nalice = 2\n");
+    let moved = repo.commit("production: alice v2");
+    receiver.wait("the label move", Duration::from_secs(60), |got| got.len() >= 3);
+    let events: Vec<Value> = receiver.accepted().iter().map(Received::json).collect();
+    assert!(receiver.accepted().iter().all(Received::signature_is_valid));
+    let kinds: Vec<&str> = events.iter().map(|event| event["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["label.moved", "experiment.changed", "label.moved"],
+        "{events:?}"
+    );
+    assert_eq!(events[0]["label"]["name"], "production");
+    assert_eq!(
+        (
+            events[0]["label"]["from_version"].clone(),
+            events[0]["label"]["to_version"].clone()
+        ),
+        (Value::Null, serde_json::json!(1))
+    );
+    assert_eq!(events[0]["persona"]["slug"], "alice");
+    assert_eq!(events[0]["commit"]["sha"], defined.as_str());
+    assert_eq!(events[1]["experiment"]["name"], "trial");
+    assert_eq!(events[1]["experiment"]["status"], "draft");
+    assert_eq!(
+        (
+            events[2]["label"]["from_version"].clone(),
+            events[2]["label"]["to_version"].clone()
+        ),
+        (serde_json::json!(1), serde_json::json!(2))
+    );
+    assert!(
+        events[2]["label"]["to_content_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(events[2]["commit"]["sha"], moved.as_str());
+}
