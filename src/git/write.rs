@@ -62,6 +62,19 @@ impl Tip<'_> {
         let object = entry.object().map_err(|error| failed(error.to_string()))?;
         Ok(Some(object.data.clone()))
     }
+
+    /// Whether the repository has a tag of this name (a label must not shadow one).
+    pub fn has_tag(&self, name: &str) -> Result<bool, GitError> {
+        let reference = format!("refs/tags/{name}");
+        self.tree
+            .repo
+            .try_find_reference(reference.as_str())
+            .map(|found| found.is_some())
+            .map_err(|error| GitError::Revision {
+                revision: reference.clone(),
+                message: error.to_string(),
+            })
+    }
 }
 
 /// A change to commit: the file's new bytes and the commit message.

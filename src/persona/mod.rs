@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod diff;
 pub mod experiment;
 pub mod labels;
+pub mod labels_edit;
 pub mod model;
 pub mod pin;
 pub mod profile;

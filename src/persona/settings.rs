@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{Code, Diagnostic, Diagnostics};
 use super::model::PersonaId;
+use super::pin::check_label_name;
 use super::reader::{TableReader, expect_array, expect_text};
 use super::source::{self, Node};
 use super::validate::{read_schema, source_error};
@@ -25,6 +26,10 @@ pub struct Policy {
     pub require_sources_for_real: bool,
     /// Persona ids or slugs of verified real figures; only maintainers may change them.
     pub protected: Vec<String>,
+    /// Labels only maintainers may move through the API (typically `production`):
+    /// what every consumer receives deserves the stricter role.
+    #[serde(default)]
+    pub protected_labels: Vec<String>,
 }
 
 impl Policy {
@@ -33,6 +38,11 @@ impl Policy {
         self.protected
             .iter()
             .any(|name| names_persona(name, Some(id), Some(slug)))
+    }
+
+    /// Whether moving `label` through the API needs the maintainer role.
+    pub fn protects_label(&self, label: &str) -> bool {
+        self.protected_labels.iter().any(|name| name == label)
     }
 }
 
@@ -61,7 +71,7 @@ impl RegistrySettings {
 }
 
 const TOP_KEYS: &[&str] = &["schema", "title", "description", "modes", "policy"];
-const POLICY_KEYS: &[&str] = &["require_sources_for_real", "protected"];
+const POLICY_KEYS: &[&str] = &["require_sources_for_real", "protected", "protected_labels"];
 
 /// Parses and validates a `registry.toml`. On errors the readable part of the
 /// settings (or, failing that, the permissive ones) comes back with the
@@ -129,6 +139,20 @@ fn read_settings(diagnostics: &mut Diagnostics, root: &Node) -> Option<RegistryS
                 let path = format!("policy.protected[{index}]");
                 if let Some(name) = expect_text(diagnostics, item, &path, 64) {
                     policy.protected.push(name.to_string());
+                }
+            }
+        }
+        if let Some(entry) = reader.optional("protected_labels")
+            && let Some(items) = expect_array(diagnostics, &entry.value, "policy.protected_labels")
+        {
+            for (index, item) in items.iter().enumerate() {
+                let path = format!("policy.protected_labels[{index}]");
+                if let Some(name) = expect_text(diagnostics, item, &path, 40) {
+                    if let Err(reason) = check_label_name(name) {
+                        diagnostics.push_at(&item.span, Code::Label, &path, format!("{path}: {reason}"));
+                    } else {
+                        policy.protected_labels.push(name.to_string());
+                    }
                 }
             }
         }

@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/changes", get(changes))
         .merge(super::experiments::routes())
+        .merge(super::label_write::routes())
 }
 
 #[derive(OpenApi)]
@@ -48,8 +49,9 @@ pub fn routes() -> Router<AppState> {
         description = "Personas and every version of them, projected from the registry's git history. \
                        Pin a version with `{id}@{pin}` or `?version={pin}`: a version number, a commit \
                        (7+ hex digits), `sha256:<content hash>`, a label (`production`, or `label:production`) or a git tag \
-                       (`tag:v1`; a bare name is a label when the registry defines one, else a tag). The one write, \
-                       `PATCH …/settings`, commits to the registry's repository with a Bearer token."
+                       (`tag:v1`; a bare name is a label when the registry defines one, else a tag). The writes, \
+                       `PATCH …/settings` and `PUT`/`DELETE …/labels/{label}`, commit to the registry's repository \
+                       with a Bearer token."
     ),
     paths(
         list,
@@ -81,7 +83,7 @@ pub fn routes() -> Router<AppState> {
         ChangeList,
         ChangeRecord,
         Sort,
-        super::settings::PendingChange,
+        super::write_request::PendingChange,
         crate::persona::settings_patch::PatchProblem
     ))
 )]
@@ -91,6 +93,7 @@ async fn openapi(headers: HeaderMap) -> Response {
     let mut document = ApiDoc::openapi();
     document.merge(super::webhooks::WebhooksDoc::openapi());
     document.merge(super::experiments::ExperimentsDoc::openapi());
+    document.merge(super::label_write::LabelWriteDoc::openapi());
     let document = document.to_pretty_json().unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
     cached(

@@ -10,11 +10,13 @@ pub mod card;
 pub mod error;
 pub mod experiment_pages;
 pub mod experiments;
+pub mod label_write;
 pub mod metrics;
 pub mod pages;
 pub mod prompt;
 pub mod settings;
 pub mod webhooks;
+pub mod write_request;
 
 use std::path::PathBuf;
 use std::sync::Arc;
