@@ -433,6 +433,20 @@ pub enum BenchTarget {
         #[arg(long, default_value = "50")]
         rounds: usize,
     },
+    /// A label move committed until every replica answers the new version vs. a new version committed the same way.
+    Label {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Keep (and reuse) the repository and database in this directory (the bench adds commits).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Moves made each way, one after another.
+        #[arg(long, default_value = "50")]
+        rounds: usize,
+        /// Replicas (`serve --no-sync`) on the writer's database.
+        #[arg(long, default_value = "2")]
+        replicas: usize,
+    },
     /// `build-site` on a synthetic registry vs. `cp -r` of the files it wrote.
     Site {
         #[command(flatten)]
@@ -671,6 +685,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             shape: shape.shape(),
             keep: keep.as_deref(),
             rounds: *rounds,
+        }),
+        Command::Bench {
+            target:
+                BenchTarget::Label {
+                    shape,
+                    keep,
+                    rounds,
+                    replicas,
+                },
+        } => commands::bench_label::label(commands::bench_label::LabelBench {
+            shape: shape.shape(),
+            keep: keep.as_deref(),
+            rounds: *rounds,
+            replicas: *replicas,
         }),
         Command::Bench {
             target: BenchTarget::Site { shape, keep },

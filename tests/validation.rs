@@ -323,7 +323,7 @@ fn ids_must_be_unique_across_the_registry() {
 
 #[test]
 fn registry_settings_and_profiles_are_validated() {
-    let bad_settings = "schema = 1\ntitle = \"T\"\nmodes = [\"Educator\", \"Educator\", \"9lives\"]\n[policy]\nprotected = [\"nobody\"]\nstrict = true\n";
+    let bad_settings = "schema = 1\ntitle = \"T\"\nmodes = [\"Educator\", \"Educator\", \"9lives\"]\n[policy]\nprotected = [\"nobody\"]\nprotected_labels = [\"production\", \"Prod\"]\nstrict = true\n";
     let bad_profile = "schema = 1\nname = \"P\"\ndefault_mode = \"Jester\"\n[config]\nhumor_usage = \"loud\"\n";
     let snapshot = Snapshot::build(
         vec![
@@ -348,6 +348,7 @@ fn registry_settings_and_profiles_are_validated() {
     expect("registry.toml", bad_settings, Code::Duplicate, "\"Educator\", \"9");
     expect("registry.toml", bad_settings, Code::Name, "\"9lives\"");
     expect("registry.toml", bad_settings, Code::UnknownKey, "strict");
+    expect("registry.toml", bad_settings, Code::Label, "\"Prod\"");
     expect("profiles/p.toml", bad_profile, Code::UnknownMode, "\"Jester\"");
     expect("profiles/p.toml", bad_profile, Code::Enum, "\"loud\"");
 }

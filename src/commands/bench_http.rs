@@ -39,6 +39,17 @@ pub(crate) fn start_server(
     port: u16,
     environment: &[(&str, String)],
 ) -> anyhow::Result<Running> {
+    start_server_with(repository, data_dir, port, &[], environment)
+}
+
+/// [`start_server`] with extra `serve` arguments (`--no-sync` for a replica…).
+pub(crate) fn start_server_with(
+    repository: &Path,
+    data_dir: &Path,
+    port: u16,
+    arguments: &[&str],
+    environment: &[(&str, String)],
+) -> anyhow::Result<Running> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args([
@@ -52,6 +63,7 @@ pub(crate) fn start_server(
         .arg(repository)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(arguments)
         .env_remove("DATABASE_URL")
         .env_remove("QDRANT_URL")
         .env_remove("PERSONAS_TOKENS")
@@ -63,6 +75,31 @@ pub(crate) fn start_server(
         command.env(name, value);
     }
     Ok(Running(command.spawn()?))
+}
+
+/// Stops a bench server with SIGTERM and waits for it, so its managed
+/// PostgreSQL shuts down cleanly before another server starts on it.
+pub(crate) fn terminate(mut server: Running) -> anyhow::Result<()> {
+    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).context("the server's pid")?;
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.0.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            bail!("personas serve did not stop within a minute of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Synced to the tip, and the first indexing done when there is a model.
+pub(crate) fn caught_up(port: u16) -> bool {
+    request(port, "GET", "/readyz", &[], b"").is_ok_and(|answer| {
+        let body = String::from_utf8_lossy(&answer.body);
+        answer.status == 200
+            && body.contains("\"sync_lag_seconds\":0.0")
+            && (body.contains("\"outbox_depth\":0") || body.contains("\"semantic_search\":false"))
+    })
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::bench::{bench_root, prepare_repository};
-use super::bench_http::{Running, free_port, start_server, wait_until};
+use super::bench_http::{caught_up, free_port, start_server, terminate, wait_until};
 use super::bench_write::{current, distinct_value, git, percentiles, replace_trait};
 use super::http_probe::request;
 use crate::cli::Outcome;
@@ -162,16 +162,6 @@ pub fn webhook(bench: WebhookBench<'_>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// Synced to the tip, and the first indexing done when there is a model.
-fn caught_up(port: u16) -> bool {
-    request(port, "GET", "/readyz", &[], b"").is_ok_and(|answer| {
-        let body = String::from_utf8_lossy(&answer.body);
-        answer.status == 200
-            && body.contains("\"sync_lag_seconds\":0.0")
-            && (body.contains("\"outbox_depth\":0") || body.contains("\"semantic_search\":false"))
-    })
-}
-
 fn cursor_ready(port: u16) -> bool {
     request(port, "GET", "/api/webhooks", &[], b"").is_ok_and(|answer| {
         serde_json::from_slice::<serde_json::Value>(&answer.body)
@@ -180,19 +170,6 @@ fn cursor_ready(port: u16) -> bool {
 }
 
 /// SIGTERM, so the managed PostgreSQL is shut down with the server.
-fn terminate(mut server: Running) -> anyhow::Result<()> {
-    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).context("the server's pid")?;
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.0.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            bail!("personas serve did not stop within a minute of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// When the `version.created` event of `sha` arrived, if it did.
 fn arrival_of(arrivals: &Mutex<Vec<Arrival>>, sha: &str) -> anyhow::Result<Option<Instant>> {
     let arrivals = arrivals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -3,6 +3,7 @@
 pub mod assign;
 pub mod bench;
 pub mod bench_http;
+pub mod bench_label;
 pub mod bench_site;
 pub mod bench_webhook;
 pub mod bench_write;
