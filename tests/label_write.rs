@@ -482,3 +482,53 @@ fn branch_mode_proposes_label_moves_on_a_review_branch() {
         "branch mode touched the checkout"
     );
 }
+
+#[test]
+fn the_first_label_creates_the_labels_file_and_the_checkout_follows() {
+    let repo = TestRepo::new();
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.write(".gitignore", ".personas/\n");
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.commit("alice");
+    let server = Server::start_with(repo.path(), &[("PERSONAS_TOKENS", &token_list())]);
+    wait_for("the first sync", Duration::from_secs(90), || {
+        get(&server, "/api/personas/alice").status == 200
+    });
+    // A guard naming a version is refused: there is no label to match.
+    let reply = label_write(
+        &server,
+        "PUT",
+        "alice/labels/production",
+        Some(EDITOR),
+        &[("If-Match", "@1")],
+        &json!({"version": 1}),
+    );
+    assert_eq!(reply.status, 412, "{}", reply.body);
+    assert!(!repo.path().join(LABELS).exists());
+    let reply = label_write(
+        &server,
+        "PUT",
+        "alice/labels/production",
+        Some(EDITOR),
+        &[("If-None-Match", "*")],
+        &json!({"version": 1}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["version"], 1);
+    assert_eq!(
+        repo.git(&["show", &format!("main:{LABELS}")]),
+        "[production]\nalice = 1",
+        "the new file as committed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join(LABELS)).unwrap(),
+        "[production]\nalice = 1\n"
+    );
+    assert_eq!(
+        repo.git(&["status", "--porcelain", "--untracked-files=all"]),
+        "",
+        "the checkout does not show the new file as committed"
+    );
+    assert_eq!(get(&server, "/api/personas/alice@production").json()["version"], 1);
+}

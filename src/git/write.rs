@@ -382,20 +382,43 @@ fn refresh_checkout(
     let mut index = repository.open_index().map_err(|error| error.to_string())?;
     let read = started.elapsed();
     let file = workdir.join(&change.path);
-    let position = index
-        .entry_index_by_path_and_stage(change.path.as_bytes().as_bstr(), gix::index::entry::Stage::Unconflicted)
-        .filter(|&position| Some(index.entries()[position].id) == blob_id(repository, old))
-        .ok_or("the file is not in the index as the old tip had it")?;
+    let path = change.path.as_bytes().as_bstr();
+    let existing = index.entry_index_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted);
+    // A file the commit adds (the first label, say) has no entry yet; one it replaces must be as the old tip had it.
+    let position = match (existing, old) {
+        (None, None) => None,
+        (Some(position), Some(_)) if Some(index.entries()[position].id) == blob_id(repository, old) => Some(position),
+        _ => return Err("the file is not in the index as the old tip had it".to_string()),
+    };
     if std::fs::read(&file).ok().as_deref() != old {
         return Err("the file changed in the checkout meanwhile".to_string());
+    }
+    if let Some(directory) = file.parent() {
+        std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
     }
     replace_file(&file, &change.bytes)?;
     let replaced = started.elapsed();
     let staged = (|| -> Result<(), String> {
         let metadata = gix::index::fs::Metadata::from_path_no_follow(&file).map_err(|error| error.to_string())?;
-        let entry = &mut index.entries_mut()[position];
-        entry.id = blob_id(repository, Some(&change.bytes)).ok_or("cannot hash the new file")?;
-        entry.stat = gix::index::entry::Stat::from_fs(&metadata).map_err(|error| error.to_string())?;
+        let id = blob_id(repository, Some(&change.bytes)).ok_or("cannot hash the new file")?;
+        let stat = gix::index::entry::Stat::from_fs(&metadata).map_err(|error| error.to_string())?;
+        match position {
+            Some(position) => {
+                let entry = &mut index.entries_mut()[position];
+                entry.id = id;
+                entry.stat = stat;
+            }
+            None => {
+                index.dangerously_push_entry(
+                    stat,
+                    id,
+                    gix::index::entry::Flags::empty(),
+                    gix::index::entry::Mode::FILE,
+                    path,
+                );
+                index.sort_entries();
+            }
+        }
         // The cached tree of the changed directory is stale now (see gix_index::File::write).
         index.remove_tree();
         // Buffered: the index is written in many small pieces (a syscall
@@ -409,8 +432,13 @@ fn refresh_checkout(
         lock.commit().map(drop).map_err(|error| error.error.to_string())
     })();
     if let Err(reason) = staged {
-        if let Some(old) = old {
-            let _ = replace_file(&file, old);
+        match old {
+            Some(old) => {
+                let _ = replace_file(&file, old);
+            }
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
         }
         return Err(format!(
             "the index could not be updated ({reason}); the file was put back"

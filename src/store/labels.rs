@@ -374,7 +374,21 @@ pub async fn label_pointers(
 
 /// Whether the registry has a label of that name now (it points somewhere).
 pub async fn label_exists(pool: &PgPool, label: &str) -> sqlx::Result<bool> {
-    Ok(!label_pointers(pool, None, None, Some(label)).await?.is_empty())
+    // Existence only: no row of the label's pointers leaves the database.
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM (
+                 SELECT DISTINCT ON (m.persona_id) m.to_version_no
+                 FROM label_moves m JOIN sync_commits c ON c.sha = m.commit_sha
+                 WHERE m.label = $1 AND NOT c.retracted
+                 ORDER BY m.persona_id, c.seq DESC
+             ) latest
+             WHERE latest.to_version_no IS NOT NULL
+         )",
+    )
+    .bind(label)
+    .fetch_one(pool)
+    .await
 }
 
 /// One move of a label, for its history.

@@ -364,6 +364,9 @@ pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<V
             version_at_commit(pool, persona, &commit).await?
         }
         Pin::Label(label) => labelled_version(pool, persona, label).await?,
+        // A label wins over a tag of the same name; the persona's own pointer
+        // is looked up first, so the common case is one indexed read.
+        Pin::Name(name) if let Some(row) = pointed_version(pool, persona, name).await? => Some(row),
         Pin::Name(name) if super::labels::label_exists(pool, name).await? => {
             labelled_version(pool, persona, name).await?
         }
@@ -383,25 +386,33 @@ pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<V
         .ok_or_else(|| PinLookupError::Pin(PinError::NotFound(format!("the persona has no version {pin}"))))
 }
 
-/// The version `label` points at now for `persona`.
+/// The version `label` points at now for `persona`, or why there is none.
 async fn labelled_version(pool: &PgPool, persona: Uuid, label: &str) -> Result<Option<VersionRow>, PinLookupError> {
+    if let Some(row) = pointed_version(pool, persona, label).await? {
+        return Ok(Some(row));
+    }
+    let exists = super::labels::label_exists(pool, label).await?;
+    Err(PinError::NotFound(if exists {
+        format!("label {label:?} does not point at any version of this persona")
+    } else {
+        format!("the registry has no label {label:?}")
+    })
+    .into())
+}
+
+/// The version `label` points at now for `persona`, if it covers the persona.
+async fn pointed_version(pool: &PgPool, persona: Uuid, label: &str) -> sqlx::Result<Option<VersionRow>> {
     let pointers = super::labels::label_pointers(pool, None, Some(persona), Some(label)).await?;
     let Some(pointer) = pointers.first() else {
-        let exists = super::labels::label_exists(pool, label).await?;
-        return Err(PinError::NotFound(if exists {
-            format!("label {label:?} does not point at any version of this persona")
-        } else {
-            format!("the registry has no label {label:?}")
-        })
-        .into());
+        return Ok(None);
     };
-    Ok(sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM persona_versions v WHERE v.persona_id = $1 AND v.version_no = $2"
     ))
     .bind(persona)
     .bind(pointer.version)
     .fetch_optional(pool)
-    .await?)
+    .await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -430,7 +430,7 @@ fn write_label(
                     LabelEdit::Remove { key },
                     format!("Remove {} from label {label} (was version {from})", subject.name),
                 ),
-                (Change::Remove, None) => unreachable_removal(label, &subject.slug)?,
+                (Change::Remove, None) => not_covered(label, &subject.slug)?,
             };
             let edited = edit_labels(&text, label, edit).map_err(|_| Refusal::BrokenAtTip { path: path.clone() })?;
             let (_, problems) = parse_labels(&path, edited.as_bytes());
@@ -452,9 +452,10 @@ fn write_label(
     )
 }
 
-/// A removal of an entry that is not there: the guard has refused it already
-/// (`If-Match` against an absent entry is a 412), so this only says so again.
-fn unreachable_removal<T>(label: &str, slug: &str) -> Result<T, Refusal> {
+/// A removal of an entry that is not there. [`check_expected`] refuses it
+/// first (a removal always carries `If-Match`, and `If-Match` against an
+/// absent entry is a 412); this says the same should that ever change.
+fn not_covered<T>(label: &str, slug: &str) -> Result<T, Refusal> {
     Err(Refusal::Precondition {
         message: format!("the label {label} does not cover {slug}"),
         current: None,
