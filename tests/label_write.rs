@@ -72,7 +72,7 @@ fn repository_state(repo: &TestRepo) -> String {
 
 /// A label write with the given token and guard headers.
 fn label_write(
-    server: &Server,
+    server: &str,
     method: &str,
     target: &str,
     token: Option<&str>,
@@ -90,7 +90,7 @@ fn label_write(
     } else {
         body.to_string().into_bytes()
     };
-    request(method, &server.url(&format!("/api/personas/{target}")), &headers, &body)
+    request(method, &format!("{server}/api/personas/{target}"), &headers, &body)
 }
 
 fn get(server: &Server, path: &str) -> Reply {
@@ -130,10 +130,10 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     let before = repository_state(&repo);
 
     // Who may move a label.
-    let reply = label_write(&server, "PUT", "alice/labels/candidate", None, &guarded, &to_two);
+    let reply = label_write(&server.base, "PUT", "alice/labels/candidate", None, &guarded, &to_two);
     assert_refused(&repo, &before, &reply, 401, "unauthorized");
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(READER),
@@ -144,7 +144,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     let production = get(&server, "/api/personas/alice@production");
     let production_tag = production.header("etag").unwrap().to_string();
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/production",
         Some(EDITOR),
@@ -154,7 +154,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     assert_refused(&repo, &before, &reply, 403, "protected");
     assert!(reply.body.contains("protected_labels"), "{}", reply.body);
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "bob/labels/candidate",
         Some(EDITOR),
@@ -186,14 +186,28 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
         b"{\"version\": 2",
     );
     assert_refused(&repo, &before, &reply, 400, "bad_json");
-    let reply = label_write(&server, "PUT", "alice/labels/candidate", Some(EDITOR), &[], &to_two);
+    let reply = label_write(
+        &server.base,
+        "PUT",
+        "alice/labels/candidate",
+        Some(EDITOR),
+        &[],
+        &to_two,
+    );
     assert_refused(&repo, &before, &reply, 428, "precondition_required");
     let both = [("If-Match", tag.as_str()), ("If-None-Match", "*")];
-    let reply = label_write(&server, "PUT", "alice/labels/candidate", Some(EDITOR), &both, &to_two);
+    let reply = label_write(
+        &server.base,
+        "PUT",
+        "alice/labels/candidate",
+        Some(EDITOR),
+        &both,
+        &to_two,
+    );
     assert_refused(&repo, &before, &reply, 400, "bad_if_match");
     let weak = format!("W/{tag}");
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -203,7 +217,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     assert_refused(&repo, &before, &reply, 400, "bad_if_match");
     for bad_label in ["Candidate", "42", "cafe", "with_underscore"] {
         let reply = label_write(
-            &server,
+            &server.base,
             "PUT",
             &format!("alice/labels/{bad_label}"),
             Some(EDITOR),
@@ -213,7 +227,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
         assert_refused(&repo, &before, &reply, 400, "bad_label");
     }
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice@2/labels/candidate",
         Some(EDITOR),
@@ -222,7 +236,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     );
     assert_refused(&repo, &before, &reply, 400, "bad_pin");
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "nobody/labels/candidate",
         Some(EDITOR),
@@ -244,7 +258,14 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
         (json!({"version": 2, "colour": "red"}), ""),
         (json!({"version": 2, "reason": "x".repeat(501)}), "reason"),
     ] {
-        let reply = label_write(&server, "PUT", "alice/labels/candidate", Some(EDITOR), &guarded, &body);
+        let reply = label_write(
+            &server.base,
+            "PUT",
+            "alice/labels/candidate",
+            Some(EDITOR),
+            &guarded,
+            &body,
+        );
         assert_refused(&repo, &before, &reply, 422, "invalid");
         assert_eq!(
             reply.json()["error"]["details"]["problems"][0]["path"],
@@ -254,7 +275,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
         );
     }
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/v1",
         Some(EDITOR),
@@ -267,7 +288,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     // Preconditions: the label must be where the client read it.
     let stale = format!("\"sha256:{}\"", "0".repeat(64));
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -278,7 +299,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     assert_eq!(reply.json()["error"]["details"]["current"], v1.as_str());
     assert_eq!(reply.header("etag"), Some(format!("\"{v1}\"").as_str()));
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -287,7 +308,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     );
     assert_refused(&repo, &before, &reply, 412, "stale");
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/staging",
         Some(EDITOR),
@@ -300,7 +321,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     // A move that lands: one commit of the labels file, by the token's identity.
     let head_before = repo.git(&["rev-parse", "main"]);
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -365,7 +386,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
 
     // The old guard is stale now; the same move with the new one changes nothing.
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -375,7 +396,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     assert_eq!(reply.status, 412, "{}", reply.body);
     assert_eq!(reply.json()["error"]["details"]["current"], v2.as_str());
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -387,7 +408,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
 
     // A new label by content hash, then its removal.
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/staging",
         Some(EDITOR),
@@ -400,7 +421,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     assert!(text.ends_with(&format!("\n\n[staging]\nalice = \"{v1}\"\n")), "{text}");
     assert_eq!(get(&server, "/api/personas/alice@staging").json()["version"], 1);
     let reply = label_write(
-        &server,
+        &server.base,
         "DELETE",
         "alice/labels/staging",
         Some(EDITOR),
@@ -409,7 +430,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
     );
     assert_eq!(reply.status, 400, "{}", reply.body);
     let reply = label_write(
-        &server,
+        &server.base,
         "DELETE",
         "alice/labels/staging",
         Some(EDITOR),
@@ -426,7 +447,7 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
 
     // A maintainer moves the protected label.
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/production",
         Some(MAINTAINER),
@@ -452,7 +473,7 @@ fn branch_mode_proposes_label_moves_on_a_review_branch() {
     });
     let main = repo.git(&["rev-parse", "main"]);
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/candidate",
         Some(EDITOR),
@@ -497,7 +518,7 @@ fn the_first_label_creates_the_labels_file_and_the_checkout_follows() {
     });
     // A guard naming a version is refused: there is no label to match.
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/production",
         Some(EDITOR),
@@ -507,7 +528,7 @@ fn the_first_label_creates_the_labels_file_and_the_checkout_follows() {
     assert_eq!(reply.status, 412, "{}", reply.body);
     assert!(!repo.path().join(LABELS).exists());
     let reply = label_write(
-        &server,
+        &server.base,
         "PUT",
         "alice/labels/production",
         Some(EDITOR),
@@ -531,4 +552,97 @@ fn the_first_label_creates_the_labels_file_and_the_checkout_follows() {
         "the checkout does not show the new file as committed"
     );
     assert_eq!(get(&server, "/api/personas/alice@production").json()["version"], 1);
+}
+
+/// Writers racing on one label, and entries written in the forms the sync
+/// accepts: by id, in another letter case, and one naming no version.
+#[test]
+fn racing_moves_land_once_and_entries_are_matched_as_the_sync_reads_them() {
+    let repo = registry();
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let text = format!("{LABELS_TEXT}\n[staging]\n\"{ID_A}\" = 1\n\n[canary]\nAlice = \"{unknown}\"\n");
+    repo.write(LABELS, &text);
+    repo.commit("more labels");
+    let server = Server::start_with(repo.path(), &[("PERSONAS_TOKENS", &token_list())]);
+    wait_for("the first sync", Duration::from_secs(90), || {
+        get(&server, "/api/personas/alice@staging").status == 200
+    });
+    assert_eq!(
+        get(&server, "/api/personas/alice@canary").status,
+        404,
+        "a broken entry pins nothing"
+    );
+
+    // Eight writers move the same label from the same version: one lands.
+    let head = repo.git(&["rev-parse", "main"]);
+    let base = server.base.as_str();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    label_write(
+                        base,
+                        "PUT",
+                        "alice/labels/candidate",
+                        Some(EDITOR),
+                        &[("If-Match", "@1")],
+                        &json!({"version": 2}),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        writers.into_iter().map(|writer| writer.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 412).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(repo.git(&["rev-list", "--count", &format!("{head}..main")]), "1");
+
+    // An entry keyed by id keeps its key.
+    let reply = label_write(
+        &server.base,
+        "PUT",
+        "alice/labels/staging",
+        Some(EDITOR),
+        &[("If-Match", "@1")],
+        &json!({"version": 2}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let written = std::fs::read_to_string(repo.path().join(LABELS)).unwrap();
+    assert!(written.contains(&format!("\n\"{ID_A}\" = 2\n")), "{written}");
+
+    // An entry naming no version is replaced in place, under its own key.
+    let reply = label_write(
+        &server.base,
+        "PUT",
+        "alice/labels/canary",
+        Some(EDITOR),
+        &[("If-None-Match", "*")],
+        &json!({"version": 1}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let written = std::fs::read_to_string(repo.path().join(LABELS)).unwrap();
+    assert!(written.ends_with("[canary]\nAlice = 1\n"), "{written}");
+    assert!(!written.contains(&unknown), "{written}");
+    assert_eq!(get(&server, "/api/personas/alice@canary").json()["version"], 1);
+
+    // A removal needs a guard too.
+    let before = repository_state(&repo);
+    let reply = label_write(
+        &server.base,
+        "DELETE",
+        "alice/labels/canary",
+        Some(EDITOR),
+        &[],
+        &Value::Null,
+    );
+    assert_refused(&repo, &before, &reply, 428, "precondition_required");
 }

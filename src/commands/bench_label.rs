@@ -136,7 +136,8 @@ pub fn label(bench: LabelBench<'_>) -> anyhow::Result<Outcome> {
             ],
             format!("{{\"version\": {back}}}").as_bytes(),
         )?;
-        if answer.status != 200 {
+        // 202: committed, the writer's projection slower than its wait; the replicas are timed all the same.
+        if answer.status != 200 && answer.status != 202 {
             bail!(
                 "PUT …/labels/{LABEL} answered {}: {}",
                 answer.status,
@@ -178,8 +179,10 @@ pub fn label(bench: LabelBench<'_>) -> anyhow::Result<Outcome> {
     );
     println!(
         "label PUT       p50 {put_p50:>7.1} ms  p99 {put_p99:>7.1} ms  (PUT /api/personas/{{id}}/labels/{LABEL} on \
-         the writer, from the request until every replica answers the new version; {:.2}× the reference at p50)",
-        put_p50 / version_p50
+         the writer, from sending the request (so the gix commit is inside, where the reference starts after \
+         its git commit) until every replica answers the new version; {:.2}× the reference at p50, {:.2}× at p99)",
+        put_p50 / version_p50,
+        put_p99 / version_p99
     );
     Ok(Outcome::Clean)
 }

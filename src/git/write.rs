@@ -1,4 +1,4 @@
-//! The registry's one write: a commit that replaces one file, made with gix
+//! The registry's writes (settings, labels): a commit that replaces one file, made with gix
 //! straight into the object database, and a compare-and-swap of the branch
 //! ref on the tip the change was computed from. Nothing is ever written
 //! over a tip that moved: the change is recomputed on the new tip instead,

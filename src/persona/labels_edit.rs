@@ -37,8 +37,9 @@ pub fn edit_labels(text: &str, label: &str, edit: LabelEdit<'_>) -> Result<Strin
         }
         document.insert(label, Item::Table(table));
     }
+    // `[production]` or `production = { … }`: both are tables to the parser.
     let table = document[label]
-        .as_table_mut()
+        .as_table_like_mut()
         .ok_or_else(|| format!("`{label}` in the labels file is not a table"))?;
     match edit {
         LabelEdit::Point {
@@ -140,6 +141,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(first, "[production]\nsocrates = 2\n");
+    }
+
+    #[test]
+    fn inline_tables_are_edited_in_place() {
+        let text = "production = { alice = 1, bob = 2 }\n";
+        let moved = edit_labels(
+            text,
+            "production",
+            LabelEdit::Point {
+                existing_key: Some("alice"),
+                new_key: "alice",
+                target: &LabelTarget::Version(3),
+            },
+        )
+        .unwrap();
+        assert_eq!(moved, "production = { alice = 3, bob = 2 }\n");
+        let (parsed, problems) = parse_labels("registry/labels.toml", moved.as_bytes());
+        assert!(problems.is_empty() && parsed.is_some(), "{problems:?}");
     }
 
     #[test]

@@ -92,7 +92,8 @@ async fn known_personas(
     Ok(chosen
         .into_iter()
         .filter_map(|(reference, (id, slug))| {
-            let versions = versions.remove(&id)?;
+            // Several keys may name one persona (its slug in one label, its id in another).
+            let versions = versions.get(&id)?.clone();
             Some((
                 reference,
                 KnownPersona {

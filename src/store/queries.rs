@@ -366,24 +366,38 @@ pub async fn pinned_version(pool: &PgPool, persona: Uuid, pin: &Pin) -> Result<V
         Pin::Label(label) => labelled_version(pool, persona, label).await?,
         // A label wins over a tag of the same name; the persona's own pointer
         // is looked up first, so the common case is one indexed read.
-        Pin::Name(name) if let Some(row) = pointed_version(pool, persona, name).await? => Some(row),
-        Pin::Name(name) if super::labels::label_exists(pool, name).await? => {
-            labelled_version(pool, persona, name).await?
-        }
-        Pin::Tag(tag) | Pin::Name(tag) => {
-            let commit: Option<String> = sqlx::query_scalar("SELECT commit_sha FROM git_tags WHERE name = $1")
-                .bind(tag)
-                .fetch_optional(pool)
-                .await?;
-            let commit = commit.ok_or_else(|| match pin {
-                Pin::Name(_) => PinError::NotFound(format!("no label or tag is named {tag:?}")),
-                _ => PinError::NotFound(format!("no tag named {tag:?}")),
-            })?;
-            version_at_commit(pool, persona, &commit).await?
-        }
+        Pin::Name(name) => match pointed_version(pool, persona, name).await? {
+            Some(row) => Some(row),
+            None if super::labels::label_exists(pool, name).await? => {
+                return Err(PinError::NotFound(format!(
+                    "label {name:?} does not point at any version of this persona"
+                ))
+                .into());
+            }
+            None => tagged_version(pool, persona, pin, name).await?,
+        },
+        Pin::Tag(tag) => tagged_version(pool, persona, pin, tag).await?,
     };
     row.map(VersionRecord::from)
         .ok_or_else(|| PinLookupError::Pin(PinError::NotFound(format!("the persona has no version {pin}"))))
+}
+
+/// The version current at the commit `tag` names.
+async fn tagged_version(
+    pool: &PgPool,
+    persona: Uuid,
+    pin: &Pin,
+    tag: &str,
+) -> Result<Option<VersionRow>, PinLookupError> {
+    let commit: Option<String> = sqlx::query_scalar("SELECT commit_sha FROM git_tags WHERE name = $1")
+        .bind(tag)
+        .fetch_optional(pool)
+        .await?;
+    let commit = commit.ok_or_else(|| match pin {
+        Pin::Name(_) => PinError::NotFound(format!("no label or tag is named {tag:?}")),
+        _ => PinError::NotFound(format!("no tag named {tag:?}")),
+    })?;
+    version_at_commit(pool, persona, &commit).await
 }
 
 /// The version `label` points at now for `persona`, or why there is none.

@@ -89,18 +89,18 @@ const MAX_REASON: usize = 500;
         description = "e.g. {\"version\": 2, \"reason\": \"the concise rewrite won the experiment\"}"),
     responses(
         (status = 200, description = "where the label points now, once projected", body = LabelPointer),
-        (status = 202, description = "committed but not projected by this server yet, or proposed on a review branch", body = PendingChange),
+        (status = 202, description = "committed but not projected by this server yet, proposed on a review branch, or projected but not applied (status not_applied: the labels file's problems are on /status)", body = PendingChange),
         (status = 400, description = "malformed JSON, If-Match, label name, or a pin in the address", body = ErrorBody),
         (status = 401, description = "no token, or an unknown one", body = ErrorBody),
         (status = 403, description = "the token's role is too low (protected personas and labels need maintainer)", body = ErrorBody),
         (status = 404, description = "no such persona", body = ErrorBody),
-        (status = 409, description = "the labels file at the branch tip does not validate, the checkout is dirty, or the branch kept moving", body = ErrorBody),
+        (status = 409, description = "the labels file at the branch tip does not validate (or names the persona twice), the checkout is dirty, or the branch kept moving", body = ErrorBody),
         (status = 412, description = "the label no longer points where If-Match says (details.current), or already covers the persona (If-None-Match: *)", body = ErrorBody),
         (status = 413, description = "body larger than 64 KiB", body = ErrorBody),
         (status = 415, description = "body is not JSON", body = ErrorBody),
         (status = 422, description = "no such version, a deletion, a label named like a git tag; details.problems says which", body = ErrorBody),
         (status = 428, description = "neither If-Match nor If-None-Match: * was sent", body = ErrorBody),
-        (status = 503, description = "this server cannot write (no local repository), or the database is unavailable", body = ErrorBody),
+        (status = 503, description = "this server cannot write (no local repository), or the database or the repository is unavailable", body = ErrorBody),
     ))]
 pub async fn point_label(
     State(state): State<AppState>,
@@ -148,12 +148,12 @@ pub async fn point_label(
     ),
     responses(
         (status = 200, description = "the label no longer covers the persona, once projected", body = LabelRemoved),
-        (status = 202, description = "committed but not projected by this server yet, or proposed on a review branch", body = PendingChange),
+        (status = 202, description = "committed but not projected by this server yet, proposed on a review branch, or projected but not applied (status not_applied: the labels file's problems are on /status)", body = PendingChange),
         (status = 400, description = "malformed If-Match or label name, or a pin in the address", body = ErrorBody),
         (status = 401, description = "no token, or an unknown one", body = ErrorBody),
         (status = 403, description = "the token's role is too low", body = ErrorBody),
         (status = 404, description = "no such persona", body = ErrorBody),
-        (status = 409, description = "the labels file at the branch tip does not validate, the checkout is dirty, or the branch kept moving", body = ErrorBody),
+        (status = 409, description = "the labels file at the branch tip does not validate (or names the persona twice), the checkout is dirty, or the branch kept moving", body = ErrorBody),
         (status = 412, description = "the label does not point where If-Match says, or does not cover the persona", body = ErrorBody),
         (status = 428, description = "If-Match is missing", body = ErrorBody),
         (status = 503, description = "this server cannot write, or the database is unavailable", body = ErrorBody),
@@ -246,6 +246,18 @@ fn move_request(body: serde_json::Value) -> Result<LabelMoveRequest, WebError> {
     Ok(request)
 }
 
+/// The persona's former slugs that no other persona bears now: a key of the
+/// labels file that is another persona's current slug names that persona.
+async fn own_former_slugs(state: &AppState, persona: Uuid, current: &str) -> Result<Vec<String>, WebError> {
+    let former = queries::former_slugs(&state.pool, persona, current).await?;
+    let taken: Vec<String> = sqlx::query_scalar("SELECT slug FROM personas WHERE slug = ANY($1) AND id <> $2")
+        .bind(&former)
+        .bind(persona)
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(former.into_iter().filter(|slug| !taken.contains(slug)).collect())
+}
+
 /// The persona and label a write is about, as the projection knows them.
 struct LabelSubject {
     label: String,
@@ -293,15 +305,22 @@ impl LabelSubject {
                 .persona
                 .as_ref()
                 .map_or_else(|| resolved.persona.slug.clone(), |persona| persona.name.clone()),
-            former_slugs: queries::former_slugs(&state.pool, persona, &resolved.persona.slug).await?,
+            former_slugs: own_former_slugs(state, persona, &resolved.persona.slug).await?,
             versions,
             expected,
         })
     }
 
+    /// Whether a key of the labels file names this persona, as the sync reads
+    /// keys: in any letter case, a former slug only while no one else bears it.
     fn names(&self, key: &str) -> bool {
-        names_persona(key, Some(PersonaId(self.persona)), Some(&self.slug))
-            || self.former_slugs.iter().any(|former| former == key)
+        let key = key.to_lowercase();
+        names_persona(&key, Some(PersonaId(self.persona)), Some(&self.slug))
+            || self.former_slugs.iter().any(|former| *former == key)
+    }
+
+    fn newest_version(&self) -> u32 {
+        self.versions.last().map_or(0, |version| version.number)
     }
 
     fn content_of(&self, number: u32) -> Option<ContentHash> {
@@ -374,7 +393,10 @@ fn write_label(
                     message: format!("{why}; moving its labels needs the maintainer role, this token is a {}", token.role),
                 });
             }
-            if tip.has_tag(label).map_err(|_| Refusal::NotAtTip { path: path.clone() })? {
+            let unreadable = |error: crate::git::GitError| Refusal::Repository {
+                message: error.to_string(),
+            };
+            if tip.has_tag(label).map_err(unreadable)? {
                 return Err(Refusal::invalid(
                     "label",
                     format!("{label:?} is the name of a git tag; a bare @{label} pins the tag, so a label may not take its name"),
@@ -383,36 +405,47 @@ fn write_label(
             let text = match tip.read(&path) {
                 Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| Refusal::BrokenAtTip { path: path.clone() })?,
                 Ok(None) => String::new(),
-                Err(_) => return Err(Refusal::NotAtTip { path: path.clone() }),
+                Err(error) => return Err(unreadable(error)),
             };
             let (parsed, problems) = parse_labels(&path, text.as_bytes());
             let Some(parsed) = parsed.filter(|_| problems.is_empty()) else {
                 return Err(Refusal::BrokenAtTip { path: path.clone() });
             };
-            let entry = parsed
+            let entries: Vec<_> = parsed
                 .labels
                 .iter()
-                .find(|definition| definition.name == label)
-                .and_then(|definition| definition.entries.iter().find(|entry| subject.names(&entry.persona)));
-            let current = match entry {
+                .filter(|definition| definition.name == label)
+                .flat_map(|definition| definition.entries.iter())
+                .filter(|entry| subject.names(&entry.persona))
+                .collect();
+            // Two lines for one persona fail `check` (and the sync takes the first):
+            // which one to edit is for a pull request to decide.
+            if entries.len() > 1 {
+                return Err(Refusal::BrokenAtTip { path: path.clone() });
+            }
+            // The entry's key, and the version it names (`None`: it names none the
+            // projection has, and the sync left it out, so it is replaced like an absent one).
+            let current: Option<(&str, Option<u32>)> = match entries.first() {
                 None => None,
-                Some(entry) => {
-                    let number = target_version(&entry.target, &subject.versions).map_err(|reason| {
-                        Refusal::Precondition {
+                Some(entry) => match target_version(&entry.target, &subject.versions) {
+                    Ok(number) => Some((entry.persona.as_str(), Some(number))),
+                    Err(_) if matches!(entry.target, LabelTarget::Version(number) if number > subject.newest_version()) => {
+                        // Most likely a version the tip has and this server has not projected yet.
+                        return Err(Refusal::Precondition {
                             message: format!(
-                                "the label {label} for {} names {} at the branch tip, which this server has not \
-                                 projected ({reason}); retry once the sync has caught up",
+                                "the label {label} for {} names {} at the branch tip, past the newest version \
+                                 this server has projected; retry once the sync has caught up",
                                 subject.slug, entry.target
                             ),
                             current: None,
-                        }
-                    })?;
-                    Some((entry.persona.as_str(), number))
-                }
+                        });
+                    }
+                    Err(_) => Some((entry.persona.as_str(), None)),
+                },
             };
-            check_expected(subject, current.map(|(_, number)| number))?;
+            check_expected(subject, current.and_then(|(_, number)| number))?;
             let (edit, message) = match (change, current) {
-                (Change::Point { version, .. }, Some((_, number))) if *version == number => return Ok(None),
+                (Change::Point { version, .. }, Some((_, Some(number)))) if *version == number => return Ok(None),
                 (Change::Point { target, version }, current) => (
                     LabelEdit::Point {
                         existing_key: current.map(|(key, _)| key),
@@ -420,17 +453,21 @@ fn write_label(
                         target,
                     },
                     match current {
-                        Some((_, from)) => {
+                        Some((_, Some(from))) => {
                             format!("Move label {label} of {}: version {from} to {version}", subject.name)
                         }
+                        Some((_, None)) => format!(
+                            "Point label {label} of {} at version {version} (its entry named no version)",
+                            subject.name
+                        ),
                         None => format!("Add {} to label {label} at version {version}", subject.name),
                     },
                 ),
-                (Change::Remove, Some((key, from))) => (
+                (Change::Remove, Some((key, Some(from)))) => (
                     LabelEdit::Remove { key },
                     format!("Remove {} from label {label} (was version {from})", subject.name),
                 ),
-                (Change::Remove, None) => not_covered(label, &subject.slug)?,
+                (Change::Remove, _) => not_covered(label, &subject.slug)?,
             };
             let edited = edit_labels(&text, label, edit).map_err(|_| Refusal::BrokenAtTip { path: path.clone() })?;
             let (_, problems) = parse_labels(&path, edited.as_bytes());
@@ -533,7 +570,9 @@ async fn respond(
     .await?;
     match (projected, change) {
         (None, _) => Ok(written.pending(target_hash)),
-        (Some(Some(pointer)), Change::Point { .. }) => Ok(no_store(axum::Json(pointer))),
+        (Some(Some(pointer)), Change::Point { version, .. }) if pointer.version == *version as i32 => {
+            Ok(no_store(axum::Json(pointer)))
+        }
         (Some(None), Change::Remove) => Ok(no_store(axum::Json(LabelRemoved {
             label: subject.label.clone(),
             persona_id: subject.persona,
@@ -545,17 +584,18 @@ async fn respond(
                 "removed"
             },
         }))),
-        // The commit is projected but the label is not as it left it: the sync
-        // refused the labels file (reported on /status), or the persona changed.
-        (Some(_), _) => Err(WebError::new(
-            StatusCode::CONFLICT,
-            "not_applied",
-            format!(
-                "commit {} is projected, but the label {label} does not read as it wrote it; see /status for \
-                 the labels file's problems",
-                written.commit
-            ),
-        )),
+        // The commit is projected but the label does not read as it wrote it:
+        // the sync refused the labels file (its problems are on /status). The
+        // commit exists, so this is not a refusal: a retry would commit again.
+        (Some(_), _) => {
+            tracing::warn!(commit = %written.commit, %label, "a label write is projected but not applied; see /status");
+            let not_applied = Written {
+                status: "not_applied",
+                proposed: false,
+                ..written
+            };
+            Ok(not_applied.pending(target_hash))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The website and the read API: one axum router over the PostgreSQL
 //! projection (and the vector index for semantic features). The server only
-//! reads; the sync is the one writer.
+//! reads the projection; its writes (settings, labels) are git commits, which
+//! the sync projects like any other.
 
 pub mod access;
 pub mod answers;

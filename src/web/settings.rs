@@ -1,4 +1,4 @@
-//! `PATCH /api/personas/{id}/settings`: the one write. A merge patch over a
+//! `PATCH /api/personas/{id}/settings`: a merge patch over a
 //! persona's editable settings becomes a git commit on the registry's branch
 //! (or a review branch); the sync projects it like any other commit.
 //!

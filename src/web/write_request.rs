@@ -36,7 +36,9 @@ const PROJECTION_POLL: Duration = Duration::from_millis(250);
 /// is made, and the sync, or a review, will bring it in.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingChange {
-    /// `proposed` (on a review branch), `committed` (not projected yet) or `unchanged`.
+    /// `proposed` (on a review branch), `committed` (not projected yet), `unchanged`, or
+    /// `not_applied` (a label move whose commit is projected, but the sync did not
+    /// take the labels file as written: its problems are on `/status`).
     pub status: &'static str,
     pub commit: String,
     pub branch: String,
@@ -71,6 +73,10 @@ pub enum Refusal {
     Invalid(Vec<PatchProblem>),
     DirtyCheckout {
         path: String,
+    },
+    /// The repository could not be read (503, like any failure of git).
+    Repository {
+        message: String,
     },
 }
 
@@ -293,6 +299,7 @@ fn refused(refusal: Refusal) -> Response {
                 None => error.into_response(),
             };
         }
+        Refusal::Repository { message } => WebError::unavailable("the registry repository", &message),
         Refusal::Invalid(problems) => WebError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
