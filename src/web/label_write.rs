@@ -315,8 +315,7 @@ impl LabelSubject {
     /// keys: in any letter case, a former slug only while no one else bears it.
     fn names(&self, key: &str) -> bool {
         let key = key.to_lowercase();
-        names_persona(&key, Some(PersonaId(self.persona)), Some(&self.slug))
-            || self.former_slugs.iter().any(|former| *former == key)
+        names_persona(&key, Some(PersonaId(self.persona)), Some(&self.slug)) || self.former_slugs.contains(&key)
     }
 
     fn newest_version(&self) -> u32 {
