@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::registry_files::{display_path, read_limited};
+use super::registry_files::{display_path, read_limited, read_up_to};
 use crate::git::history::REGISTRY_DIR;
 use crate::git::replay::{Replay, tag_names};
 use crate::persona::experiment::{EXPERIMENTS_DIR, Experiment, Status, VariantPin, validate_experiment};
 use crate::persona::labels::{
-    KnownPersona, KnownVersion, LABELS_FILE, LabelTarget, LabelsFile, parse_labels, resolve, target_version,
+    KnownPersona, KnownVersion, LABELS_FILE, LabelTarget, LabelsFile, MAX_LABELS_FILE_BYTES, parse_labels, resolve,
+    target_version,
 };
 use crate::persona::{Code, Diagnostic, Persona, PersonaId, Snapshot, content_hash};
 
@@ -193,7 +194,10 @@ pub fn check(root: &Path, snapshot: &Snapshot) -> anyhow::Result<(Vec<Diagnostic
 
     let mut labels: Option<LabelsFile> = None;
     if labels_path.is_file() {
-        let (parsed, problems) = parse_labels(&display_path(&labels_path), &read_limited(&labels_path)?);
+        let (parsed, problems) = parse_labels(
+            &display_path(&labels_path),
+            &read_up_to(&labels_path, MAX_LABELS_FILE_BYTES)?,
+        );
         diagnostics.extend(problems);
         if let Some(file) = parsed {
             let (_, problems) = resolve(

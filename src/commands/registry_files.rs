@@ -11,12 +11,17 @@ use crate::persona::snapshot::{PERSONAS_DIR, PROFILES_DIR};
 use crate::persona::source::MAX_FILE_BYTES;
 use crate::persona::{Snapshot, SourceFile};
 
-/// Reads at most one byte more than the limit, so an oversized file is
-/// recognised without being read whole.
+/// Reads at most one byte more than the limit for registry files, so an
+/// oversized file is recognised without being read whole.
 pub fn read_limited(path: &Path) -> anyhow::Result<Vec<u8>> {
+    read_up_to(path, MAX_FILE_BYTES)
+}
+
+/// [`read_limited`] with the limit of a file that has its own (the labels file).
+pub fn read_up_to(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES as u64 + 1)
+    file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(bytes)

@@ -25,6 +25,9 @@ use super::validate::source_error;
 
 /// The file's name inside `registry/`.
 pub const LABELS_FILE: &str = "labels.toml";
+/// The labels file has a line per labelled persona (about 50 bytes), so it is
+/// allowed far more than a persona file: a label over 100,000 personas fits.
+pub const MAX_LABELS_FILE_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a label points at for one persona, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +83,7 @@ impl LabelsFile {
 pub fn parse_labels(file: &str, bytes: &[u8]) -> (Option<LabelsFile>, Vec<Diagnostic>) {
     let mut diagnostics = Diagnostics::new(file, bytes);
     let lines = LineIndex::new(bytes);
-    let root = match source::parse(bytes) {
+    let root = match source::parse_with_limit(bytes, MAX_LABELS_FILE_BYTES) {
         Ok(root) => root,
         Err(error) => {
             source_error(&mut diagnostics, &error);
@@ -347,6 +350,26 @@ mod tests {
 
     fn lookup(reference: &str) -> Option<KnownPersona> {
         (reference == "albert-einstein" || reference == "00000000-0000-0000-0000-000000000001").then(einstein)
+    }
+
+    #[test]
+    fn a_label_over_a_large_registry_is_not_refused_for_its_size() {
+        let mut text = String::from("[production]\n");
+        for persona in 0..20_000 {
+            text.push_str(&format!(
+                "\"{:08x}-0000-4000-8000-{:012x}\" = 1\n",
+                persona + 1,
+                persona + 1
+            ));
+        }
+        assert!(text.len() > crate::persona::source::MAX_FILE_BYTES);
+        let (file, problems) = parse_labels("registry/labels.toml", text.as_bytes());
+        assert!(problems.is_empty(), "{:?}", problems.first());
+        assert_eq!(file.unwrap().labels[0].entries.len(), 20_000);
+        let oversized = "#".repeat(MAX_LABELS_FILE_BYTES + 1);
+        let (file, problems) = parse_labels("registry/labels.toml", oversized.as_bytes());
+        assert!(file.is_none());
+        assert_eq!(problems[0].code, Code::TooLarge);
     }
 
     #[test]

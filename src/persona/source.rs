@@ -63,7 +63,7 @@ impl NodeValue {
 /// Why a file could not be turned into a tree at all.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceError {
-    TooLarge { bytes: usize },
+    TooLarge { bytes: usize, limit: usize },
     NotUtf8 { offset: usize },
     Syntax { span: Span, message: String },
     TooDeep { span: Span },
@@ -71,8 +71,17 @@ pub enum SourceError {
 
 /// Parses `bytes` as TOML into a spanned tree, enforcing the size and depth limits.
 pub fn parse(bytes: &[u8]) -> Result<Node, SourceError> {
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(SourceError::TooLarge { bytes: bytes.len() });
+    parse_with_limit(bytes, MAX_FILE_BYTES)
+}
+
+/// [`parse`] for a file whose size grows with the registry (the labels file
+/// has a line per labelled persona), with its own size limit.
+pub fn parse_with_limit(bytes: &[u8], limit: usize) -> Result<Node, SourceError> {
+    if bytes.len() > limit {
+        return Err(SourceError::TooLarge {
+            bytes: bytes.len(),
+            limit,
+        });
     }
     let text = std::str::from_utf8(bytes).map_err(|error| SourceError::NotUtf8 {
         offset: error.valid_up_to(),

@@ -61,13 +61,10 @@ pub struct ParsedPersona {
 /// Reports a file that could not be parsed into a tree.
 pub fn source_error(diagnostics: &mut Diagnostics, error: &SourceError) {
     match error {
-        SourceError::TooLarge { bytes } => diagnostics.push(
+        SourceError::TooLarge { bytes, limit } => diagnostics.push(
             &(0..0),
             Code::TooLarge,
-            format!(
-                "file is {bytes} bytes; registry files may be at most {} bytes",
-                source::MAX_FILE_BYTES
-            ),
+            format!("file is {bytes} bytes; this registry file may be at most {limit} bytes"),
         ),
         SourceError::NotUtf8 { offset } => {
             diagnostics.push(&(*offset..*offset), Code::NotUtf8, "file is not valid UTF-8 text")
