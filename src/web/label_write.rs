@@ -389,7 +389,10 @@ fn write_label(
                 && token.role < Role::Maintainer
             {
                 return Err(Refusal::Protected {
-                    message: format!("{why}; moving its labels needs the maintainer role, this token is a {}", token.role),
+                    message: format!(
+                        "{why}: moving this label needs the maintainer role, and this token's role is {}",
+                        token.role
+                    ),
                 });
             }
             let unreadable = |error: crate::git::GitError| Refusal::Repository {
