@@ -75,7 +75,7 @@ fn every_content_change_changes_the_hash() {
         ),
         ("Debater = false", "Debater = true"),
         ("humor_usage = \"low\"", "humor_usage = \"high\""),
-        ("source = \"isbn:0-201-83595-9\"", "source = \"isbn:0-201-83595-8\""),
+        ("source = \"isbn:0-201-83595-9\"", "source = \"isbn:0-306-40615-2\""),
         ("birth_date = 1900-01-01", "birth_date = 1900-01-02"),
     ];
     for (from, to) in edits {

@@ -164,6 +164,24 @@ fn each_rule_reports_its_code_at_the_offending_place() {
             "\"see the book\"",
         ),
         (
+            "source = \"isbn:0-201-83595-9\"",
+            "source = \"isbn:0-201-83595-8\"",
+            Code::Url,
+            "\"isbn:0-201-83595-8\"",
+        ),
+        (
+            "source = \"isbn:0-201-83595-9\"",
+            "source = \"doi:10.12/x\"",
+            Code::Url,
+            "\"doi:10.12/x\"",
+        ),
+        (
+            "source = \"isbn:0-201-83595-9\"",
+            "source = \"madeup:123\"",
+            Code::Url,
+            "\"madeup:123\"",
+        ),
+        (
             "source = \"isbn:0-201-83595-9\"\n",
             "",
             Code::SourceRequired,

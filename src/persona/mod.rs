@@ -5,6 +5,7 @@ pub mod assignment;
 pub mod canonical;
 pub mod diagnostic;
 pub mod diff;
+pub mod document_id;
 pub mod experiment;
 pub mod labels;
 pub mod labels_edit;

@@ -377,7 +377,8 @@ fn read_avatar_url(diagnostics: &mut Diagnostics, node: &Node) -> Option<String>
     }
 }
 
-/// Checks a belief source: an http(s) URL, or a document id (`scheme:rest`, no spaces).
+/// Checks a belief source: an http(s) URL, or a document id of a scheme
+/// [`super::document_id`] can check (`isbn:`, `doi:`, …).
 pub fn source_problem(text: &str) -> Option<String> {
     let looks_like_url = text.contains("://") || text.starts_with("http:") || text.starts_with("https:");
     if looks_like_url {
@@ -390,21 +391,7 @@ pub fn source_problem(text: &str) -> Option<String> {
             Err(error) => Some(format!("{text:?} is not a well-formed URL ({error})")),
         };
     }
-    let document_id = text.split_once(':').is_some_and(|(scheme, rest)| {
-        scheme.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-'))
-            && !rest.is_empty()
-            && !rest.chars().any(char::is_whitespace)
-    });
-    if document_id {
-        None
-    } else {
-        Some(format!(
-            "{text:?} is neither an http(s) URL nor a document id such as isbn:0-19-502149-1 or doi:10.1000/182"
-        ))
-    }
+    super::document_id::document_id_problem(text)
 }
 
 fn read_beliefs(
