@@ -123,6 +123,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
     },
+    /// Review a pull request from git alone: problems, each changed persona's diff and prompt diffs,
+    /// policy notes, placeholders left in, and the labels and experiments it affects.
+    Review {
+        /// `BASE..HEAD`; an empty side means HEAD.
+        range: String,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReviewFormat,
+    },
     /// Measure the registry against references taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -509,6 +519,15 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReviewFormat {
+    /// For a sticky pull-request comment or a job summary.
+    Markdown,
+    /// GitHub Actions annotations.
+    Github,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DiffFormat {
     Text,
     /// For pasting into a pull request review.
@@ -601,6 +620,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             format,
         } => commands::log::run(repo, branch, slug.as_deref(), *format),
         Command::Diff { range, repo, format } => commands::diff::run(repo, range, *format),
+        Command::Review { range, repo, format } => commands::review::run(repo, range, *format),
         Command::Assign {
             experiment,
             unit,

@@ -17,6 +17,7 @@ pub mod log;
 pub mod new;
 pub mod prompt;
 pub mod registry_files;
+pub mod review;
 pub mod serve;
 pub mod session;
 pub mod sync;

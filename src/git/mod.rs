@@ -35,6 +35,31 @@ pub fn open_repository(path: &Path) -> Result<gix::Repository, GitError> {
     Ok(repository)
 }
 
+/// The bytes of the file at `path` in the tree of `revision`, if it is there.
+pub fn read_file_at(repository: &Path, revision: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let repository = open_repository(repository)?;
+    let commit = resolve_commit(&repository, revision)?;
+    let failed = |message: String| GitError::Object {
+        object: format!("{commit}:{path}"),
+        message,
+    };
+    let tree = repository
+        .find_commit(commit)
+        .and_then(|commit| commit.tree())
+        .map_err(|error| failed(error.to_string()))?;
+    let Some(entry) = tree
+        .lookup_entry_by_path(path)
+        .map_err(|error| failed(error.to_string()))?
+    else {
+        return Ok(None);
+    };
+    if !entry.mode().is_blob() {
+        return Ok(None);
+    }
+    let object = entry.object().map_err(|error| failed(error.to_string()))?;
+    Ok(Some(object.data.clone()))
+}
+
 /// Every tag of the repository that names a commit, as (tag name, commit id);
 /// annotated tags are peeled. Tags of trees or blobs are left out.
 pub fn commit_tags(repository: &gix::Repository) -> Result<Vec<(String, String)>, GitError> {
