@@ -150,3 +150,72 @@ fn a_missing_model_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// The thresholds of `personas review`'s near-duplicate check, on the
+/// sample registry: no two of its personas reach them, and a copy of one
+/// under a new name with a reworded description does (by meaning).
+#[test]
+fn near_duplicate_thresholds_separate_the_sample_registry_from_a_reworded_copy() {
+    use personas::commands::near_duplicates::{
+        EMBEDDING_SIMILARITY, NAME_SIMILARITY, by_meaning, by_name, cosine, text_similarity,
+    };
+    let embedder = embedder();
+    let (personas, vectors) = embedded_registry(&embedder);
+    let mut closest_meaning = (0.0f32, String::new());
+    let mut closest_name = (0.0f32, String::new());
+    for (i, a) in personas.iter().enumerate() {
+        for (j, b) in personas.iter().enumerate().skip(i + 1) {
+            let meaning = cosine(&vectors[i], &vectors[j]);
+            if meaning > closest_meaning.0 {
+                closest_meaning = (meaning, format!("{} ~ {}", a.slug, b.slug));
+            }
+            let name = text_similarity(&a.name.to_lowercase(), &b.name.to_lowercase())
+                .max(text_similarity(a.slug.as_str(), b.slug.as_str()));
+            if name > closest_name.0 {
+                closest_name = (name, format!("{} ~ {}", a.slug, b.slug));
+            }
+        }
+    }
+    println!(
+        "closest pair by meaning: {:.3} ({})",
+        closest_meaning.0, closest_meaning.1
+    );
+    println!(
+        "closest pair by name or slug: {:.3} ({})",
+        closest_name.0, closest_name.1
+    );
+    assert!(closest_meaning.0 < EMBEDDING_SIMILARITY, "{closest_meaning:?}");
+    assert!(closest_name.0 < NAME_SIMILARITY, "{closest_name:?}");
+
+    let original = personas
+        .iter()
+        .find(|persona| persona.slug.as_str() == "marie-curie")
+        .unwrap();
+    let mut copy = original.clone();
+    copy.id = personas::persona::PersonaId(uuid::Uuid::from_u128(7));
+    copy.name = "Maria Skłodowska".to_string();
+    copy.slug = "maria-sklodowska".parse().unwrap();
+    copy.description = format!("{} (A second take.)", copy.description);
+    let existing: Vec<&Persona> = personas.iter().collect();
+    let found = by_meaning(&embedder, &[&copy], &existing).unwrap();
+    let score = cosine(
+        &embedder.embed(&[embedding_text(&copy)]).unwrap()[0],
+        &vectors[personas.iter().position(|p| p.slug == original.slug).unwrap()],
+    );
+    println!("reworded copy of marie-curie by meaning: {score:.3}");
+    assert!(
+        found[0].iter().any(|duplicate| duplicate.of == "marie-curie"),
+        "the copy scored {score}"
+    );
+    assert_eq!(found[0].len(), 1, "{:?}", found[0]);
+    // By name it is not close (a new name), and a near-identical name is.
+    assert!(by_name(&copy, &existing).is_empty());
+    let mut renamed = copy.clone();
+    renamed.name = "Marie Curie.".to_string();
+    renamed.slug = "marie-curie-2".parse().unwrap();
+    assert!(
+        by_name(&renamed, &existing)
+            .iter()
+            .any(|duplicate| duplicate.of == "marie-curie")
+    );
+}

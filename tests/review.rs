@@ -56,6 +56,11 @@ fn repository() -> TestRepo {
     let (code, _, errors) = personas(&["new", "Carol Draft", "--registry", "registry"], repo.path());
     assert_eq!(code, 0, "{errors}");
     repo.write("registry/personas/broken.toml", "schema = 1\nname = \n");
+    // Bob again under another id and a near-identical name.
+    repo.write(
+        "registry/personas/bobb.toml",
+        &persona("33333333-3333-4333-8333-333333333333", "Bobb"),
+    );
     repo.commit("carol, not finished");
     repo
 }
@@ -179,6 +184,33 @@ fn placeholders_and_broken_files_stop_the_merge_in_every_format() {
         .collect();
     assert!(warned.iter().any(|message| message.contains("`general`")), "{warned:?}");
     assert!(warned.iter().any(|message| message.contains("0.5")), "{warned:?}");
+
+    let bobb = persona_entry(&review, "bobb");
+    let duplicates: Vec<(String, String)> = notes_of(bobb)
+        .into_iter()
+        .filter(|(kind, _)| kind == "duplicate")
+        .collect();
+    assert!(
+        duplicates
+            .iter()
+            .any(|(_, message)| message.contains("existing bob by name")),
+        "{duplicates:?}"
+    );
+    assert!(
+        duplicates
+            .iter()
+            .any(|(_, message)| message.contains("existing bob by meaning")),
+        "{duplicates:?}"
+    );
+    assert!(
+        review["duplicates_by_meaning"]
+            .as_str()
+            .unwrap()
+            .starts_with("compared with"),
+        "{}",
+        review["duplicates_by_meaning"]
+    );
+    assert!(notes_of(carol).iter().all(|(kind, _)| kind != "duplicate"));
 
     let (code, github) = run_review(&repo, "main..draft", "github");
     assert_eq!(code, 1);

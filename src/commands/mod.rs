@@ -14,6 +14,7 @@ pub mod diff;
 pub mod http_probe;
 pub mod interchange;
 pub mod log;
+pub mod near_duplicates;
 pub mod new;
 pub mod prompt;
 pub mod registry_files;

@@ -9,12 +9,13 @@
 //! Exit status 1 when the change must not be merged (a problem, or a
 //! placeholder still in place).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::diff::{PersonaDelta, parse_range, range_diff};
+use super::near_duplicates::{self, NearDuplicate};
 use crate::cli::{Outcome, ReviewFormat};
 use crate::git::history::REGISTRY_DIR;
 use crate::git::read_file_at;
@@ -37,7 +38,7 @@ pub enum Severity {
 #[derive(Debug, Serialize)]
 pub struct Note {
     pub severity: Severity,
-    /// A short stable name: `protected`, `unsourced`, `placeholder`, `impact`.
+    /// A short stable name: `protected`, `unsourced`, `placeholder`, `duplicate`, `impact`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -66,6 +67,9 @@ pub struct Review {
     /// Every problem at the head, as `personas check` reports them.
     pub problems: Vec<Diagnostic>,
     pub personas: Vec<PersonaReview>,
+    /// Whether new personas were compared by meaning, and with which model
+    /// (or why not: no model provisioned).
+    pub duplicates_by_meaning: String,
     /// Whether the change may be merged as it is.
     pub mergeable: bool,
 }
@@ -102,6 +106,18 @@ pub fn review(repository: &Path, base: &str, head: &str) -> anyhow::Result<Revie
     let base_settings = settings_at(repository, base)?;
     let base_template = template_of(&base_replay);
     let head_template = template_of(&head_replay);
+    let existing: Vec<&Persona> = base_replay
+        .personas
+        .values()
+        .filter_map(|history| history.current())
+        .collect();
+    let added: Vec<&Persona> = changes
+        .personas
+        .iter()
+        .filter(|delta| delta.kind == "added")
+        .filter_map(|delta| current(&head_replay, delta.persona_id))
+        .collect();
+    let (mut duplicates, duplicates_by_meaning) = duplicates_of(&added, &existing);
     let mut personas = Vec::new();
     for delta in changes.personas {
         let id = delta.persona_id;
@@ -120,6 +136,16 @@ pub fn review(repository: &Path, base: &str, head: &str) -> anyhow::Result<Revie
         }
         if let Some(new) = new {
             notes.extend(content_notes(new));
+        }
+        for duplicate in duplicates.remove(&id).unwrap_or_default() {
+            notes.push(Note {
+                severity: Severity::Warn,
+                kind: "duplicate",
+                message: format!(
+                    "close to the existing {} by {} ({:.2}): the same persona twice?",
+                    duplicate.of, duplicate.by, duplicate.similarity
+                ),
+            });
         }
         notes.extend(impact_notes(&head_replay, tip, id, &delta.slug, &labels));
         personas.push(PersonaReview {
@@ -143,8 +169,38 @@ pub fn review(repository: &Path, base: &str, head: &str) -> anyhow::Result<Revie
         head: head.to_string(),
         problems,
         personas,
+        duplicates_by_meaning,
         mergeable,
     })
+}
+
+/// The near duplicates of each added persona among the base's, and what
+/// the comparison by meaning could do.
+fn duplicates_of(added: &[&Persona], existing: &[&Persona]) -> (HashMap<PersonaId, Vec<NearDuplicate>>, String) {
+    let mut found: HashMap<PersonaId, Vec<NearDuplicate>> = added
+        .iter()
+        .map(|persona| (persona.id, near_duplicates::by_name(persona, existing)))
+        .collect();
+    if added.is_empty() {
+        return (found, "no persona added".to_string());
+    }
+    let status = match near_duplicates::load_model() {
+        Ok(embedder) => match near_duplicates::by_meaning(&embedder, added, existing) {
+            Ok(by_meaning) => {
+                for (persona, duplicates) in added.iter().zip(by_meaning) {
+                    found.entry(persona.id).or_default().extend(duplicates);
+                }
+                format!(
+                    "compared with {} (cosine ≥ {})",
+                    embedder.model_id(),
+                    near_duplicates::EMBEDDING_SIMILARITY
+                )
+            }
+            Err(reason) => format!("not compared: {reason}"),
+        },
+        Err(reason) => format!("not compared: {reason}"),
+    };
+    (found, status)
 }
 
 fn current(replay: &Replay, id: PersonaId) -> Option<&Persona> {
@@ -339,6 +395,10 @@ fn render_markdown(review: &Review) -> String {
     if review.personas.is_empty() {
         out.push_str("No persona content changes.\n");
     }
+    out.push_str(&format!(
+        "New personas by meaning: {}.\n\n",
+        review.duplicates_by_meaning
+    ));
     for persona in &review.personas {
         let delta = &persona.delta;
         out.push_str(&format!(

@@ -38,7 +38,7 @@ pub fn cache_root() -> Option<PathBuf> {
 
 /// The model directory to use: the configured one, else the default cache
 /// location if `scripts/fetch-model` has filled it.
-fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
+pub fn resolve_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
     match configured {
         Some(directory) => Some(directory.to_path_buf()),
         None => cache_root()
