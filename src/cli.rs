@@ -30,6 +30,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: OutputFormat,
     },
+    /// Citations: check that each URL source is alive and holds its belief.
+    Cite {
+        #[command(subcommand)]
+        action: CiteAction,
+    },
     /// Create a new persona file with a fresh id, ready to edit.
     New {
         /// The persona's display name, e.g. "Grace Hopper".
@@ -518,6 +523,28 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CiteAction {
+    /// Fetch every URL source, search it for its belief, record the outcome in
+    /// registry/citations.json and report the citations that do not hold.
+    Check {
+        /// The registry directory.
+        #[arg(long, default_value = "registry")]
+        registry: PathBuf,
+        /// Report from registry/citations.json alone; fetch nothing.
+        #[arg(long)]
+        offline: bool,
+        /// Seconds a page may take (connecting, then answering).
+        #[arg(long, default_value = "10", value_parser = parse_seconds)]
+        timeout: std::time::Duration,
+        /// Pages larger than this are not read (bytes).
+        #[arg(long, default_value = "5000000")]
+        max_bytes: usize,
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutputFormat,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReviewFormat {
     /// For a sticky pull-request comment or a job summary.
@@ -585,6 +612,22 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     };
     match &cli.command {
         Command::Check { paths, format } => commands::check::run(paths, *format),
+        Command::Cite {
+            action:
+                CiteAction::Check {
+                    registry,
+                    offline,
+                    timeout,
+                    max_bytes,
+                    format,
+                },
+        } => commands::cite::run(commands::cite::CiteCheck {
+            registry,
+            offline: *offline,
+            timeout: *timeout,
+            max_bytes: *max_bytes,
+            format: *format,
+        }),
         Command::New {
             name,
             slug,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod citations;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -10,6 +10,7 @@ pub mod bench_write;
 pub mod build_site;
 pub mod check;
 pub mod check_labels;
+pub mod cite;
 pub mod diff;
 pub mod http_probe;
 pub mod interchange;

@@ -50,6 +50,8 @@ pub enum Code {
     Pin,
     /// Experiment weights that cannot split traffic.
     Weight,
+    /// A cited page that is dead, unreachable, unreadable, or does not hold the belief.
+    Citation,
 }
 
 impl Code {
@@ -88,6 +90,7 @@ impl Code {
             Code::UnknownVersion => "unknown-version",
             Code::Pin => "pin",
             Code::Weight => "weight",
+            Code::Citation => "citation",
         }
     }
 }
