@@ -61,6 +61,16 @@ fn repository() -> TestRepo {
         "registry/personas/bobb.toml",
         &persona("33333333-3333-4333-8333-333333333333", "Bobb"),
     );
+    // The citation check of the draft: Bob's Wikipedia source answered 404.
+    repo.write(
+        "registry/citations.json",
+        r#"{"schema": 1, "checks": [{"file": "registry/personas/bobb.toml",
+            "belief": "Tests should fail when the code is wrong.",
+            "url": "https://en.wikipedia.org/wiki/Software_testing",
+            "final_url": "https://en.wikipedia.org/wiki/Software_testing", "status": 404,
+            "content_type": "text/html", "checked_at": "2026-12-01T00:00:00Z", "digest": null,
+            "outcome": "dead", "found": null}]}"#,
+    );
     repo.commit("carol, not finished");
     repo
 }
@@ -127,6 +137,8 @@ fn a_clean_change_is_reviewed_with_its_diff_prompts_and_impact() {
         "{notes:?}"
     );
     assert!(notes.iter().all(|(kind, _)| kind != "placeholder"), "{notes:?}");
+    // Its beliefs and sources did not change: their citations are not asked about again.
+    assert!(notes.iter().all(|(kind, _)| kind != "citation"), "{notes:?}");
     // Both enabled modes are diffed, and the diff shows the new description.
     let prompts = alice["prompts"].as_array().unwrap();
     let modes: Vec<&str> = prompts.iter().map(|prompt| prompt["mode"].as_str().unwrap()).collect();
@@ -211,6 +223,17 @@ fn placeholders_and_broken_files_stop_the_merge_in_every_format() {
         review["duplicates_by_meaning"]
     );
     assert!(notes_of(carol).iter().all(|(kind, _)| kind != "duplicate"));
+    // A new belief's URL source that the recorded check found dead.
+    let citations: Vec<String> = notes_of(bobb)
+        .into_iter()
+        .filter(|(kind, _)| kind == "citation")
+        .map(|(_, message)| message)
+        .collect();
+    assert_eq!(citations.len(), 1, "{citations:?}");
+    assert!(
+        citations[0].contains("could not confirm") && citations[0].contains("answered 404"),
+        "{citations:?}"
+    );
 
     let (code, github) = run_review(&repo, "main..draft", "github");
     assert_eq!(code, 1);

@@ -106,6 +106,11 @@ impl Record {
         }
     }
 
+    /// A record as committed (`bytes` of `registry/citations.json`).
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<Record> {
+        serde_json::from_slice(bytes).context("registry/citations.json is not a citation record")
+    }
+
     pub fn write(mut self, registry: &Path) -> anyhow::Result<()> {
         self.schema = 1;
         self.checks
@@ -114,6 +119,13 @@ impl Record {
         text.push('\n');
         let path = registry.join(RECORD_FILE);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The check of a belief's URL in any file (a persona's file may move).
+    pub fn find_anywhere(&self, belief: &str, url: &str) -> Option<&Check> {
+        self.checks
+            .iter()
+            .find(|check| check.belief == belief && check.url == url)
     }
 
     pub fn find(&self, file: &str, belief: &str, url: &str) -> Option<&Check> {

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::diff::{PersonaDelta, parse_range, range_diff};
 use super::near_duplicates::{self, NearDuplicate};
+use crate::citations::record::{RECORD_FILE, Record};
 use crate::cli::{Outcome, ReviewFormat};
 use crate::git::history::REGISTRY_DIR;
 use crate::git::read_file_at;
@@ -38,7 +39,7 @@ pub enum Severity {
 #[derive(Debug, Serialize)]
 pub struct Note {
     pub severity: Severity,
-    /// A short stable name: `protected`, `unsourced`, `placeholder`, `duplicate`, `impact`.
+    /// A short stable name: `protected`, `unsourced`, `citation`, `placeholder`, `duplicate`, `impact`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -118,6 +119,11 @@ pub fn review(repository: &Path, base: &str, head: &str) -> anyhow::Result<Revie
         .filter_map(|delta| current(&head_replay, delta.persona_id))
         .collect();
     let (mut duplicates, duplicates_by_meaning) = duplicates_of(&added, &existing);
+    // What `personas cite check` recorded at the head (the pull request should carry its own results).
+    let citations = match read_file_at(repository, head, &format!("{REGISTRY_DIR}/{RECORD_FILE}"))? {
+        Some(bytes) => Some(Record::parse(&bytes)?),
+        None => None,
+    };
     let mut personas = Vec::new();
     for delta in changes.personas {
         let id = delta.persona_id;
@@ -136,6 +142,7 @@ pub fn review(repository: &Path, base: &str, head: &str) -> anyhow::Result<Revie
         }
         if let Some(new) = new {
             notes.extend(content_notes(new));
+            notes.extend(citation_notes(new, old, citations.as_ref()));
         }
         for duplicate in duplicates.remove(&id).unwrap_or_default() {
             notes.push(Note {
@@ -280,6 +287,44 @@ fn content_notes(persona: &Persona) -> Vec<Note> {
                 ),
             );
         }
+    }
+    notes
+}
+
+/// The URL sources a change adds or keeps whose check does not confirm them.
+/// Only beliefs new or re-sourced in this change are asked about: the rest
+/// were reviewed before.
+fn citation_notes(new: &Persona, old: Option<&Persona>, record: Option<&Record>) -> Vec<Note> {
+    let unchanged = |text: &str, url: &str| {
+        old.is_some_and(|old| {
+            old.beliefs
+                .iter()
+                .any(|belief| belief.text == text && belief.source.as_deref() == Some(url))
+        })
+    };
+    let mut notes = Vec::new();
+    for belief in &new.beliefs {
+        let Some(url) = belief.source.as_deref().filter(|source| source.starts_with("http")) else {
+            continue;
+        };
+        if unchanged(&belief.text, url) {
+            continue;
+        }
+        let message = match record.and_then(|record| record.find_anywhere(&belief.text, url)) {
+            Some(check) => match check.problem() {
+                Some(problem) => format!("the citation check could not confirm {:?}: {problem}", belief.text),
+                None => continue,
+            },
+            None => format!(
+                "{url} (for {:?}) has not been checked: run `personas cite check` and commit {RECORD_FILE}",
+                belief.text
+            ),
+        };
+        notes.push(Note {
+            severity: Severity::Warn,
+            kind: "citation",
+            message,
+        });
     }
     notes
 }
