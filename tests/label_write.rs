@@ -12,26 +12,10 @@ use std::time::Duration;
 
 use common::server::*;
 use common::*;
-use personas::access::TokenHash;
 use serde_json::{Value, json};
 
-const EDITOR: &str = "prs_test_editor_token_0123456789abcdef";
-const READER: &str = "prs_test_reader_token_0123456789abcdef";
-const MAINTAINER: &str = "prs_test_maintainer_token_0123456789ab";
 const LABELS: &str = "registry/labels.toml";
 const LABELS_TEXT: &str = "# Who serves what.\n[production]\nalice = 1\nbob = 1\n\n[candidate]\n# Alice's rewrite, under test.\nalice = 1 # first try\n";
-
-fn token_list() -> String {
-    [
-        ("editor", EDITOR, "Ada Editor <ada@example.org>"),
-        ("reader", READER, "Rita Reader <rita@example.org>"),
-        ("maintainer", MAINTAINER, "Max Maintainer <max@example.org>"),
-    ]
-    .iter()
-    .map(|(role, token, identity)| format!("{role} {} {identity}", TokenHash::of(token)))
-    .collect::<Vec<_>>()
-    .join("\n")
-}
 
 /// Alice in two versions, Bob (a protected persona) in one, a protected
 /// `production` label, and a tag `v1` a label may not shadow.

@@ -17,23 +17,8 @@ use personas::config::WriteMode;
 use personas::git::write::{FileChange, RegistryWriter, WriteOutcome};
 use serde_json::{Value, json};
 
-const EDITOR: &str = "prs_test_editor_token_0123456789abcdef";
-const READER: &str = "prs_test_reader_token_0123456789abcdef";
-const MAINTAINER: &str = "prs_test_maintainer_token_0123456789ab";
 const ALICE: &str = "registry/personas/alice.toml";
 const COMMENT: &str = "# Alice keeps her humor dry; see the interview notes.";
-
-fn token_list() -> String {
-    [
-        ("editor", EDITOR, "Ada Editor <ada@example.org>"),
-        ("reader", READER, "Rita Reader <rita@example.org>"),
-        ("maintainer", MAINTAINER, "Max Maintainer <max@example.org>"),
-    ]
-    .iter()
-    .map(|(role, token, identity)| format!("{role} {} {identity}", TokenHash::of(token)))
-    .collect::<Vec<_>>()
-    .join("\n")
-}
 
 /// Alice (editable, with a comment to keep) and Bob (protected by policy).
 fn registry() -> TestRepo {

@@ -39,14 +39,23 @@ pub fn open_repository(path: &Path) -> Result<gix::Repository, GitError> {
 pub fn read_file_at(repository: &Path, revision: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
     let repository = open_repository(repository)?;
     let commit = resolve_commit(&repository, revision)?;
+    let tree = repository
+        .find_commit(commit)
+        .and_then(|commit| commit.tree())
+        .map_err(|error| GitError::Object {
+            object: commit.to_string(),
+            message: error.to_string(),
+        })?;
+    blob_in_tree(&tree, commit, path)
+}
+
+/// The bytes of the blob at `path` in `tree` (of `commit`, for messages);
+/// `None` when there is nothing there, or a directory.
+pub fn blob_in_tree(tree: &gix::Tree<'_>, commit: gix::ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
     let failed = |message: String| GitError::Object {
         object: format!("{commit}:{path}"),
         message,
     };
-    let tree = repository
-        .find_commit(commit)
-        .and_then(|commit| commit.tree())
-        .map_err(|error| failed(error.to_string()))?;
     let Some(entry) = tree
         .lookup_entry_by_path(path)
         .map_err(|error| failed(error.to_string()))?

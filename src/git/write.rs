@@ -45,22 +45,7 @@ pub struct Tip<'repo> {
 impl Tip<'_> {
     /// The bytes of the file at `path` (relative to the repository root), if it exists.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let failed = |message: String| GitError::Object {
-            object: format!("{}:{path}", self.commit),
-            message,
-        };
-        let Some(entry) = self
-            .tree
-            .lookup_entry_by_path(path)
-            .map_err(|error| failed(error.to_string()))?
-        else {
-            return Ok(None);
-        };
-        if !entry.mode().is_blob() {
-            return Ok(None);
-        }
-        let object = entry.object().map_err(|error| failed(error.to_string()))?;
-        Ok(Some(object.data.clone()))
+        super::blob_in_tree(&self.tree, self.commit, path)
     }
 
     /// Whether the repository has a tag of this name (a label must not shadow one).

@@ -167,3 +167,21 @@ pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) ->
 pub fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// API tokens of each role for the write tests, and the `PERSONAS_TOKENS`
+/// value that configures them (each with its own commit identity).
+pub const EDITOR: &str = "prs_test_editor_token_0123456789abcdef";
+pub const READER: &str = "prs_test_reader_token_0123456789abcdef";
+pub const MAINTAINER: &str = "prs_test_maintainer_token_0123456789ab";
+
+pub fn token_list() -> String {
+    [
+        ("editor", EDITOR, "Ada Editor <ada@example.org>"),
+        ("reader", READER, "Rita Reader <rita@example.org>"),
+        ("maintainer", MAINTAINER, "Max Maintainer <max@example.org>"),
+    ]
+    .iter()
+    .map(|(role, token, identity)| format!("{role} {} {identity}", personas::access::TokenHash::of(token)))
+    .collect::<Vec<_>>()
+    .join("\n")
+}
