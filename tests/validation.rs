@@ -483,3 +483,138 @@ fn new_scaffolds_a_file_that_passes_check() {
     assert_eq!(code, 1);
     assert!(out.contains("source-required"), "{out}");
 }
+
+/// The settings with the quote rule on: a real person's phrase needs a source or a marking.
+fn check_with_quote_rule(text: &str, stem: &str) -> Vec<Diagnostic> {
+    let with_rule = SETTINGS.replace(
+        "require_sources_for_real = true",
+        "require_sources_for_real = true\nrequire_sources_for_real_quotes = true",
+    );
+    let (settings, diagnostics) = parse_settings("registry.toml", with_rule.as_bytes());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    validate_persona(&format!("personas/{stem}.toml"), text.as_bytes(), stem, &settings).diagnostics
+}
+
+#[test]
+fn quotes_of_real_people_need_a_source_or_a_marking() {
+    let base = persona(ID_A, "X");
+    // Without the rule, history written before it stays valid.
+    assert_eq!(check(&base, "x"), vec![]);
+    let diagnostics = check_with_quote_rule(&base, "x");
+    let (line, column) = locate(&base, "\"Test everything.\"]");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.code == Code::SourceRequired && (d.line, d.column) == (line, column)),
+        "{diagnostics:?}"
+    );
+    for marked in [
+        r#"{ text = "Test everything.", marking = "attributed" }"#,
+        r#"{ text = "Test everything.", source = "https://example.org/quotes#testing" }"#,
+        r#"{ text = "Test everything.", source = "isbn:0-306-40615-2", marking = "character" }"#,
+    ] {
+        let text = edit(&base, "\"Test everything.\"", marked);
+        assert_eq!(check_with_quote_rule(&text, "x"), vec![], "{marked}");
+        let persona = validate_persona("x.toml", text.as_bytes(), "x", &settings())
+            .persona
+            .unwrap();
+        assert!(persona.phrase_citations.contains_key("Test everything."));
+    }
+    // A fictional character's phrases are not quotes of anyone.
+    let fictional = edit(&base, "is_real = true", "is_real = false");
+    assert_eq!(check_with_quote_rule(&fictional, "x"), vec![]);
+
+    let cases: &[(&str, Code, &str)] = &[
+        (
+            r#"{ text = "Test everything.", marking = "verbatim" }"#,
+            Code::Enum,
+            "\"verbatim\"",
+        ),
+        (
+            r#"{ text = "Test everything.", source = "junk:1" }"#,
+            Code::Url,
+            "\"junk:1\"",
+        ),
+        (r#"{ text = "Test everything.", cite = "x" }"#, Code::UnknownKey, "cite"),
+        (r#"{ marking = "attributed" }"#, Code::MissingKey, "{ marking"),
+        (
+            r#""Test everything.", { text = "Test everything.", marking = "attributed" }"#,
+            Code::Duplicate,
+            "{ text",
+        ),
+    ];
+    for (written, code, needle) in cases {
+        let text = edit(&base, "\"Test everything.\"", written);
+        assert_error_at(&text, "x", *code, needle);
+    }
+}
+
+#[test]
+fn beliefs_carry_markings_and_trait_types_their_sources() {
+    let base = persona(ID_A, "X");
+    let marked = edit(
+        &base,
+        "source = \"isbn:0-201-83595-9\"\n",
+        "source = \"isbn:0-201-83595-9\"\nmarking = \"paraphrased\"\n",
+    );
+    let sourced = edit(
+        &marked,
+        "[[beliefs]]\ntext = \"Tests",
+        "[trait_sources]\nocean = \"editorial-estimate\"\nhumor = \"doi:10.1000/182\"\n\n[[beliefs]]\ntext = \"Tests",
+    );
+    let parsed = validate_persona("x.toml", sourced.as_bytes(), "x", &settings());
+    let persona = parsed.persona.unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+    assert_eq!(
+        persona.beliefs[1].marking,
+        Some(personas::persona::model::QuoteMarking::Paraphrased)
+    );
+    assert_eq!(
+        persona.trait_sources["ocean"],
+        personas::persona::model::TraitSource::EditorialEstimate
+    );
+    assert_eq!(
+        persona.trait_sources["humor"],
+        personas::persona::model::TraitSource::Cited("doi:10.1000/182".to_string())
+    );
+    // No markings and no trait sources: the canonical form (and so every
+    // pinned content hash) is what it was before they existed.
+    let plain = validate_persona("x.toml", base.as_bytes(), "x", &settings())
+        .persona
+        .unwrap();
+    let canonical = personas::persona::canonical_json(&plain);
+    assert!(
+        !canonical.contains("marking")
+            && !canonical.contains("trait_sources")
+            && !canonical.contains("phrase_citations")
+    );
+
+    for (from, to, code, needle) in [
+        (
+            "marking = \"paraphrased\"",
+            "marking = \"loosely\"",
+            Code::Enum,
+            "\"loosely\"",
+        ),
+        (
+            "humor = \"doi:10.1000/182\"",
+            "cognitive = \"doi:10.1000/182\"",
+            Code::UnknownKey,
+            "cognitive",
+        ),
+        (
+            "ocean = \"editorial-estimate\"",
+            "ocean = \"an estimate\"",
+            Code::Url,
+            "\"an estimate\"",
+        ),
+        (
+            "ocean = \"editorial-estimate\"",
+            "ocean = 0.5",
+            Code::Type,
+            "0.5\nhumor",
+        ),
+    ] {
+        let text = edit(&sourced, from, to);
+        assert_error_at(&text, "x", code, needle);
+    }
+}

@@ -31,6 +31,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub file: String,
+    /// The cited text: a belief, or a signature phrase with a URL source.
     pub belief: String,
     pub url: String,
     /// Where the redirects led (the same as `url` when there were none).
@@ -63,7 +64,7 @@ impl Check {
         };
         match (self.outcome, self.found) {
             (Outcome::Checked, Some(Found::Verbatim | Found::Words)) => None,
-            (Outcome::Checked, _) => Some(format!("the belief is not on {}{redirect}", self.url)),
+            (Outcome::Checked, _) => Some(format!("the cited text is not on {}{redirect}", self.url)),
             (Outcome::Dead, _) => Some(format!(
                 "dead link: {} answered {}{redirect}",
                 self.url,

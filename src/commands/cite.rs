@@ -99,7 +99,9 @@ pub fn run(command: CiteCheck<'_>) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Every valid persona's beliefs sourced by an http(s) URL, in file order.
+/// Every valid persona's beliefs and signature phrases sourced by an
+/// http(s) URL, in file order (a phrase is checked like a belief: its words
+/// must be on the page).
 fn citations(registry: &Path) -> anyhow::Result<Vec<Citation>> {
     let snapshot = load_registry(registry)?;
     let mut found = Vec::new();
@@ -108,17 +110,25 @@ fn citations(registry: &Path) -> anyhow::Result<Vec<Citation>> {
         let bytes = std::fs::read(&parsed.file).with_context(|| format!("reading {}", parsed.file))?;
         let text = String::from_utf8_lossy(&bytes);
         let lines = LineIndex::new(&bytes);
-        for belief in &persona.beliefs {
-            let Some(url) = belief.source.as_deref().filter(|source| source.starts_with("http")) else {
+        let phrases = persona.signature_phrases.iter().filter_map(|phrase| {
+            let source = persona.phrase_citations.get(phrase)?.source.as_deref()?;
+            Some((phrase.as_str(), source))
+        });
+        let beliefs = persona
+            .beliefs
+            .iter()
+            .filter_map(|belief| Some((belief.text.as_str(), belief.source.as_deref()?)));
+        for (cited, url) in phrases.chain(beliefs) {
+            if !url.starts_with("http") {
                 continue;
-            };
-            // The source written after the belief's text: where a reader fixes it.
-            let after = text.find(&belief.text).unwrap_or(0);
+            }
+            // The source written after the cited text: where a reader fixes it.
+            let after = text.find(cited).unwrap_or(0);
             let offset = text[after..].find(url).map_or(after, |at| after + at);
             let (line, column) = lines.position(offset);
             found.push(Citation {
                 file: parsed.file.clone(),
-                belief: belief.text.clone(),
+                belief: cited.to_string(),
                 url: url.to_string(),
                 line,
                 column,

@@ -277,13 +277,17 @@ fn content_notes(persona: &Persona) -> Vec<Note> {
                 format!("a real person's belief has no source: {:?}", belief.text),
             );
         }
-        if !persona.signature_phrases.is_empty() {
+        for phrase in persona
+            .signature_phrases
+            .iter()
+            .filter(|phrase| !persona.phrase_citations.contains_key(*phrase))
+        {
             note(
                 Severity::Warn,
                 "unsourced",
                 format!(
-                    "{} signature phrase(s) read as a real person's verbatim quotes and carry no source",
-                    persona.signature_phrases.len()
+                    "a real person's signature phrase reads as a verbatim quote but has no source or marking \
+                     (attributed, paraphrased, character): {phrase:?}"
                 ),
             );
         }
@@ -292,32 +296,42 @@ fn content_notes(persona: &Persona) -> Vec<Note> {
 }
 
 /// The URL sources a change adds or keeps whose check does not confirm them.
-/// Only beliefs new or re-sourced in this change are asked about: the rest
+/// Only beliefs and phrases new or re-sourced in this change are asked about: the rest
 /// were reviewed before.
 fn citation_notes(new: &Persona, old: Option<&Persona>, record: Option<&Record>) -> Vec<Note> {
     let unchanged = |text: &str, url: &str| {
         old.is_some_and(|old| {
-            old.beliefs
+            let as_belief = old
+                .beliefs
                 .iter()
-                .any(|belief| belief.text == text && belief.source.as_deref() == Some(url))
+                .any(|belief| belief.text == text && belief.source.as_deref() == Some(url));
+            let as_phrase = old
+                .phrase_citations
+                .get(text)
+                .is_some_and(|citation| citation.source.as_deref() == Some(url));
+            as_belief || as_phrase
         })
     };
     let mut notes = Vec::new();
-    for belief in &new.beliefs {
-        let Some(url) = belief.source.as_deref().filter(|source| source.starts_with("http")) else {
-            continue;
-        };
-        if unchanged(&belief.text, url) {
+    let phrases = new.signature_phrases.iter().filter_map(|phrase| {
+        let source = new.phrase_citations.get(phrase)?.source.as_deref()?;
+        Some((phrase.as_str(), source))
+    });
+    let beliefs = new
+        .beliefs
+        .iter()
+        .filter_map(|belief| Some((belief.text.as_str(), belief.source.as_deref()?)));
+    for (cited, url) in phrases.chain(beliefs) {
+        if !url.starts_with("http") || unchanged(cited, url) {
             continue;
         }
-        let message = match record.and_then(|record| record.find_anywhere(&belief.text, url)) {
+        let message = match record.and_then(|record| record.find_anywhere(cited, url)) {
             Some(check) => match check.problem() {
-                Some(problem) => format!("the citation check could not confirm {:?}: {problem}", belief.text),
+                Some(problem) => format!("the citation check could not confirm {cited:?}: {problem}"),
                 None => continue,
             },
             None => format!(
-                "{url} (for {:?}) has not been checked: run `personas cite check` and commit {RECORD_FILE}",
-                belief.text
+                "{url} (for {cited:?}) has not been checked: run `personas cite check` and commit {RECORD_FILE}"
             ),
         };
         notes.push(Note {

@@ -204,7 +204,11 @@ pub fn beliefs(items: &[(String, Option<String>)], notes: &mut Notes) -> Vec<Bel
                 None
             }
         };
-        beliefs.push(Belief { text, source });
+        beliefs.push(Belief {
+            text,
+            source,
+            marking: None,
+        });
     }
     beliefs
 }

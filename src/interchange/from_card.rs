@@ -151,6 +151,8 @@ fn map_fields(
             birth_date: None,
             avatar_url,
             signature_phrases: Vec::new(),
+            phrase_citations: Default::default(),
+            trait_sources: Default::default(),
             traits,
             beliefs: Vec::new(),
             modes,

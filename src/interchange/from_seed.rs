@@ -128,6 +128,8 @@ pub fn persona_from_seed(
             birth_date,
             avatar_url,
             signature_phrases,
+            phrase_citations: Default::default(),
+            trait_sources: Default::default(),
             traits,
             beliefs,
             modes,

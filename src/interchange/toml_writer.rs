@@ -6,7 +6,7 @@
 //! shortest round-trip form, and nothing the canonical form depends on is
 //! left to a default.
 
-use toml_edit::{Array, ArrayOfTables, Date, Datetime, DocumentMut, Item, Table, value};
+use toml_edit::{Array, ArrayOfTables, Date, Datetime, DocumentMut, InlineTable, Item, Table, Value, value};
 
 use crate::persona::Persona;
 use crate::persona::model::OCEAN_TRAITS;
@@ -35,7 +35,7 @@ pub fn persona_to_toml(persona: &Persona, header: &str) -> Result<String, TomlWr
     if let Some(url) = &persona.avatar_url {
         document["avatar_url"] = value(url.as_str());
     }
-    document["signature_phrases"] = value(one_per_line(&persona.signature_phrases));
+    document["signature_phrases"] = value(signature_phrases(persona));
     if let Some(mode) = &persona.default_mode {
         document["default_mode"] = value(mode.as_str());
     }
@@ -63,6 +63,13 @@ pub fn persona_to_toml(persona: &Persona, header: &str) -> Result<String, TomlWr
         traits.insert(kind, Item::Table(table));
     }
     document["traits"] = Item::Table(traits);
+    if !persona.trait_sources.is_empty() {
+        let mut sources = Table::new();
+        for (kind, source) in &persona.trait_sources {
+            sources[kind.as_str()] = value(String::from(source.clone()));
+        }
+        document["trait_sources"] = Item::Table(sources);
+    }
 
     if !persona.beliefs.is_empty() {
         let mut beliefs = ArrayOfTables::new();
@@ -71,6 +78,9 @@ pub fn persona_to_toml(persona: &Persona, header: &str) -> Result<String, TomlWr
             table["text"] = value(belief.text.as_str());
             if let Some(source) = &belief.source {
                 table["source"] = value(source.as_str());
+            }
+            if let Some(marking) = belief.marking {
+                table["marking"] = value(marking.name());
             }
             beliefs.push(table);
         }
@@ -112,11 +122,29 @@ fn toml_date(date: chrono::NaiveDate) -> Result<Datetime, TomlWriteError> {
     })
 }
 
+/// The phrases as strings, or as inline tables where they carry a source or marking.
+fn signature_phrases(persona: &Persona) -> Array {
+    let items = persona.signature_phrases.iter().map(|phrase| {
+        let Some(citation) = persona.phrase_citations.get(phrase) else {
+            return Value::from(phrase.as_str());
+        };
+        let mut table = InlineTable::new();
+        table.insert("text", Value::from(phrase.as_str()));
+        if let Some(source) = &citation.source {
+            table.insert("source", Value::from(source.as_str()));
+        }
+        if let Some(marking) = citation.marking {
+            table.insert("marking", Value::from(marking.name()));
+        }
+        Value::InlineTable(table)
+    });
+    one_per_line(Array::from_iter(items))
+}
+
 /// An array written one item per line with a trailing comma, as the sample
 /// files write signature phrases; short or empty ones stay on one line.
-fn one_per_line(items: &[String]) -> Array {
-    let mut array = Array::from_iter(items.iter().map(String::as_str));
-    if items.len() > 1 {
+fn one_per_line(mut array: Array) -> Array {
+    if array.len() > 1 {
         for item in array.iter_mut() {
             item.decor_mut().set_prefix("\n    ");
         }
@@ -156,7 +184,11 @@ Line two with a 'quote' and a \\ backslash."""
 domains = ["physics"]
 is_real = false
 birth_date = 0001-01-01
-signature_phrases = ["One.", "Two."]
+signature_phrases = [
+    "One.",
+    { text = "Two.", source = "isbn:0-306-40615-2", marking = "paraphrased" },
+    { text = "Three.", marking = "character" },
+]
 default_mode = "Educator"
 
 [traits.ocean]
@@ -168,6 +200,15 @@ neuroticism = 0.0
 
 [traits.humor]
 wit = 0.333333333333333314829616256247390992939472198486328125
+
+[trait_sources]
+ocean = "editorial-estimate"
+humor = "https://example.org/study"
+
+[[beliefs]]
+text = "A belief in other words."
+source = "https://example.org/letters"
+marking = "paraphrased"
 
 [modes]
 Educator = true
@@ -191,6 +232,9 @@ language_style = "verbose"
             .persona
             .unwrap_or_else(|| panic!("{text}\n{:?}", again.diagnostics));
         assert_eq!(content_hash(&read), content_hash(&persona), "{text}");
+        assert_eq!(read, persona, "{text}");
+        assert_eq!(read.phrase_citations.len(), 2, "{text}");
+        assert_eq!(read.trait_sources.len(), 2, "{text}");
         assert!(
             text.starts_with("# header\n# with # and   control\nschema = 1\n"),
             "{text}"

@@ -124,10 +124,50 @@ pub fn diff(old: &Persona, new: &Persona) -> Vec<Change> {
         &old.signature_phrases,
         &new.signature_phrases,
     );
+    citation_changes(&mut changes, old, new);
     trait_changes(&mut changes, old, new);
     belief_changes(&mut changes, &old.beliefs, &new.beliefs);
     mode_changes(&mut changes, old, new);
     changes
+}
+
+/// A phrase's source or marking, a kept belief's marking and a trait
+/// type's source, as field changes: a reviewer must see an attribution
+/// turn into a claimed quotation as plainly as a changed text.
+fn citation_changes(changes: &mut Vec<Change>, old: &Persona, new: &Persona) {
+    let mut field = |field: String, old: Value, new: Value| {
+        if old != new {
+            changes.push(Change::Field { field, old, new });
+        }
+    };
+    for phrase in new
+        .signature_phrases
+        .iter()
+        .filter(|phrase| old.signature_phrases.contains(phrase))
+    {
+        field(
+            format!("signature_phrases[{phrase:?}]"),
+            json!(old.phrase_citations.get(phrase)),
+            json!(new.phrase_citations.get(phrase)),
+        );
+    }
+    for belief in &new.beliefs {
+        if let Some(kept) = old.beliefs.iter().find(|candidate| candidate.text == belief.text) {
+            field(
+                format!("beliefs[{:?}].marking", belief.text),
+                json!(kept.marking),
+                json!(belief.marking),
+            );
+        }
+    }
+    let kinds: BTreeSet<&String> = old.trait_sources.keys().chain(new.trait_sources.keys()).collect();
+    for kind in kinds {
+        field(
+            format!("trait_sources.{kind}"),
+            json!(old.trait_sources.get(kind)),
+            json!(new.trait_sources.get(kind)),
+        );
+    }
 }
 
 fn list_changes(changes: &mut Vec<Change>, field: &str, old: &[String], new: &[String]) {
@@ -351,4 +391,78 @@ pub fn summarize(changes: &[Change]) -> String {
         ));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persona::{RegistrySettings, validate_persona};
+
+    fn persona(phrases: &str, belief_marking: &str, trait_sources: &str) -> Persona {
+        let text = format!(
+            r#"schema = 1
+id = "0b7f6f0e-5d38-4d6c-9a51-3f3c1c1e1879"
+name = "Test"
+slug = "test"
+description = "A test."
+domains = ["physics"]
+is_real = true
+signature_phrases = [{phrases}]
+
+[traits.ocean]
+openness = 0.1
+conscientiousness = 0.2
+extraversion = 0.3
+agreeableness = 0.4
+neuroticism = 0.5
+
+[trait_sources]
+{trait_sources}
+
+[[beliefs]]
+text = "A belief."
+source = "https://example.org/"
+{belief_marking}
+
+[modes]
+Educator = true
+
+[config]
+humor_usage = "low"
+emotional_style = "reserved"
+language_style = "concise"
+voice_enabled = false
+"#
+        );
+        let parsed = validate_persona("test.toml", text.as_bytes(), "test", &RegistrySettings::permissive());
+        parsed
+            .persona
+            .unwrap_or_else(|| panic!("{text}\n{:?}", parsed.diagnostics))
+    }
+
+    #[test]
+    fn markings_and_sources_are_changes() {
+        let old = persona(r#""Quote.""#, "", "");
+        let new = persona(
+            r#"{ text = "Quote.", marking = "attributed" }"#,
+            r#"marking = "paraphrased""#,
+            r#"ocean = "editorial-estimate""#,
+        );
+        let fields: Vec<String> = diff(&old, &new)
+            .into_iter()
+            .map(|change| match change {
+                Change::Field { field, old, new } => format!("{field}: {old} -> {new}"),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                r#"signature_phrases["Quote."]: null -> {"marking":"attributed"}"#,
+                r#"beliefs["A belief."].marking: null -> "paraphrased""#,
+                r#"trait_sources.ocean: null -> "editorial-estimate""#,
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
 }

@@ -205,6 +205,100 @@ pub struct Belief {
     pub text: String,
     /// An http(s) URL or a document id such as `isbn:…`.
     pub source: Option<String>,
+    /// How the text relates to the person's own words, when it is not
+    /// their wording as the source gives it. Left out of the canonical form
+    /// when absent, so versions written before markings existed keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marking: Option<QuoteMarking>,
+}
+
+/// What a quote or belief is, when it is not the person's verbatim words.
+/// Pages show it beside the text, so a reader never takes an attribution
+/// for a quotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuoteMarking {
+    /// Widely ascribed to the person; no primary source confirms it.
+    Attributed,
+    /// The person's idea in other words.
+    Paraphrased,
+    /// Spoken by a character in the person's work, not in their own voice.
+    Character,
+}
+
+pub const QUOTE_MARKINGS: &[(&str, QuoteMarking)] = &[
+    ("attributed", QuoteMarking::Attributed),
+    ("paraphrased", QuoteMarking::Paraphrased),
+    ("character", QuoteMarking::Character),
+];
+
+impl QuoteMarking {
+    /// How a file writes it.
+    pub fn name(self) -> &'static str {
+        QUOTE_MARKINGS
+            .iter()
+            .find(|(_, marking)| *marking == self)
+            .map_or("attributed", |(name, _)| name)
+    }
+
+    /// How a page labels the text.
+    pub fn label(self) -> &'static str {
+        match self {
+            QuoteMarking::Attributed => "attributed",
+            QuoteMarking::Paraphrased => "paraphrase",
+            QuoteMarking::Character => "a character's line",
+        }
+    }
+
+    /// What the label means, for a tooltip.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            QuoteMarking::Attributed => "Widely ascribed to this person; no primary source confirms the wording.",
+            QuoteMarking::Paraphrased => "This person's idea in other words, not their own wording.",
+            QuoteMarking::Character => "Spoken by a character in this person's work, not in their own voice.",
+        }
+    }
+}
+
+/// Where a signature phrase comes from. A phrase with a source and no
+/// marking claims to be a verbatim quote of that source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PhraseCitation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marking: Option<QuoteMarking>,
+}
+
+/// What a trait type's values rest on: a biography or study, or the
+/// registry editors' own estimate, said so explicitly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum TraitSource {
+    EditorialEstimate,
+    Cited(String),
+}
+
+/// How a file writes [`TraitSource::EditorialEstimate`].
+pub const EDITORIAL_ESTIMATE: &str = "editorial-estimate";
+
+impl From<TraitSource> for String {
+    fn from(source: TraitSource) -> String {
+        match source {
+            TraitSource::EditorialEstimate => EDITORIAL_ESTIMATE.to_string(),
+            TraitSource::Cited(source) => source,
+        }
+    }
+}
+
+impl From<String> for TraitSource {
+    fn from(text: String) -> TraitSource {
+        if text == EDITORIAL_ESTIMATE {
+            TraitSource::EditorialEstimate
+        } else {
+            TraitSource::Cited(text)
+        }
+    }
 }
 
 /// Trait values grouped by trait type (`ocean`, `humor`, …), then by trait name.
@@ -224,7 +318,16 @@ pub struct Persona {
     pub birth_date: Option<NaiveDate>,
     pub avatar_url: Option<String>,
     pub signature_phrases: Vec<String>,
+    /// The sources and markings of signature phrases, by phrase. Kept beside
+    /// the plain list (rather than inside it) so that the list API readers
+    /// and prompt templates use keeps its shape, and so that versions
+    /// without any keep their content hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phrase_citations: BTreeMap<String, PhraseCitation>,
     pub traits: Traits,
+    /// What each trait type's values rest on, by trait type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trait_sources: BTreeMap<String, TraitSource>,
     pub beliefs: Vec<Belief>,
     pub modes: BTreeMap<String, bool>,
     pub default_mode: Option<String>,

@@ -24,6 +24,11 @@ pub struct RegistrySettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub require_sources_for_real: bool,
+    /// A real person's every signature phrase needs a source or a marking
+    /// (attributed, paraphrased, a character's line): a bare phrase reads as
+    /// a verbatim quote. Its own key, so history written before it stays valid.
+    #[serde(default)]
+    pub require_sources_for_real_quotes: bool,
     /// Persona ids or slugs of verified real figures; only maintainers may change them.
     pub protected: Vec<String>,
     /// Labels only maintainers may move through the API (typically `production`):
@@ -71,7 +76,12 @@ impl RegistrySettings {
 }
 
 const TOP_KEYS: &[&str] = &["schema", "title", "description", "modes", "policy"];
-const POLICY_KEYS: &[&str] = &["require_sources_for_real", "protected", "protected_labels"];
+const POLICY_KEYS: &[&str] = &[
+    "require_sources_for_real",
+    "require_sources_for_real_quotes",
+    "protected",
+    "protected_labels",
+];
 
 /// Parses and validates a `registry.toml`. On errors the readable part of the
 /// settings (or, failing that, the permissive ones) comes back with the
@@ -131,6 +141,9 @@ fn read_settings(diagnostics: &mut Diagnostics, root: &Node) -> Option<RegistryS
     {
         policy.require_sources_for_real = reader
             .boolean(diagnostics, "require_sources_for_real", false)
+            .unwrap_or(false);
+        policy.require_sources_for_real_quotes = reader
+            .boolean(diagnostics, "require_sources_for_real_quotes", false)
             .unwrap_or(false);
         if let Some(entry) = reader.optional("protected")
             && let Some(items) = expect_array(diagnostics, &entry.value, "policy.protected")

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::diagnostic::{Code, Diagnostic, Diagnostics};
 use super::model::{
-    Belief, EMOTIONAL_STYLES, HUMOR_USAGES, LANGUAGE_STYLES, OCEAN_TRAITS, Persona, PersonaConfig, PersonaId,
-    SCHEMA_VERSION, Slug, Traits,
+    Belief, EDITORIAL_ESTIMATE, EMOTIONAL_STYLES, HUMOR_USAGES, LANGUAGE_STYLES, OCEAN_TRAITS, Persona, PersonaConfig,
+    PersonaId, PhraseCitation, QUOTE_MARKINGS, QuoteMarking, SCHEMA_VERSION, Slug, TraitSource, Traits,
 };
 use super::reader::{
     TableReader, expect_array, expect_bool, expect_choice, expect_integer, expect_table, expect_text,
@@ -27,12 +27,14 @@ const PERSONA_KEYS: &[&str] = &[
     "signature_phrases",
     "default_mode",
     "traits",
+    "trait_sources",
     "beliefs",
     "modes",
     "config",
 ];
 const CONFIG_KEYS: &[&str] = &["humor_usage", "emotional_style", "language_style", "voice_enabled"];
-const BELIEF_KEYS: &[&str] = &["text", "source"];
+const BELIEF_KEYS: &[&str] = &["text", "source", "marking"];
+const PHRASE_KEYS: &[&str] = &["text", "source", "marking"];
 
 pub const MAX_NAME_CHARS: usize = 120;
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -187,13 +189,17 @@ fn read_persona(
         None => Some(None),
         Some(entry) => read_avatar_url(diagnostics, &entry.value).map(Some),
     };
-    let signature_phrases = match top.optional("signature_phrases") {
-        None => Some(Vec::new()),
-        Some(entry) => read_unique_texts(diagnostics, &entry.value, "signature_phrases", MAX_PHRASE_CHARS),
+    let phrases = match top.optional("signature_phrases") {
+        None => Some((Vec::new(), BTreeMap::new())),
+        Some(entry) => read_signature_phrases(diagnostics, &entry.value, is_real.unwrap_or(false), settings),
     };
     let traits = top
         .required(diagnostics, "traits")
         .and_then(|entry| read_traits(diagnostics, &entry.value));
+    let trait_sources = match top.optional("trait_sources") {
+        None => Some(BTreeMap::new()),
+        Some(entry) => read_trait_sources(diagnostics, &entry.value, traits.as_ref()),
+    };
     let beliefs = match top.optional("beliefs") {
         None => Some(Vec::new()),
         Some(entry) => read_beliefs(diagnostics, &entry.value, is_real.unwrap_or(false), settings),
@@ -226,8 +232,10 @@ fn read_persona(
         is_real: is_real?,
         birth_date: birth_date?,
         avatar_url: avatar_url?,
-        signature_phrases: signature_phrases?,
+        signature_phrases: phrases.as_ref()?.0.clone(),
+        phrase_citations: phrases?.1,
         traits: traits?,
+        trait_sources: trait_sources?,
         beliefs: beliefs?,
         modes: modes?,
         default_mode: default_mode?,
@@ -394,6 +402,153 @@ pub fn source_problem(text: &str) -> Option<String> {
     super::document_id::document_id_problem(text)
 }
 
+/// A source as written: an http(s) URL or a checkable document id.
+fn read_source(diagnostics: &mut Diagnostics, node: &Node, path: &str) -> Option<String> {
+    let text = expect_text(diagnostics, node, path, 2000)?;
+    match source_problem(text) {
+        None => Some(text.to_string()),
+        Some(problem) => {
+            diagnostics.push(&node.span, Code::Url, format!("{path} = {problem}"));
+            None
+        }
+    }
+}
+
+/// The optional `marking` of a belief or phrase: `Some(None)` when absent,
+/// `None` when written wrong.
+fn read_marking(
+    diagnostics: &mut Diagnostics,
+    reader: &mut TableReader<'_>,
+    path: &str,
+) -> Option<Option<QuoteMarking>> {
+    match reader.optional("marking") {
+        None => Some(None),
+        Some(entry) => expect_choice(diagnostics, &entry.value, &format!("{path}.marking"), QUOTE_MARKINGS).map(Some),
+    }
+}
+
+/// Signature phrases: each a string (a verbatim quote) or a table with its
+/// `text`, `source` and `marking`. Under `require_sources_for_real_quotes` a
+/// real person's phrase needs a source or a marking: unmarked, a reader
+/// takes it for the person's own words.
+fn read_signature_phrases(
+    diagnostics: &mut Diagnostics,
+    node: &Node,
+    is_real: bool,
+    settings: &RegistrySettings,
+) -> Option<(Vec<String>, BTreeMap<String, PhraseCitation>)> {
+    let items = expect_array(diagnostics, node, "signature_phrases")?;
+    let mut phrases = Vec::with_capacity(items.len());
+    let mut citations = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut valid = true;
+    for (index, item) in items.iter().enumerate() {
+        let path = format!("signature_phrases[{index}]");
+        let (text, citation) = match &item.value {
+            NodeValue::Table(_) => {
+                let Some(mut reader) = TableReader::new(diagnostics, item, &path, PHRASE_KEYS) else {
+                    valid = false;
+                    continue;
+                };
+                let text = reader.required(diagnostics, "text").and_then(|entry| {
+                    expect_text(diagnostics, &entry.value, &format!("{path}.text"), MAX_PHRASE_CHARS)
+                });
+                let source = match reader.optional("source") {
+                    None => Some(None),
+                    Some(entry) => read_source(diagnostics, &entry.value, &format!("{path}.source")).map(Some),
+                };
+                let marking = read_marking(diagnostics, &mut reader, &path);
+                reader.finish(diagnostics);
+                match (text, source, marking) {
+                    (Some(text), Some(source), Some(marking)) => (text, PhraseCitation { source, marking }),
+                    _ => {
+                        valid = false;
+                        continue;
+                    }
+                }
+            }
+            _ => match expect_text(diagnostics, item, &path, MAX_PHRASE_CHARS) {
+                Some(text) => (
+                    text,
+                    PhraseCitation {
+                        source: None,
+                        marking: None,
+                    },
+                ),
+                None => {
+                    valid = false;
+                    continue;
+                }
+            },
+        };
+        if !seen.insert(text) {
+            diagnostics.push(
+                &item.span,
+                Code::Duplicate,
+                format!("{path} = {text:?} is listed twice"),
+            );
+            valid = false;
+            continue;
+        }
+        let unmarked = citation.source.is_none() && citation.marking.is_none();
+        if unmarked && is_real && settings.policy.require_sources_for_real_quotes {
+            diagnostics.push(
+                &item.span,
+                Code::SourceRequired,
+                format!(
+                    "{path} reads as a verbatim quote of a real person but has no source; write \
+                     {{ text = ..., source = \"...\" }}, or mark it with marking = \"attributed\", \
+                     \"paraphrased\" or \"character\""
+                ),
+            );
+            valid = false;
+        }
+        phrases.push(text.to_string());
+        if !unmarked {
+            citations.insert(text.to_string(), citation);
+        }
+    }
+    valid.then_some((phrases, citations))
+}
+
+/// `[trait_sources]`: per trait type, a source or `editorial-estimate`.
+fn read_trait_sources(
+    diagnostics: &mut Diagnostics,
+    node: &Node,
+    traits: Option<&Traits>,
+) -> Option<BTreeMap<String, TraitSource>> {
+    let entries = expect_table(diagnostics, node, "trait_sources")?;
+    let mut sources = BTreeMap::new();
+    let mut valid = true;
+    for entry in entries {
+        let path = join_path("trait_sources", &entry.key);
+        if traits.is_some_and(|traits| !traits.contains_key(&entry.key)) {
+            diagnostics.push_at(
+                &entry.key_span,
+                Code::UnknownKey,
+                &path,
+                format!(
+                    "{path} names no trait type of this persona (there is no [traits.{}])",
+                    entry.key
+                ),
+            );
+            valid = false;
+            continue;
+        }
+        let source = match &entry.value.value {
+            NodeValue::String(text) if text == EDITORIAL_ESTIMATE => Some(TraitSource::EditorialEstimate),
+            _ => read_source(diagnostics, &entry.value, &path).map(TraitSource::Cited),
+        };
+        match source {
+            Some(source) => {
+                sources.insert(entry.key.clone(), source);
+            }
+            None => valid = false,
+        }
+    }
+    valid.then_some(sources)
+}
+
 fn read_beliefs(
     diagnostics: &mut Diagnostics,
     node: &Node,
@@ -436,22 +591,15 @@ fn read_beliefs(
                 }
                 Some(None)
             }
-            Some(entry) => {
-                let source_path = format!("{path}.source");
-                expect_text(diagnostics, &entry.value, &source_path, 2000).and_then(|text| match source_problem(text) {
-                    None => Some(Some(text.to_string())),
-                    Some(problem) => {
-                        diagnostics.push(&entry.value.span, Code::Url, format!("{source_path} = {problem}"));
-                        None
-                    }
-                })
-            }
+            Some(entry) => read_source(diagnostics, &entry.value, &format!("{path}.source")).map(Some),
         };
+        let marking = read_marking(diagnostics, &mut reader, &path);
         reader.finish(diagnostics);
-        match (text, source) {
-            (Some(text), Some(source)) => beliefs.push(Belief {
+        match (text, source, marking) {
+            (Some(text), Some(source), Some(marking)) => beliefs.push(Belief {
                 text: text.to_string(),
                 source,
+                marking,
             }),
             _ => valid = false,
         }

@@ -239,6 +239,15 @@ impl PersonaPage {
     fn avatar(&self) -> Option<&str> {
         self.persona.avatar_url.as_deref().and_then(source_link)
     }
+
+    /// What a trait type rests on: `Some(Some(source))` when cited,
+    /// `Some(None)` for an editorial estimate, `None` when the file is silent.
+    fn trait_source(&self, kind: &str) -> Option<Option<&str>> {
+        self.persona.trait_sources.get(kind).map(|source| match source {
+            crate::persona::model::TraitSource::Cited(source) => Some(source.as_str()),
+            crate::persona::model::TraitSource::EditorialEstimate => None,
+        })
+    }
 }
 
 async fn persona_page(
