@@ -214,8 +214,13 @@ pub enum Command {
         #[arg(long, default_value = "main")]
         branch: String,
         /// Render the projection as it is, without syncing the repository first.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "preview")]
         no_sync: bool,
+        /// A pull request's preview: the site of HEAD with a banner naming HEAD and BASE, the
+        /// changed personas first and compare pages from BASE's versions; projected into a
+        /// temporary database and index, never the configured ones.
+        #[arg(long, value_name = "BASE..HEAD", conflicts_with = "branch")]
+        preview: Option<String>,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -809,6 +814,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             base_url,
             branch,
             no_sync,
+            preview,
             target,
         } => commands::build_site::run(commands::build_site::BuildSiteCommand {
             repository: &target.repo,
@@ -816,6 +822,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             out,
             base_url: base_url.as_deref(),
             no_sync: *no_sync,
+            preview: preview.as_deref(),
             config: &layered(target)?,
         }),
         Command::Serve {

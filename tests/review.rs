@@ -250,3 +250,48 @@ fn placeholders_and_broken_files_stop_the_merge_in_every_format() {
     assert!(markdown.contains("must not be merged"), "{markdown}");
     assert!(markdown.contains("`registry/personas/broken.toml:2:8`"), "{markdown}");
 }
+
+#[test]
+fn new_sources_unchecked_and_quotes_unmarked_are_noted() {
+    let repo = repository();
+    repo.git(&["checkout", "-q", "-b", "resourced", "feature"]);
+    let alice = std::fs::read_to_string(repo.path().join(ALICE)).unwrap();
+    // A belief re-sourced to a page `cite check` never read, one phrase
+    // marked, and one left to read as a verbatim quote.
+    let alice = edit(
+        &alice,
+        "source = \"https://en.wikipedia.org/wiki/Software_testing\"",
+        "source = \"https://example.org/alice/testing\"",
+    );
+    let alice = edit(
+        &alice,
+        "signature_phrases = [\"Test everything.\"]",
+        "signature_phrases = [\"Test everything.\", { text = \"Measure twice.\", marking = \"attributed\" }]",
+    );
+    repo.write(ALICE, &alice);
+    repo.commit("alice: a new source and a new phrase");
+    let (code, out) = run_review(&repo, "feature..resourced", "json");
+    let review: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 0, "warnings alone do not stop the merge: {out}");
+    let notes = notes_of(persona_entry(&review, "alice"));
+    let citation: Vec<&String> = notes
+        .iter()
+        .filter(|(kind, _)| kind == "citation")
+        .map(|(_, message)| message)
+        .collect();
+    assert_eq!(citation.len(), 1, "{notes:?}");
+    assert!(
+        citation[0].contains("https://example.org/alice/testing") && citation[0].contains("has not been checked"),
+        "{citation:?}"
+    );
+    let unsourced: Vec<&String> = notes
+        .iter()
+        .filter(|(kind, _)| kind == "unsourced")
+        .map(|(_, message)| message)
+        .collect();
+    assert_eq!(unsourced.len(), 1, "only the unmarked phrase: {notes:?}");
+    assert!(unsourced[0].contains("\"Test everything.\""), "{unsourced:?}");
+    // The marking itself is part of the field-level diff.
+    let changes = persona_entry(&review, "alice")["changes"].to_string();
+    assert!(changes.contains("Measure twice."), "{changes}");
+}

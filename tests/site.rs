@@ -391,3 +391,99 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `build-site --preview BASE..HEAD`: the copy is of the head, every page
+/// names the head and the base and lists the changes first, a changed
+/// persona's compare page runs from the base's version to the head's, and
+/// the configured database is never written.
+#[tokio::test]
+async fn a_preview_shows_the_change_and_leaves_production_alone() {
+    let repo = TestRepo::new();
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    repo.commit("alice and bob");
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "A test persona.", "Alice, second draft."),
+    );
+    repo.commit("alice v2 on main");
+    repo.git(&["checkout", "-q", "-b", "feature/carol"]);
+    repo.write(
+        "registry/personas/alice.toml",
+        &edit(&persona(ID_A, "Alice"), "A test persona.", "Alice, reviewed."),
+    );
+    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
+    repo.remove("registry/personas/bob.toml");
+    repo.commit("alice reviewed, carol added, bob removed");
+
+    let production = fresh().await;
+    let out = tempfile::tempdir().unwrap();
+    let copy = out.path().join("preview");
+    let report = build_site(
+        repo.path(),
+        &production.url,
+        &copy,
+        &["--preview", "main..feature/carol"],
+    );
+    assert!(
+        report.contains("the configured database and Qdrant are not used"),
+        "{report}"
+    );
+    for table in ["persona_versions", "sync_commits", "sync_state"] {
+        assert_eq!(
+            db::count(&production.pool, &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "the preview wrote {table} of the configured database"
+        );
+    }
+
+    let files = files_of(&copy);
+    check_links(&copy, &files);
+    let marker = String::from_utf8(files[".personas-site"].clone()).unwrap();
+    assert!(
+        marker.contains("A preview") && marker.contains("(feature/carol) against"),
+        "{marker}"
+    );
+    let pages: Vec<&String> = files.keys().filter(|file| file.ends_with(".html")).collect();
+    assert!(pages.len() > 10, "{pages:?}");
+    for page in &pages {
+        let html = Html::parse_document(std::str::from_utf8(&files[*page]).unwrap());
+        let banner = texts(&html, "main > aside.preview-banner");
+        assert_eq!(banner.len(), 1, "{page} has no banner");
+        assert!(
+            banner[0].contains("feature/carol") && banner[0].contains("main"),
+            "{page}: {}",
+            banner[0]
+        );
+    }
+    let index = Html::parse_document(std::str::from_utf8(&files["index.html"]).unwrap());
+    let changes = texts(&index, "aside.preview-banner li");
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    let alice = changes.iter().find(|change| change.contains("Alice")).unwrap();
+    // Alice is v2 on main and v3 at the head: the compare page runs 2...3.
+    assert!(
+        alice.contains("modified") && alice.contains("compare v2 → v3"),
+        "{alice}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|change| change.contains("Carol") && change.contains("new in this change"))
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|change| change.contains("Bob") && change.contains("deleted"))
+    );
+    // Changed personas' cards are marked; the head no longer lists Bob.
+    let marked = texts(&index, "article.card h2 .preview-change");
+    assert_eq!(marked.len(), 2, "{marked:?}");
+    let compare = String::from_utf8(files["p/alice/compare/2...3/index.html"].clone()).unwrap();
+    assert!(
+        compare.contains("Alice, second draft.") && compare.contains("Alice, reviewed."),
+        "{compare}"
+    );
+    let head_page = String::from_utf8(files["p/alice/index.html"].clone()).unwrap();
+    assert!(head_page.contains("Alice, reviewed."));
+}

@@ -1,17 +1,23 @@
 //! `personas build-site --out DIR`: project the repository (as `sync` does),
 //! bring the vector index up to date for the "similar personas" lists, then
-//! write a static copy of the site and the read API.
+//! write a static copy of the site and the read API. With `--preview
+//! BASE..HEAD` the copy is of HEAD, projected into a throwaway database and
+//! index (never the configured ones), with the preview's banner on every page.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::diff::{PersonaDelta, parse_range, range_diff};
 use super::session::{progress_bar, with_database};
 use super::sync::vector_projector;
 use crate::cli::Outcome;
 use crate::config::Config;
+use crate::export::preview::{Preview, PreviewChange};
 use crate::export::{SiteBuild, build};
+use crate::git::{open_repository, resolve_commit};
+use crate::store::queries;
 use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
 use crate::web::{Shared, StaticSite};
@@ -23,7 +29,78 @@ pub struct BuildSiteCommand<'a> {
     pub base_url: Option<&'a str>,
     /// Render the projection as it is, without syncing first.
     pub no_sync: bool,
+    /// `BASE..HEAD`: a pull request's preview of HEAD (replaces `branch`).
+    pub preview: Option<&'a str>,
     pub config: &'a Config,
+}
+
+/// What the preview is of, read from git before anything is projected.
+struct PreviewPlan {
+    base: String,
+    head: String,
+    base_commit: String,
+    head_commit: String,
+    changes: Vec<PersonaDelta>,
+    /// The throwaway data directory (database and index), removed on drop.
+    scratch: tempfile::TempDir,
+}
+
+fn plan_preview(repository: &Path, range: &str) -> anyhow::Result<PreviewPlan> {
+    let (base, head) = parse_range(range)?;
+    let git = open_repository(repository)?;
+    let base_commit = resolve_commit(&git, &base)?.to_string();
+    let head_commit = resolve_commit(&git, &head)?.to_string();
+    let changes = range_diff(repository, &base, &head)?.personas;
+    let scratch = tempfile::Builder::new()
+        .prefix("personas-preview-")
+        .tempdir()
+        .context("creating the preview's temporary data directory")?;
+    // The managed PostgreSQL may run as another user than the one who made the directory.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+            .context("opening the preview's data directory to the database server")?;
+    }
+    Ok(PreviewPlan {
+        base,
+        head,
+        base_commit,
+        head_commit,
+        changes,
+        scratch,
+    })
+}
+
+/// Where each changed persona's base and head versions are in HEAD's projection.
+async fn preview_of(pool: &sqlx::PgPool, plan: &PreviewPlan) -> anyhow::Result<Preview> {
+    let mut changes = Vec::with_capacity(plan.changes.len());
+    for delta in &plan.changes {
+        let versions = queries::versions(pool, delta.persona_id.0).await?;
+        let version_with = |hash: Option<String>| {
+            let hash = hash?;
+            versions
+                .iter()
+                .rev()
+                .find(|version| version.content_hash.as_deref() == Some(hash.as_str()))
+                .map(|version| version.version)
+        };
+        changes.push(PreviewChange {
+            slug: delta.slug.clone(),
+            name: delta.name.clone(),
+            kind: delta.kind.to_string(),
+            base_version: version_with(delta.old_hash.map(|hash| hash.to_string())),
+            head_version: version_with(delta.new_hash.map(|hash| hash.to_string())),
+            on_base: delta.old_hash.is_some(),
+        });
+    }
+    Ok(Preview {
+        base: plan.base.clone(),
+        head: plan.head.clone(),
+        base_commit: plan.base_commit.clone(),
+        head_commit: plan.head_commit.clone(),
+        changes,
+    })
 }
 
 pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
@@ -33,15 +110,47 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             anyhow::bail!("--base-url {base:?}: only http and https addresses can host the site");
         }
     }
-    with_database(command.repository, command.config, async |database, data_dir| {
+    let plan = command
+        .preview
+        .map(|range| plan_preview(command.repository, range))
+        .transpose()?;
+    // A preview never touches the configured database or Qdrant: a pull
+    // request's content must not reach what production reads.
+    let preview_config;
+    let (config, branch) = match &plan {
+        Some(plan) => {
+            preview_config = Config {
+                database_url: None,
+                data_dir: Some(plan.scratch.path().to_path_buf()),
+                qdrant_url: None,
+                qdrant_api_key: None,
+                collection: None,
+                ..command.config.clone()
+            };
+            eprintln!(
+                "preview: projecting {} ({}) into a temporary database and index in {}; \
+                 the configured database and Qdrant are not used",
+                plan.head,
+                &plan.head_commit[..10],
+                plan.scratch.path().display()
+            );
+            (&preview_config, plan.head_commit.as_str())
+        }
+        None => (command.config, command.branch),
+    };
+    with_database(command.repository, config, async |database, data_dir| {
         if !command.no_sync {
-            let mut options = SyncOptions::new(command.repository, command.branch);
+            let mut options = SyncOptions::new(command.repository, branch);
             options.progress = progress_bar("syncing", "commits");
             let summary = sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS).await?;
             options.progress.finish_and_clear();
             eprintln!("sync: {summary}");
         }
-        let vectors = open_vectors(command.config, data_dir).await?;
+        let preview = match &plan {
+            Some(plan) => Some(Arc::new(preview_of(&database.pool, plan).await?)),
+            None => None,
+        };
+        let vectors = open_vectors(config, data_dir).await?;
         match vector_projector(database, vectors.as_ref()) {
             Some(projector) => {
                 let bar = progress_bar("indexing", "personas");
@@ -65,6 +174,7 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             &SiteBuild {
                 out: command.out,
                 progress: progress.clone(),
+                preview,
             },
         )
         .await?;

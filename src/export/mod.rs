@@ -7,6 +7,7 @@
 //! written too.
 
 pub mod links;
+pub mod preview;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use tower::ServiceExt;
 use crate::store::queries::{self, InventoryEntry};
 use crate::web::{AppState, router};
 use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
+use preview::Preview;
 
 /// Marks a directory as a copy made by `build-site`, so a rebuild may replace it.
 pub const MARKER_FILE: &str = ".personas-site";
@@ -37,6 +39,8 @@ const CONCURRENCY: usize = 8;
 pub struct SiteBuild<'a> {
     pub out: &'a Path,
     pub progress: ProgressBar,
+    /// Set for a pull request's preview: every page carries its banner.
+    pub preview: Option<Arc<Preview>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -78,7 +82,7 @@ struct Rendered {
 /// place: a failed build leaves the previous copy untouched.
 pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<BuildSummary> {
     let staging = prepare_staging(build.out)?;
-    let result = render_into(state, staging.path(), &build.progress).await;
+    let result = render_into(state, staging.path(), &build.progress, build.preview.clone()).await;
     let summary = match result {
         Ok(summary) => summary,
         Err(error) => return Err(error),
@@ -87,7 +91,12 @@ pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<Bui
     Ok(summary)
 }
 
-async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) -> anyhow::Result<BuildSummary> {
+async fn render_into(
+    state: AppState,
+    directory: &Path,
+    progress: &ProgressBar,
+    preview: Option<Arc<Preview>>,
+) -> anyhow::Result<BuildSummary> {
     let (inventory, former) = queries::site_inventory(&state.pool).await?;
     let slugs: HashMap<uuid::Uuid, String> = inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
     let renamed: HashMap<String, String> = former
@@ -114,10 +123,16 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
         ),
         (
             MARKER_FILE.to_string(),
-            format!(
-                "A static copy of the persona registry, made by `personas build-site` from commit {}.\n",
-                status.last_commit.as_deref().unwrap_or("(none)")
-            )
+            match &preview {
+                None => format!(
+                    "A static copy of the persona registry, made by `personas build-site` from commit {}.\n",
+                    status.last_commit.as_deref().unwrap_or("(none)")
+                ),
+                Some(preview) => format!(
+                    "A preview of the persona registry, made by `personas build-site --preview` from commit {} ({}) against {} ({}).\n",
+                    preview.head_commit, preview.head, preview.base_commit, preview.base
+                ),
+            }
             .into_bytes(),
         ),
     ] {
@@ -128,7 +143,7 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
     }
 
     // The 404 page: any address the router does not know.
-    let not_found = fetch(&app, &site_map, "/404", NOT_FOUND_FILE).await?;
+    let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
     write_file(directory, NOT_FOUND_FILE, &not_found.bytes)?;
     summary.files += 1;
     summary.bytes += not_found.bytes.len() as u64;
@@ -140,6 +155,7 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
         known: std::sync::Mutex::new(written),
         found: std::sync::Mutex::new(Vec::new()),
         progress: progress.clone(),
+        preview: preview.clone(),
     });
     // Without a prompt template there is no prompt to mirror (the API answers 404).
     let with_prompts = queries::prompt_template(&state.pool, None).await?.is_some();
@@ -158,6 +174,7 @@ async fn render_into(state: AppState, directory: &Path, progress: &ProgressBar) 
     let mut round: Vec<String> = seeds(&inventory, with_prompts)
         .into_iter()
         .chain(acting_seeds(&label_names, &experiment_names))
+        .chain(preview.iter().flat_map(|preview| preview.addresses()))
         .filter_map(|address| site_map.target(&address).map(|target| target.file))
         .filter(|file| crawl.claim(file))
         .collect();
@@ -257,6 +274,7 @@ struct Crawl {
     known: std::sync::Mutex<BTreeSet<String>>,
     found: std::sync::Mutex<Vec<String>>,
     progress: ProgressBar,
+    preview: Option<Arc<Preview>>,
 }
 
 impl Crawl {
@@ -297,7 +315,14 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
             loop {
                 let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(file) = files.get(position) else { break };
-                let rendered = fetch(&app, &crawl.site_map, &canonical_address(file), file).await?;
+                let rendered = fetch(
+                    &app,
+                    &crawl.site_map,
+                    crawl.preview.as_deref(),
+                    &canonical_address(file),
+                    file,
+                )
+                .await?;
                 write_file(&crawl.directory, &rendered.file, &rendered.bytes)?;
                 crawl.linked(rendered.links);
                 crawl.progress.inc(1);
@@ -318,7 +343,13 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
 }
 
 /// Asks the router for `address` and prepares the answer for `file`.
-async fn fetch(app: &Router, site_map: &SiteMap, address: &str, file: &str) -> anyhow::Result<Rendered> {
+async fn fetch(
+    app: &Router,
+    site_map: &SiteMap,
+    preview: Option<&Preview>,
+    address: &str,
+    file: &str,
+) -> anyhow::Result<Rendered> {
     let request = Request::builder()
         .uri(address)
         .header(header::HOST, "localhost")
@@ -347,6 +378,12 @@ async fn fetch(app: &Router, site_map: &SiteMap, address: &str, file: &str) -> a
     }
     let html =
         String::from_utf8(body.to_vec()).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
+    let html = match preview {
+        Some(preview) => preview
+            .decorate(&html)
+            .with_context(|| format!("adding the preview banner to {address}"))?,
+        None => html,
+    };
     let (rewritten, links) = site_map
         .rewrite_page(&html, file)
         .map_err(|error| anyhow::anyhow!("rewriting the links of {address}: {error}"))?;
