@@ -26,6 +26,11 @@ fn registry_with_history() -> TestRepo {
         .replace("name = \"Mallory\"", &format!("name = \"Mallory {EVIL}\""))
         .replace("A test persona.", &format!("Evil {EVIL} \\\" onmouseover=\\\"alert(2)"))
         .replace("domains = [\"testing\", \"physics\"]", "domains = [\"testing\"]")
+        // The sample's policy wants a real person's phrase sourced or marked.
+        .replace(
+            "signature_phrases = [\"Test everything.\"]",
+            &format!("signature_phrases = [{{ text = \"Test {EVIL}\", marking = \"attributed\" }}]"),
+        )
         .replace(
             "Tests should fail when the code is wrong.",
             &format!("I believe {EVIL}"),
