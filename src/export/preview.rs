@@ -173,5 +173,20 @@ mod tests {
             "{decorated}"
         );
         assert_eq!(preview.addresses(), ["/p/ada/compare/2...3"]);
+        assert!(
+            decorated.contains("<details open>"),
+            "a short list is shown open: {decorated}"
+        );
+        let many = Preview {
+            changes: (0..11)
+                .map(|n| change(&format!("p{n}"), "modified", Some(1), Some(2)))
+                .collect(),
+            ..preview
+        };
+        let decorated = many.decorate(page).unwrap();
+        assert!(
+            decorated.contains("<details>") && decorated.contains("11 personas changed here"),
+            "a long list is folded: {decorated}"
+        );
     }
 }
