@@ -492,3 +492,74 @@ async fn a_preview_shows_the_change_and_leaves_production_alone() {
     let head_page = String::from_utf8(files["p/alice/index.html"].clone()).unwrap();
     assert!(head_page.contains("Alice, reviewed."));
 }
+
+/// `build-site` with a data directory of its own, kept between builds.
+fn build_site_in(repo: &Path, database_url: &str, data_dir: &Path, out: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["build-site", "--repo"])
+        .arg(repo)
+        .arg("--out")
+        .arg(out)
+        .env("DATABASE_URL", database_url)
+        .env("PERSONAS_DATA_DIR", data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "build-site failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Near-identical personas (pairs whose texts differ in one word score
+/// within a hair of each other): the copy of one commit must not depend on
+/// how the vector index got there — built once from scratch, or updated
+/// from an earlier commit's build.
+#[tokio::test]
+async fn similar_lists_do_not_depend_on_the_index_history() {
+    let repo = TestRepo::new();
+    repo.write("registry/registry.toml", SETTINGS);
+    let id = |n: usize| format!("{n:08x}-0000-4000-8000-{n:012x}");
+    let generated = |n: usize, note: &str| {
+        edit(
+            &persona(&id(n), &format!("Gen {}", n % 40)),
+            "A test persona.",
+            &format!("A generated test persona{note}, one of many alike."),
+        )
+    };
+    for n in 1..=160 {
+        repo.write(&format!("registry/personas/gen-{n}.toml"), &generated(n, ""));
+    }
+    repo.commit("160 near-identical personas");
+    let history = fresh().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let incremental = out.path().join("incremental");
+    build_site_in(repo.path(), &history.url, data_dir.path(), &incremental);
+    for n in [7, 47, 87] {
+        repo.write(&format!("registry/personas/gen-{n}.toml"), &generated(n, " (revised)"));
+    }
+    repo.commit("three revised");
+    build_site_in(repo.path(), &history.url, data_dir.path(), &incremental);
+
+    let fresh_database = fresh().await;
+    let fresh_data_dir = tempfile::tempdir().unwrap();
+    let from_scratch = out.path().join("from-scratch");
+    build_site_in(repo.path(), &fresh_database.url, fresh_data_dir.path(), &from_scratch);
+
+    let (one, other) = (files_of(&incremental), files_of(&from_scratch));
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        other.keys().collect::<Vec<_>>(),
+        "the two copies hold different files"
+    );
+    let differing: Vec<&String> = one.keys().filter(|file| one[*file] != other[*file]).collect();
+    assert!(
+        differing.is_empty(),
+        "files differ by the index's history: {differing:?}"
+    );
+    // The lists are there, and full of near-ties.
+    let page = Html::parse_document(std::str::from_utf8(&one["p/gen-7/index.html"]).unwrap());
+    let scores = texts(&page, ".similar .score");
+    assert_eq!(scores.len(), 5, "{scores:?}");
+}

@@ -152,12 +152,45 @@ pub async fn similar_to<I: VectorIndex>(
     limit: usize,
 ) -> Result<Vec<Found>, SearchError> {
     let index = index.ok_or(SearchError::NotConfigured)?;
-    Ok(index
-        .similar(id, filter, limit)
-        .await?
-        .into_iter()
-        .map(found_from_hit)
-        .collect())
+    let hits = index.similar(id, filter, limit + TIE_MARGIN).await?;
+    Ok(in_stable_order(hits, limit))
+}
+
+/// As [`similar_to`], searched exhaustively: the same stored vectors give the
+/// same list whatever the index's history (the static build's promise of
+/// byte-identical output for one commit).
+pub async fn similar_to_reproducibly<I: VectorIndex>(
+    index: Option<&I>,
+    id: Uuid,
+    filter: &SearchFilter,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let index = index.ok_or(SearchError::NotConfigured)?;
+    let hits = index.similar_exact(id, filter, limit + TIE_MARGIN).await?;
+    Ok(in_stable_order(hits, limit))
+}
+
+/// Hits asked for beyond the limit, so that a tie at the cut is decided by
+/// the stable key and not by which of the tied points the store returned.
+const TIE_MARGIN: usize = 8;
+
+/// Scores rounded to this step count as tied: vectors of one text embedded
+/// in batches of other shapes differ in their last bits, and pages show two
+/// decimals.
+const SCORE_STEP: f64 = 1e-4;
+
+/// Best first; ties (scores equal to [`SCORE_STEP`]) by slug, then id.
+fn in_stable_order(hits: Vec<Hit>, limit: usize) -> Vec<Found> {
+    let mut found: Vec<Found> = hits.into_iter().map(found_from_hit).collect();
+    let key = |found: &Found| (found.score / SCORE_STEP).round() as i64;
+    found.sort_by(|a, b| {
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| a.slug.cmp(&b.slug))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    found.truncate(limit);
+    found
 }
 
 /// The stored vector of a persona and the model that made it (the seed's

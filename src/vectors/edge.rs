@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
     FieldIndexOperations, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchRequest,
-    UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchParams,
+    SearchRequest, UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -79,6 +79,22 @@ impl EdgeIndex {
     ) -> impl Future<Output = Result<T, IndexError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move { blocking(move || work(&inner)).await? }
+    }
+
+    /// The points nearest to the stored point `id`, itself excluded.
+    fn similar_by(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+        exact: bool,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send + 'static {
+        let filter = edge_filter(filter, Some(id));
+        self.run(move |shard| {
+            let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
+            let vector = dense_vector(id, record.vector)?;
+            shard.search(vector, filter?, limit, exact)
+        })
     }
 }
 
@@ -162,7 +178,13 @@ impl Shard {
         Ok(())
     }
 
-    fn search(&self, query: Vec<f32>, filter: Option<Filter>, limit: usize) -> Result<Vec<Hit>, IndexError> {
+    fn search(
+        &self,
+        query: Vec<f32>,
+        filter: Option<Filter>,
+        limit: usize,
+        exact: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
         let found = self
             .shard
             .search(SearchRequest {
@@ -171,7 +193,10 @@ impl Shard {
                     using: None,
                 }),
                 filter,
-                params: None,
+                params: exact.then(|| SearchParams {
+                    exact: true,
+                    ..SearchParams::default()
+                }),
                 limit,
                 offset: 0,
                 with_payload: Some(WithPayloadInterface::Bool(true)),
@@ -233,7 +258,7 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         let filter = edge_filter(filter, None);
-        self.run(move |shard| shard.search(vector, filter?, limit))
+        self.run(move |shard| shard.search(vector, filter?, limit, false))
     }
 
     fn similar(
@@ -242,12 +267,16 @@ impl VectorIndex for EdgeIndex {
         filter: &SearchFilter,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
-        let filter = edge_filter(filter, Some(id));
-        self.run(move |shard| {
-            let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
-            let vector = dense_vector(id, record.vector)?;
-            shard.search(vector, filter?, limit)
-        })
+        self.similar_by(id, filter, limit, false)
+    }
+
+    fn similar_exact(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
+        self.similar_by(id, filter, limit, true)
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {

@@ -120,6 +120,16 @@ pub trait VectorIndex: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send;
 
+    /// As [`VectorIndex::similar`], but searched exhaustively: the answer
+    /// depends on the stored vectors alone, not on the approximate graph an
+    /// index's history built (what a reproducible static build needs).
+    fn similar_exact(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send;
+
     /// The stored vector and payload of one point.
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send;
 
@@ -187,6 +197,15 @@ impl<T: VectorIndex> VectorIndex for std::sync::Arc<T> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         (**self).similar(id, filter, limit)
+    }
+
+    fn similar_exact(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
+        (**self).similar_exact(id, filter, limit)
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {

@@ -4,8 +4,8 @@
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
-    QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
-    point_id::PointIdOptions, vector_output, vectors_config,
+    QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorInput,
+    VectorParamsBuilder, point_id::PointIdOptions, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
@@ -147,11 +147,35 @@ impl QdrantIndex {
         IndexError::Unavailable(format!("Qdrant at {} ({}): {error}", self.url, self.collection))
     }
 
-    async fn query(&self, input: VectorInput, filter: Option<Filter>, limit: usize) -> Result<Vec<Hit>, IndexError> {
+    /// The points nearest to the stored point `id`, itself excluded.
+    async fn similar_by(
+        &self,
+        id: Uuid,
+        filter: &SearchFilter,
+        limit: usize,
+        exact: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        if self.point(id).await?.is_none() {
+            return Err(IndexError::NotIndexed(id));
+        }
+        let input = VectorInput::new_id(PointId::from(id.to_string()));
+        self.query(input, server_filter(filter, Some(id)), limit, exact).await
+    }
+
+    async fn query(
+        &self,
+        input: VectorInput,
+        filter: Option<Filter>,
+        limit: usize,
+        exact: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
         let mut request = QueryPointsBuilder::new(&self.collection)
             .query(Query::new_nearest(input))
             .limit(limit as u64)
             .with_payload(true);
+        if exact {
+            request = request.params(SearchParamsBuilder::default().exact(true));
+        }
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
@@ -216,16 +240,16 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        self.query(VectorInput::from(vector), server_filter(filter, None), limit)
+        self.query(VectorInput::from(vector), server_filter(filter, None), limit, false)
             .await
     }
 
     async fn similar(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        if self.point(id).await?.is_none() {
-            return Err(IndexError::NotIndexed(id));
-        }
-        let input = VectorInput::new_id(PointId::from(id.to_string()));
-        self.query(input, server_filter(filter, Some(id)), limit).await
+        self.similar_by(id, filter, limit, false).await
+    }
+
+    async fn similar_exact(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        self.similar_by(id, filter, limit, true).await
     }
 
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {

@@ -250,6 +250,13 @@ impl VectorIndex for AnyIndex {
         }
     }
 
+    async fn similar_exact(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.similar_exact(id, filter, limit).await,
+            AnyIndex::Server(index) => index.similar_exact(id, filter, limit).await,
+        }
+    }
+
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
         match self {
             AnyIndex::Edge(index) => index.point(id).await,
