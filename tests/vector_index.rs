@@ -181,11 +181,17 @@ async fn conformance_before_restart<I: VectorIndex>(index: &I) -> Vec<Point> {
         for filter in filters() {
             let hits = index.similar(reference.id, &filter, 3).await.unwrap();
             assert_ranked(&hits, &stored, &reference.vector, &filter, Some(reference.id), 3);
+            // The exhaustive search (the static build's) ranks the same way.
+            let exact = index.similar_exact(reference.id, &filter, 3).await.unwrap();
+            assert_ranked(&exact, &stored, &reference.vector, &filter, Some(reference.id), 3);
         }
     }
     let unknown = Uuid::from_u128(0xdead);
     assert!(
         matches!(index.similar(unknown, &SearchFilter::default(), 3).await, Err(IndexError::NotIndexed(id)) if id == unknown)
+    );
+    assert!(
+        matches!(index.similar_exact(unknown, &SearchFilter::default(), 3).await, Err(IndexError::NotIndexed(id)) if id == unknown)
     );
     assert!(index.point(unknown).await.unwrap().is_none());
 
