@@ -50,9 +50,15 @@ fn registry_with_history() -> TestRepo {
     repo
 }
 
-/// Runs `personas build-site` into `out` against `database_url`.
+/// Runs `personas build-site` into `out` against `database_url`, with a
+/// data directory of its own.
 fn build_site(repo: &Path, database_url: &str, out: &Path, extra: &[&str]) -> String {
     let data_dir = tempfile::tempdir().unwrap();
+    build_site_with(repo, database_url, data_dir.path(), out, extra)
+}
+
+/// Runs `personas build-site` with `data_dir` (kept by the caller between builds).
+fn build_site_with(repo: &Path, database_url: &str, data_dir: &Path, out: &Path, extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_personas"))
         .args(["build-site", "--repo"])
         .arg(repo)
@@ -60,7 +66,7 @@ fn build_site(repo: &Path, database_url: &str, out: &Path, extra: &[&str]) -> St
         .arg(out)
         .args(extra)
         .env("DATABASE_URL", database_url)
-        .env("PERSONAS_DATA_DIR", data_dir.path())
+        .env("PERSONAS_DATA_DIR", data_dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -493,24 +499,6 @@ async fn a_preview_shows_the_change_and_leaves_production_alone() {
     assert!(head_page.contains("Alice, reviewed."));
 }
 
-/// `build-site` with a data directory of its own, kept between builds.
-fn build_site_in(repo: &Path, database_url: &str, data_dir: &Path, out: &Path) {
-    let output = Command::new(env!("CARGO_BIN_EXE_personas"))
-        .args(["build-site", "--repo"])
-        .arg(repo)
-        .arg("--out")
-        .arg(out)
-        .env("DATABASE_URL", database_url)
-        .env("PERSONAS_DATA_DIR", data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "build-site failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Near-identical personas (pairs whose texts differ in one word score
 /// within a hair of each other): the copy of one commit must not depend on
 /// how the vector index got there — built once from scratch, or updated
@@ -535,17 +523,23 @@ async fn similar_lists_do_not_depend_on_the_index_history() {
     let data_dir = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let incremental = out.path().join("incremental");
-    build_site_in(repo.path(), &history.url, data_dir.path(), &incremental);
+    build_site_with(repo.path(), &history.url, data_dir.path(), &incremental, &[]);
     for n in [7, 47, 87] {
         repo.write(&format!("registry/personas/gen-{n}.toml"), &generated(n, " (revised)"));
     }
     repo.commit("three revised");
-    build_site_in(repo.path(), &history.url, data_dir.path(), &incremental);
+    build_site_with(repo.path(), &history.url, data_dir.path(), &incremental, &[]);
 
     let fresh_database = fresh().await;
     let fresh_data_dir = tempfile::tempdir().unwrap();
     let from_scratch = out.path().join("from-scratch");
-    build_site_in(repo.path(), &fresh_database.url, fresh_data_dir.path(), &from_scratch);
+    build_site_with(
+        repo.path(),
+        &fresh_database.url,
+        fresh_data_dir.path(),
+        &from_scratch,
+        &[],
+    );
 
     let (one, other) = (files_of(&incremental), files_of(&from_scratch));
     assert_eq!(

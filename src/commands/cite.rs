@@ -110,15 +110,7 @@ fn citations(registry: &Path) -> anyhow::Result<Vec<Citation>> {
         let bytes = std::fs::read(&parsed.file).with_context(|| format!("reading {}", parsed.file))?;
         let text = String::from_utf8_lossy(&bytes);
         let lines = LineIndex::new(&bytes);
-        let phrases = persona.signature_phrases.iter().filter_map(|phrase| {
-            let source = persona.phrase_citations.get(phrase)?.source.as_deref()?;
-            Some((phrase.as_str(), source))
-        });
-        let beliefs = persona
-            .beliefs
-            .iter()
-            .filter_map(|belief| Some((belief.text.as_str(), belief.source.as_deref()?)));
-        for (cited, url) in phrases.chain(beliefs) {
+        for (cited, url) in persona.cited_texts() {
             if !url.starts_with("http") {
                 continue;
             }

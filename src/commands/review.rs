@@ -299,29 +299,9 @@ fn content_notes(persona: &Persona) -> Vec<Note> {
 /// Only beliefs and phrases new or re-sourced in this change are asked about: the rest
 /// were reviewed before.
 fn citation_notes(new: &Persona, old: Option<&Persona>, record: Option<&Record>) -> Vec<Note> {
-    let unchanged = |text: &str, url: &str| {
-        old.is_some_and(|old| {
-            let as_belief = old
-                .beliefs
-                .iter()
-                .any(|belief| belief.text == text && belief.source.as_deref() == Some(url));
-            let as_phrase = old
-                .phrase_citations
-                .get(text)
-                .is_some_and(|citation| citation.source.as_deref() == Some(url));
-            as_belief || as_phrase
-        })
-    };
+    let unchanged = |text: &str, url: &str| old.is_some_and(|old| old.cited_texts().any(|cited| cited == (text, url)));
     let mut notes = Vec::new();
-    let phrases = new.signature_phrases.iter().filter_map(|phrase| {
-        let source = new.phrase_citations.get(phrase)?.source.as_deref()?;
-        Some((phrase.as_str(), source))
-    });
-    let beliefs = new
-        .beliefs
-        .iter()
-        .filter_map(|belief| Some((belief.text.as_str(), belief.source.as_deref()?)));
-    for (cited, url) in phrases.chain(beliefs) {
+    for (cited, url) in new.cited_texts() {
         if !url.starts_with("http") || unchanged(cited, url) {
             continue;
         }

@@ -345,6 +345,20 @@ impl Persona {
         parts.join(" ")
     }
 
+    /// Every cited text with its source: signature phrases that carry one,
+    /// then beliefs, each in file order.
+    pub fn cited_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        let phrases = self.signature_phrases.iter().filter_map(|phrase| {
+            let source = self.phrase_citations.get(phrase)?.source.as_deref()?;
+            Some((phrase.as_str(), source))
+        });
+        let beliefs = self
+            .beliefs
+            .iter()
+            .filter_map(|belief| Some((belief.text.as_str(), belief.source.as_deref()?)));
+        phrases.chain(beliefs)
+    }
+
     pub fn enabled_modes(&self) -> impl Iterator<Item = &str> {
         self.modes
             .iter()

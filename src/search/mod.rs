@@ -141,32 +141,27 @@ pub async fn similar<I: VectorIndex>(
 ) -> Result<Vec<Found>, SearchError> {
     index.ok_or(SearchError::NotConfigured)?;
     let id = live_persona(pool, reference).await?;
-    similar_to(index, id, filter, limit).await
+    similar_to(index, id, filter, limit, false).await
 }
 
-/// Personas most like the persona `id`, itself excluded.
+/// Personas most like the persona `id`, itself excluded. `exhaustive`
+/// searches every stored vector instead of the approximate graph, so that
+/// the same vectors give the same list whatever the index's history (the
+/// static build's promise of byte-identical output for one commit).
 pub async fn similar_to<I: VectorIndex>(
     index: Option<&I>,
     id: Uuid,
     filter: &SearchFilter,
     limit: usize,
+    exhaustive: bool,
 ) -> Result<Vec<Found>, SearchError> {
     let index = index.ok_or(SearchError::NotConfigured)?;
-    let hits = index.similar(id, filter, limit + TIE_MARGIN).await?;
-    Ok(in_stable_order(hits, limit))
-}
-
-/// As [`similar_to`], searched exhaustively: the same stored vectors give the
-/// same list whatever the index's history (the static build's promise of
-/// byte-identical output for one commit).
-pub async fn similar_to_reproducibly<I: VectorIndex>(
-    index: Option<&I>,
-    id: Uuid,
-    filter: &SearchFilter,
-    limit: usize,
-) -> Result<Vec<Found>, SearchError> {
-    let index = index.ok_or(SearchError::NotConfigured)?;
-    let hits = index.similar_exact(id, filter, limit + TIE_MARGIN).await?;
+    let asked = limit + TIE_MARGIN;
+    let hits = if exhaustive {
+        index.similar_exact(id, filter, asked).await?
+    } else {
+        index.similar(id, filter, asked).await?
+    };
     Ok(in_stable_order(hits, limit))
 }
 

@@ -309,12 +309,8 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
     } else {
         let index = state.vectors.as_ref().map(|vectors| &vectors.index);
         // A static copy must be the same for the same commit, whatever the index's past.
-        let found = if state.static_site.is_some() {
-            search::similar_to_reproducibly(index, reference.id, &SearchFilter::default(), 5).await
-        } else {
-            search::similar_to(index, reference.id, &SearchFilter::default(), 5).await
-        };
-        match found {
+        let exhaustive = state.static_site.is_some();
+        match search::similar_to(index, reference.id, &SearchFilter::default(), 5, exhaustive).await {
             Ok(found) => (found, None),
             Err(error) => (Vec::new(), Some(WebError::from(error).message)),
         }
