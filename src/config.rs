@@ -13,6 +13,7 @@ use crate::persona::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::persona::reader::{TableReader, expect_array, expect_bool, expect_choice, expect_text};
 use crate::persona::source;
 use crate::persona::validate::source_error;
+use crate::vectors::embed::SessionMemory;
 use crate::webhooks::WebhookConfig;
 
 /// The file looked for in the working directory when no `--config` is given.
@@ -28,6 +29,8 @@ pub struct Config {
     /// A model fastembed downloads by name (online builds only), e.g. `BGESmallENV15`.
     pub model: Option<String>,
     pub ort_library: Option<PathBuf>,
+    /// `[embed] memory`: how the model keeps its working memory between batches.
+    pub embed_memory: Option<SessionMemory>,
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<String>,
     pub collection: Option<String>,
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Config {
             .field("model_dir", &self.model_dir)
             .field("model", &self.model)
             .field("ort_library", &self.ort_library)
+            .field("embed_memory", &self.embed_memory)
             .field("qdrant_url", &self.qdrant_url)
             .field("qdrant_api_key", &hidden(&self.qdrant_api_key))
             .field("collection", &self.collection)
@@ -97,6 +101,7 @@ impl Config {
             model_dir: self.model_dir.or(lower.model_dir),
             model: self.model.or(lower.model),
             ort_library: self.ort_library.or(lower.ort_library),
+            embed_memory: self.embed_memory.or(lower.embed_memory),
             qdrant_url: self.qdrant_url.or(lower.qdrant_url),
             qdrant_api_key: self.qdrant_api_key.or(lower.qdrant_api_key),
             collection: self.collection.or(lower.collection),
@@ -149,7 +154,7 @@ const ACCESS_KEYS: &[&str] = &["private", "tokens"];
 const TOKEN_KEYS: &[&str] = &["role", "name", "email", "hash"];
 const WRITE_KEYS: &[&str] = &["mode", "bot_name", "bot_email"];
 const DATABASE_KEYS: &[&str] = &["url", "data_dir"];
-const EMBED_KEYS: &[&str] = &["model_dir", "model", "runtime_library"];
+const EMBED_KEYS: &[&str] = &["model_dir", "model", "runtime_library", "memory"];
 const QDRANT_KEYS: &[&str] = &["url", "api_key", "collection"];
 
 /// Parses configuration text. Relative paths in it are taken relative to
@@ -175,6 +180,9 @@ pub fn parse(file: &str, bytes: &[u8], base: &Path) -> Result<Config, ConfigErro
             config.model_dir = text(&mut diagnostics, &mut section, "model_dir").map(|text| path(&text));
             config.model = text(&mut diagnostics, &mut section, "model");
             config.ort_library = text(&mut diagnostics, &mut section, "runtime_library").map(|text| path(&text));
+            config.embed_memory = section
+                .optional("memory")
+                .and_then(|entry| expect_choice(&mut diagnostics, &entry.value, "embed.memory", &SessionMemory::ALL));
             section.finish(&mut diagnostics);
         }
         if let Some(mut section) = section(&mut diagnostics, &mut top, "qdrant", QDRANT_KEYS) {

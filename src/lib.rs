@@ -1,5 +1,5 @@
 //! The persona registry: one library behind the `personas` binary.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod citations;

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::process_memory::{ProcessMemory, mib};
 use crate::cli::Outcome;
 use crate::git::history::{HistoryWalk, WalkOptions};
 use crate::git::open_repository;
 use crate::store::Database;
 use crate::sync::{SyncOptions, sync_once};
 use crate::synthetic::SyntheticRegistry;
+use crate::vectors::embed::SessionTuning;
 
 const BRANCH: &str = "main";
 /// Names the generated shape inside a kept repository's `.git`.
@@ -238,18 +240,35 @@ pub struct EmbedBench<'a> {
     pub model_dir: &'a Path,
     /// A Python with onnxruntime, tokenizers and numpy (`scripts/bench-python`).
     pub python: &'a Path,
+    /// The session settings compared, each measured in a process of its own
+    /// so one's memory cannot hide in another's figures.
+    pub tunings: Vec<SessionTuning>,
+    /// Set in those processes: measure this one setting and print it as JSON.
+    pub probe: bool,
 }
 
-/// Embedding throughput of our embedder against a plain Python onnxruntime
-/// loop on the same model, texts, batch size and token limit.
-pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
+/// What one embedder setting did, measured in its own process.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EmbedProbe {
+    texts_per_second: f64,
+    tokens: usize,
+    /// Before the model is loaded: the binary and the runtime library.
+    before_load: ProcessMemory,
+    /// The session created and one short text embedded.
+    loaded: ProcessMemory,
+    /// After all texts, the peak included.
+    after: ProcessMemory,
+    first_vector: Vec<f32>,
+}
+
+/// Synthetic persona profiles, as the projector would embed them.
+fn embed_bench_texts(count: usize) -> Vec<String> {
     use crate::persona::settings::parse_settings;
     use crate::persona::validate::validate_persona;
-    use crate::vectors::embed::{BATCH_SIZE, Embedder, MAX_TOKENS};
     use crate::vectors::text::embedding_text;
 
     let (settings, _) = parse_settings("registry.toml", crate::synthetic::SETTINGS.as_bytes());
-    let texts: Vec<String> = (0..bench.texts)
+    (0..count)
         .map(|n| {
             let source = SyntheticRegistry::persona_text(n, n % 7);
             let parsed = validate_persona(
@@ -260,12 +279,68 @@ pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
             );
             parsed.persona.as_ref().map(embedding_text).unwrap_or(source)
         })
-        .collect();
-    let embedder = Embedder::load(bench.model_dir, None)?;
-    embedder.embed(&texts[..BATCH_SIZE.min(texts.len())])?; // warm-up
+        .collect()
+}
+
+fn probe_embedder(texts: &[String], model_dir: &Path, tuning: SessionTuning) -> anyhow::Result<EmbedProbe> {
+    use crate::vectors::embed::Embedder;
+    let memory = || ProcessMemory::of_this_process().context("reading /proc/self/status");
+    let before_load = memory()?;
+    let embedder = Embedder::load_with(model_dir, None, tuning)?;
+    let loaded = memory()?;
+    let tokens = embedder.tokenize(texts)?;
+    embedder.embed(&texts[..tuning.batch_size.min(texts.len())])?; // warm-up
     let started = Instant::now();
-    let ours = embedder.embed(&texts)?;
-    let our_time = started.elapsed();
+    let vectors = embedder.embed(texts)?;
+    let elapsed = started.elapsed();
+    Ok(EmbedProbe {
+        texts_per_second: texts.len() as f64 / elapsed.as_secs_f64(),
+        tokens,
+        before_load,
+        loaded,
+        after: memory()?,
+        first_vector: vectors.into_iter().next().unwrap_or_default(),
+    })
+}
+
+/// Embedding throughput and memory of our embedder, per session setting,
+/// against a plain Python onnxruntime loop on the same model, texts, batch
+/// size and token limit.
+pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
+    use crate::vectors::embed::{BATCH_SIZE, MAX_TOKENS};
+
+    let texts = embed_bench_texts(bench.texts);
+    if bench.probe {
+        let [tuning] = bench.tunings.as_slice() else {
+            bail!("--probe measures one setting: give one --memory and one --batch");
+        };
+        let probe = probe_embedder(&texts, bench.model_dir, *tuning)?;
+        println!("{}", serde_json::to_string(&probe)?);
+        return Ok(Outcome::Clean);
+    }
+    let myself = std::env::current_exe().context("finding this program to run the probes")?;
+    let mut probes = Vec::new();
+    for tuning in &bench.tunings {
+        let output = Command::new(&myself)
+            .args(["bench", "embed", "--probe", "--texts", &bench.texts.to_string()])
+            .arg("--model-dir")
+            .arg(bench.model_dir)
+            .args([
+                "--memory",
+                tuning.memory.name(),
+                "--batch",
+                &tuning.batch_size.to_string(),
+            ])
+            .args(["--constant-folding", &tuning.constant_folding.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running an embedder probe")?;
+        if !output.status.success() {
+            bail!("the embedder probe for {tuning:?} failed ({})", output.status);
+        }
+        let probe: EmbedProbe = serde_json::from_slice(&output.stdout).context("reading a probe's output")?;
+        probes.push((*tuning, probe));
+    }
 
     let file = tempfile::NamedTempFile::new()?;
     serde_json::to_writer(&file, &texts)?;
@@ -293,20 +368,41 @@ pub fn embed(bench: EmbedBench<'_>) -> anyhow::Result<Outcome> {
     let reference: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("reading the reference's output")?;
     let reference_rate = reference["texts_per_second"].as_f64().context("texts_per_second")?;
-    let first: Vec<f32> = serde_json::from_value(reference["first_vector"].clone())?;
-    let agreement: f32 = first.iter().zip(&ours[0]).map(|(a, b)| a * b).sum();
-    let our_rate = texts.len() as f64 / our_time.as_secs_f64();
+    let reference_vector: Vec<f32> = serde_json::from_value(reference["first_vector"].clone())?;
+    let tokens = probes.first().map(|(_, probe)| probe.tokens).unwrap_or(0);
     println!(
-        "texts           {:>9}  (synthetic persona profiles, batch {BATCH_SIZE}, ≤ {MAX_TOKENS} tokens)",
-        texts.len()
+        "texts           {:>9}  (synthetic persona profiles, {:.0} tokens each on average, ≤ {MAX_TOKENS})",
+        texts.len(),
+        tokens as f64 / texts.len().max(1) as f64
     );
-    println!("python ort      {reference_rate:>9.1} texts/s  (plain onnxruntime loop, same model and inputs)");
-    println!("personas        {our_rate:>9.1} texts/s  ({:.2?})", our_time);
-    println!("ratio           {:>9.2}×  ours / reference", our_rate / reference_rate);
-    println!("agreement       {agreement:>9.5}   cosine of the first text's two vectors");
-    if agreement < 0.999 {
-        bail!("our vectors differ from the reference's (cosine {agreement}): not the same computation");
+    println!(
+        "python ort      {reference_rate:>9.1} texts/s  (plain onnxruntime loop, batch {BATCH_SIZE}, its default arena)"
+    );
+    for (tuning, probe) in &probes {
+        println!(
+            "{:<8} × {:<3} {:<8} {:>7.1} texts/s  {:.2}× the reference; RSS {:.0} MiB before loading, \
+             {:.0} loaded, {:.0} after the texts (peak {:.0}, anonymous {:.0})",
+            tuning.memory.name(),
+            tuning.batch_size,
+            if tuning.constant_folding { "folded" } else { "unfolded" },
+            probe.texts_per_second,
+            probe.texts_per_second / reference_rate,
+            mib(probe.before_load.rss_kib),
+            mib(probe.loaded.rss_kib),
+            mib(probe.after.rss_kib),
+            mib(probe.after.peak_kib),
+            mib(probe.after.anonymous_kib),
+        );
+        let agreement: f32 = reference_vector
+            .iter()
+            .zip(&probe.first_vector)
+            .map(|(a, b)| a * b)
+            .sum();
+        if agreement < 0.999 {
+            bail!("{tuning:?}: our vectors differ from the reference's (cosine {agreement}): not the same computation");
+        }
     }
+    println!("agreement       every setting's first vector has cosine ≥ 0.999 with the reference's");
     Ok(Outcome::Clean)
 }
 

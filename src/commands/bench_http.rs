@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 
 use super::bench::prepare_repository;
 use super::http_probe::request;
+use super::process_memory::{ProcessMemory, mib};
 use crate::cli::Outcome;
 use crate::synthetic::SyntheticRegistry;
 
@@ -21,11 +22,28 @@ pub struct HttpBench<'a> {
     pub connections: u32,
 }
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM first, so a server stops
+/// its own children (its managed PostgreSQL, nginx's workers) before it
+/// exits; SIGKILL only if it has not stopped within [`STOP_GRACE`].
 pub(crate) struct Running(pub Child);
+
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -181,6 +199,50 @@ pub(crate) fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() ->
     Ok(())
 }
 
+/// Stops nginx as nginx is stopped (SIGTERM to the master, which stops its
+/// workers and exits), then checks that nothing listens on its port.
+fn stop_nginx(nginx: Running, port: u16) -> anyhow::Result<()> {
+    drop(nginx);
+    wait_until("nginx's workers to stop", Duration::from_secs(10), || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// The server's kept-answer counters, from `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct AnswerLookups {
+    kept: u64,
+    computed: u64,
+}
+
+impl AnswerLookups {
+    fn since(self, earlier: AnswerLookups) -> AnswerLookups {
+        AnswerLookups {
+            kept: self.kept - earlier.kept,
+            computed: self.computed - earlier.computed,
+        }
+    }
+}
+
+fn answer_lookups(port: u16) -> anyhow::Result<AnswerLookups> {
+    let (status, body, _) = get(port, "/metrics")?;
+    if status != 200 {
+        bail!("/metrics answered {status}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("personas_answer_lookups_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(AnswerLookups {
+        kept: count("kept"),
+        computed: count("computed"),
+    })
+}
+
 fn start_nginx(root: &Path, port: u16) -> anyhow::Result<Running> {
     let config = root.join("nginx.conf");
     std::fs::write(
@@ -188,7 +250,7 @@ fn start_nginx(root: &Path, port: u16) -> anyhow::Result<Running> {
         format!(
             "daemon off;\nworker_processes 2;\nuser root;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  default_type application/json;\n  etag on;\n\
+             http {{\n  access_log off;\n  default_type application/json;\n  types {{ text/html html; }}\n  etag on;\n\
                client_body_temp_path {root}/tmp;\n  proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
                uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
                server {{ listen 127.0.0.1:{port}; root {root}/static; }}\n}}\n",
@@ -206,14 +268,6 @@ fn start_nginx(root: &Path, port: u16) -> anyhow::Result<Running> {
         .spawn()
         .context("starting nginx (apt-get install nginx)")?;
     Ok(Running(child))
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
 /// Queries for the semantic timing: varied, so no answer is a repeat.
@@ -276,21 +330,27 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
     if status != 200 {
         bail!("{pinned} answered {status}");
     }
-    let nginx_root = root.join("nginx");
-    std::fs::create_dir_all(nginx_root.join("static"))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&nginx_root, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::write(nginx_root.join("static/persona.json"), &bytes)?;
-    let nginx_port = free_port()?;
-    let _nginx = start_nginx(&nginx_root, nginx_port)?;
-    wait_until("nginx", Duration::from_secs(10), || {
-        get(nginx_port, "/persona.json").is_ok_and(|(status, body, _)| status == 200 && body == bytes)
-    })?;
     let slug_page = {
         let (_, body, _) = get(port, &format!("/api/personas/{probe}"))?;
         let value: serde_json::Value = serde_json::from_slice(&body)?;
         format!("/p/{}", value["slug"].as_str().context("a slug")?)
     };
+    let (status, page_bytes, _) = get(port, &slug_page)?;
+    if status != 200 {
+        bail!("{slug_page} answered {status}");
+    }
+    // nginx serves each answer's own bytes: the reference does the same work on the wire.
+    let nginx_root = root.join("nginx");
+    std::fs::create_dir_all(nginx_root.join("static"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&nginx_root, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(nginx_root.join("static/persona.json"), &bytes)?;
+    std::fs::write(nginx_root.join("static/persona.html"), &page_bytes)?;
+    let nginx_port = free_port()?;
+    let nginx = start_nginx(&nginx_root, nginx_port)?;
+    wait_until("nginx", Duration::from_secs(10), || {
+        get(nginx_port, "/persona.json").is_ok_and(|(status, body, _)| status == 200 && body == bytes)
+    })?;
 
     let (seconds, connections) = (bench.seconds, bench.connections);
     println!(
@@ -303,19 +363,38 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         connections,
     )?;
     println!(
-        "nginx static    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} bytes, the reference)",
+        "nginx json      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (the pinned answer's {} bytes from a file: the API's reference)",
         reference.requests_per_second,
         reference.p50_ms,
         reference.p99_ms,
         bytes.len()
     );
-    let api = wrk(&format!("http://127.0.0.1:{port}{pinned}"), seconds, connections)?;
+    let page_reference = wrk(
+        &format!("http://127.0.0.1:{nginx_port}/persona.html"),
+        seconds,
+        connections,
+    )?;
     println!(
-        "api pinned      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx",
+        "nginx page      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (the persona page's {} bytes from a file: the page's reference)",
+        page_reference.requests_per_second,
+        page_reference.p50_ms,
+        page_reference.p99_ms,
+        page_bytes.len()
+    );
+    stop_nginx(nginx, nginx_port)?;
+
+    let before = answer_lookups(port)?;
+    let api = wrk(&format!("http://127.0.0.1:{port}{pinned}"), seconds, connections)?;
+    let lookups = answer_lookups(port)?.since(before);
+    println!(
+        "api pinned      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx json (one pinned answer over and over: \
+         {} of {} answered from memory)",
         api.requests_per_second,
         api.p50_ms,
         api.p99_ms,
-        api.requests_per_second / reference.requests_per_second
+        api.requests_per_second / reference.requests_per_second,
+        lookups.kept,
+        lookups.kept + lookups.computed
     );
     // Assignment: every request a distinct unit, so no answer is kept; what
     // is kept is the experiment's plan (its variants resolved and rendered).
@@ -343,36 +422,64 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         assigned.p99_ms,
         assigned.requests_per_second / api.requests_per_second
     );
-    // Every request distinct (an ignored query parameter), so none is answered from memory:
-    // the database path each time.
+
+    // The database path: a replica on the same database that keeps no
+    // answers, asked for version 1 of a random persona each time; its
+    // counters must show that every request was computed.
+    let database_url =
+        crate::store::local_pg::LocalCluster::new(&data_dir.join("postgres"))?.url(crate::store::local_pg::DATABASE);
+    let replica_port = free_port()?;
+    let replica = start_server_with(
+        &repository,
+        &root.join("replica"),
+        replica_port,
+        &["--no-sync", "--kept-answers-mib", "0"],
+        &[("DATABASE_URL", database_url)],
+    )?;
+    wait_until("the replica", Duration::from_secs(120), || {
+        get(replica_port, "/readyz").is_ok_and(|(status, _, _)| status == 200)
+    })?;
     let script = nginx_root.join("distinct.lua");
     std::fs::write(
         &script,
         format!(
-            "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
-             return wrk.format(\"GET\", \"{pinned}?n=\" .. counter .. \"-\" .. math.random(1, 1000000000))\nend\n"
+            "request = function()\n  local n = math.random(1, {personas})\n  \
+             return wrk.format(\"GET\", string.format(\"/api/personas/%08x-0000-4000-8000-%012x@1\", n, n))\nend\n",
+            personas = bench.shape.personas
         ),
     )?;
+    let before = answer_lookups(replica_port)?;
     let uncached = wrk_with(
-        &format!("http://127.0.0.1:{port}/"),
+        &format!("http://127.0.0.1:{replica_port}/"),
         seconds,
         connections,
         Some(&script),
     )?;
+    let lookups = answer_lookups(replica_port)?.since(before);
+    if lookups.kept > 0 {
+        bail!(
+            "the replica answered {} requests from memory: not the database path",
+            lookups.kept
+        );
+    }
     println!(
-        "api uncached    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx (every request distinct: the database path)",
+        "api database    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx json (version 1 of a random persona \
+         from a replica that keeps no answers: {} of {} read from the database)",
         uncached.requests_per_second,
         uncached.p50_ms,
         uncached.p99_ms,
-        uncached.requests_per_second / reference.requests_per_second
+        uncached.requests_per_second / reference.requests_per_second,
+        lookups.computed,
+        lookups.kept + lookups.computed
     );
+    terminate(replica)?;
     let page = wrk(&format!("http://127.0.0.1:{port}{slug_page}"), seconds, connections)?;
     println!(
-        "persona page    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx",
+        "persona page    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx page",
         page.requests_per_second,
         page.p50_ms,
         page.p99_ms,
-        page.requests_per_second / reference.requests_per_second
+        page.requests_per_second / page_reference.requests_per_second
     );
 
     let mut times = Vec::new();
@@ -394,8 +501,13 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         times[times.len() / 2].as_secs_f64() * 1000.0,
         times[times.len() * 99 / 100].as_secs_f64() * 1000.0
     );
-    match rss_kib(server.0.id()) {
-        Some(kib) => println!("server RSS      {:>9.1} MiB after the runs", kib as f64 / 1024.0),
+    match ProcessMemory::of(server.0.id()) {
+        Some(memory) => println!(
+            "server RSS      {:>9.1} MiB after the runs (peak {:.1} MiB, anonymous {:.1} MiB)",
+            mib(memory.rss_kib),
+            mib(memory.peak_kib),
+            mib(memory.anonymous_kib)
+        ),
         None => println!("server RSS      unknown"),
     }
     Ok(Outcome::Clean)

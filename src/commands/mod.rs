@@ -17,6 +17,7 @@ pub mod interchange;
 pub mod log;
 pub mod near_duplicates;
 pub mod new;
+pub mod process_memory;
 pub mod prompt;
 pub mod registry_files;
 pub mod review;

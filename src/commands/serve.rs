@@ -30,6 +30,8 @@ pub struct ServeCommand<'a> {
     pub fetch_interval: Duration,
     /// Run the sync in this process: `None` decides by whether the database is external.
     pub sync: Option<bool>,
+    /// The bound on answers kept in memory (0: none).
+    pub kept_answers_bytes: usize,
     pub config: &'a Config,
 }
 
@@ -75,7 +77,8 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     let state = Arc::new(
         Shared::new(database.pool.clone(), vectors, following)
             .with_writes(access, writer)
-            .with_webhooks(webhooks.unwrap_or_default()),
+            .with_webhooks(webhooks.unwrap_or_default())
+            .with_kept_answers(command.kept_answers_bytes),
     );
     // Every replica runs the deliveries; the cursor locks share the work out.
     let webhooks = Worker::for_command(&database.pool, webhooks)?;

@@ -143,9 +143,24 @@ pub struct KnownVersion {
     pub persona: Persona,
 }
 
-/// One registry file as of the last commit processed.
+/// One registry file as of the last commit processed. A valid file's
+/// persona is shared with [`Current`] rather than copied, and hashed once:
+/// the state is kept between syncs (the resume cache), so at 10,000
+/// personas a second copy of each would be most of a server's memory.
 struct TrackedFile {
+    /// Everything but the persona, which is taken out into `valid`.
     parsed: ParsedPersona,
+    valid: Option<(Arc<Persona>, ContentHash)>,
+}
+
+impl TrackedFile {
+    fn new(mut parsed: ParsedPersona) -> TrackedFile {
+        let valid = parsed.persona.take().map(|persona| {
+            let hash = content_hash(&persona);
+            (Arc::new(persona), hash)
+        });
+        TrackedFile { parsed, valid }
+    }
 }
 
 /// The last valid version of a live persona.
@@ -561,7 +576,7 @@ impl HistoryWalk {
             if let Some(id) = parsed.id {
                 affected.insert(id);
             }
-            self.state.insert_file(path.clone(), TrackedFile { parsed });
+            self.state.insert_file(path.clone(), TrackedFile::new(parsed));
         }
 
         // Decide each affected persona's fate from the files now claiming its id.
@@ -597,10 +612,9 @@ impl HistoryWalk {
                         next_current.push((*id, None));
                     }
                 }
-                [file] => match &file.parsed.persona {
-                    Some(persona) => {
-                        let hash = content_hash(persona);
-                        let persona = Arc::new(persona.clone());
+                [file] => match &file.valid {
+                    Some((persona, hash)) => {
+                        let (persona, hash) = (Arc::clone(persona), *hash);
                         let path = file.parsed.file.clone();
                         if previous.is_some_and(|previous| previous.hash == hash) {
                             continue;

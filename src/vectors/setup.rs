@@ -7,7 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::edge::EdgeIndex;
-use super::embed::{EmbedError, Embedder};
+use super::embed::{EmbedError, Embedder, SessionMemory, SessionTuning};
 use super::index::{Hit, IndexError, Point, PointStamp, VectorIndex};
 use super::server::QdrantIndex;
 use crate::config::Config;
@@ -57,7 +57,12 @@ pub async fn load_embedder(config: &Config) -> Result<Option<Arc<Embedder>>, Emb
     let loading = match (&config.model_dir, &config.model, &resolve_model_dir(None)) {
         (Some(model_dir), _, _) | (None, None, Some(model_dir)) => {
             let model_dir = model_dir.clone();
-            tokio::task::spawn_blocking(move || Embedder::load(&model_dir, runtime_library.as_deref())).await
+            let tuning = SessionTuning {
+                memory: config.embed_memory.unwrap_or(SessionMemory::Released),
+                ..SessionTuning::default()
+            };
+            tokio::task::spawn_blocking(move || Embedder::load_with(&model_dir, runtime_library.as_deref(), tuning))
+                .await
         }
         (None, Some(name), _) => {
             let name = name.clone();

@@ -11,16 +11,19 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 use super::cache::Freshness;
 use crate::store::projection::CHANNEL;
 
-/// More bytes than this between two changes and the cache starts over: a
-/// bound on memory (pages are ~15 KiB, API answers ~1.5 KiB) that costs
-/// nothing in the common case.
-const MAX_BYTES: usize = 64 * 1024 * 1024;
+/// More bytes than this between two changes and the kept answers start
+/// over: a bound on memory (pages are ~15 KiB, API answers ~1.5 KiB) that
+/// costs nothing in the common case. `serve --kept-answers-mib` sets another.
+pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// One answer as it is sent, before compression.
 #[derive(Debug, Clone)]
@@ -58,11 +61,27 @@ struct Entries {
     listening: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Answers {
     entries: Mutex<Entries>,
     /// Woken by every change notification, for requests that wait for one.
     changed: tokio::sync::Notify,
+    /// Keys and bodies held at most; 0 keeps nothing (every request reads the database).
+    max_bytes: usize,
+    /// Lookups answered from memory and not, for `/metrics` (and the
+    /// benchmark, which must know which path it measured).
+    lookups: Family<LookupLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    outcome: &'static str,
+}
+
+impl Default for Answers {
+    fn default() -> Answers {
+        Answers::with_limit(DEFAULT_MAX_BYTES)
+    }
 }
 
 /// Where an answer's reads began: take it before the first query.
@@ -70,12 +89,33 @@ pub struct Answers {
 pub struct Generation(u64);
 
 impl Answers {
-    pub fn get(&self, key: &str) -> Option<Answer> {
-        let entries = self.lock();
-        if !entries.listening {
-            return None;
+    pub fn with_limit(max_bytes: usize) -> Answers {
+        Answers {
+            entries: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+            max_bytes,
+            lookups: Family::default(),
         }
-        entries.answers.get(key).cloned()
+    }
+
+    /// The same answers with another bound (the counters stay registered).
+    pub fn limited_to(self, max_bytes: usize) -> Answers {
+        Answers { max_bytes, ..self }
+    }
+
+    /// The lookup counters, to register with the metrics.
+    pub fn lookups(&self) -> Family<LookupLabels, Counter> {
+        self.lookups.clone()
+    }
+
+    pub fn get(&self, key: &str) -> Option<Answer> {
+        let found = {
+            let entries = self.lock();
+            entries.listening.then(|| entries.answers.get(key).cloned()).flatten()
+        };
+        let outcome = if found.is_some() { "kept" } else { "computed" };
+        self.lookups.get_or_create(&LookupLabels { outcome }).inc();
+        found
     }
 
     /// The generation to pass to [`Answers::put`] for reads starting now.
@@ -91,7 +131,10 @@ impl Answers {
             return;
         }
         let size = key.len() + answer.body.len() + answer.validator.len();
-        if entries.bytes + size > MAX_BYTES {
+        if size > self.max_bytes {
+            return;
+        }
+        if entries.bytes + size > self.max_bytes {
             entries.answers.clear();
             entries.bytes = 0;
         }

@@ -48,9 +48,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The metrics, with the kept answers' lookup counters among them.
+    pub fn new(answer_lookups: Family<super::answers::LookupLabels, Counter>) -> Self {
         let mut registry = Registry::with_prefix("personas");
+        registry.register(
+            "answer_lookups",
+            "Answers looked up in memory: kept (answered from memory) or computed (read from the database)",
+            answer_lookups,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);

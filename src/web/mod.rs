@@ -73,17 +73,26 @@ pub struct StaticSite {
 
 impl Shared {
     pub fn new(pool: PgPool, vectors: Option<Vectors>, following: Option<(PathBuf, String)>) -> Shared {
+        let answers = answers::Answers::default();
         Shared {
             pool,
             vectors,
-            metrics: metrics::Metrics::default(),
+            metrics: metrics::Metrics::new(answers.lookups()),
             following,
-            answers: answers::Answers::default(),
+            answers,
             static_site: None,
             access: access::Access::default(),
             writer: None,
             webhooks: Vec::new(),
             plans: experiments::Plans::default(),
+        }
+    }
+
+    /// Keeps at most `max_bytes` of answers between changes (0: none).
+    pub fn with_kept_answers(self, max_bytes: usize) -> Shared {
+        Shared {
+            answers: self.answers.limited_to(max_bytes),
+            ..self
         }
     }
 
