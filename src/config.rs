@@ -307,6 +307,7 @@ data_dir = "state"
 
 [embed]
 model_dir = "/models/minilm"
+memory = "arena"
 
 [qdrant]
 url = "http://qdrant:6334"
@@ -317,6 +318,7 @@ collection = "staging"
         assert_eq!(config.database_url.as_deref(), Some("postgres://registry@db/personas"));
         assert_eq!(config.data_dir, Some(PathBuf::from("/etc/personas/state")));
         assert_eq!(config.model_dir, Some(PathBuf::from("/models/minilm")));
+        assert_eq!(config.embed_memory, Some(SessionMemory::Arena));
         assert_eq!(config.collection.as_deref(), Some("staging"));
         let shown = format!("{config:?}");
         assert!(!shown.contains("secret") && !shown.contains("registry@db"), "{shown}");
