@@ -20,6 +20,7 @@ use crate::git::{open_repository, resolve_commit};
 use crate::store::queries;
 use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
+use crate::web::reads::SiteSnapshot;
 use crate::web::{Shared, StaticSite};
 
 pub struct BuildSiteCommand<'a> {
@@ -160,13 +161,16 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             }
             None => eprintln!("note: no embedding model, so pages list no similar personas; {PROVISIONING_HINT}"),
         }
-        let state = Arc::new(Shared::for_static_site(
-            database.pool.clone(),
-            vectors,
-            StaticSite {
-                base_url: command.base_url.map(str::to_string),
-            },
-        ));
+        let state = Arc::new(Shared {
+            snapshot: Some(Arc::new(SiteSnapshot::load(&database.pool).await?)),
+            ..Shared::for_static_site(
+                database.pool.clone(),
+                vectors,
+                StaticSite {
+                    base_url: command.base_url.map(str::to_string),
+                },
+            )
+        });
         let started = std::time::Instant::now();
         let progress = progress_bar("rendering", "files");
         let summary = build(

@@ -7,9 +7,10 @@
 //! written too.
 
 pub mod links;
+pub mod manifest;
 pub mod preview;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,9 +22,13 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tower::ServiceExt;
 
+use crate::search::{self, Found, SearchFilter};
 use crate::store::queries::{self, InventoryEntry};
+use crate::vectors::index::VectorIndex;
+use crate::web::reads::{Batch, SiteSnapshot};
 use crate::web::{AppState, router};
 use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
+use manifest::{MANIFEST_FILE, Manifest, ShownSimilar, owner};
 use preview::Preview;
 
 /// Marks a directory as a copy made by `build-site`, so a rebuild may replace it.
@@ -51,6 +56,12 @@ pub struct BuildSummary {
     /// Addresses the router did not answer with 200 (written all the same:
     /// a deleted persona's page says it was deleted). Sorted.
     pub not_ok: Vec<(String, u16)>,
+    /// Whether an earlier copy was updated in place.
+    pub incremental: bool,
+    /// Files whose bytes were written (in place: those that changed).
+    pub rewritten: usize,
+    /// Files of the earlier copy that this one no longer has.
+    pub removed: usize,
 }
 
 impl std::fmt::Display for BuildSummary {
@@ -62,6 +73,13 @@ impl std::fmt::Display for BuildSummary {
             self.bytes as f64 / (1024.0 * 1024.0),
             self.personas
         )?;
+        if self.incremental {
+            write!(
+                formatter,
+                "; updated in place: {} files rendered, {} rewritten, {} removed",
+                self.files, self.rewritten, self.removed
+            )?;
+        }
         if !self.not_ok.is_empty() {
             write!(formatter, ", {} pages answered other than 200", self.not_ok.len())?;
         }
@@ -78,17 +96,100 @@ struct Rendered {
     links: Vec<String>,
 }
 
-/// Builds the copy into a fresh directory beside `out`, then puts it in
-/// place: a failed build leaves the previous copy untouched.
+/// Builds the copy. A directory holding a copy made by the same program
+/// with the same options (its manifest says so) is updated in place:
+/// only the files of personas whose inputs changed, the pages whose
+/// "similar personas" changed and the registry-wide pages are rendered,
+/// files that come out the same are left alone, and the files of removed
+/// personas are deleted. Anything else is a full build into a fresh
+/// directory beside `out`, put in place at the end, so a failed build leaves
+/// the previous copy untouched.
 pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<BuildSummary> {
-    let staging = prepare_staging(build.out)?;
-    let result = render_into(state, staging.path(), &build.progress, build.preview.clone()).await;
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(error) => return Err(error),
+    let started = std::time::Instant::now();
+    let inputs = SiteInputs::read(&state, build.preview.as_deref()).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "read the site's inputs");
+    // A preview's banner, on every page, names the change: nothing carries over.
+    let previous = if build.preview.is_none() && build.out.join(MARKER_FILE).is_file() {
+        Manifest::read(build.out).filter(|manifest| manifest.site == inputs.site)
+    } else {
+        None
     };
-    replace_directory(staging, build.out)?;
-    Ok(summary)
+    match previous {
+        Some(previous) => {
+            // Until the new manifest is written, the copy is between two
+            // builds; without a manifest, the next build is a full one.
+            let manifest_path = build.out.join(MANIFEST_FILE);
+            std::fs::remove_file(&manifest_path)
+                .with_context(|| format!("removing {} before updating the copy", manifest_path.display()))?;
+            render_into(state, build.out, &build.progress, build.preview.clone(), inputs, Some(previous)).await
+        }
+        None => {
+            let staging = prepare_staging(build.out)?;
+            let summary = render_into(
+                state,
+                staging.path(),
+                &build.progress,
+                build.preview.clone(),
+                inputs,
+                None,
+            )
+            .await?;
+            replace_directory(staging, build.out)?;
+            Ok(summary)
+        }
+    }
+}
+
+/// What the build reads of the registry before rendering anything.
+struct SiteInputs {
+    inventory: Vec<InventoryEntry>,
+    site_map: Arc<SiteMap>,
+    /// The digest of what every file depends on (see [`manifest::site_inputs`]).
+    site: String,
+    /// Every version's stamp, by current slug.
+    stamps: BTreeMap<String, Vec<queries::VersionStamp>>,
+}
+
+impl SiteInputs {
+    async fn read(state: &AppState, preview: Option<&Preview>) -> anyhow::Result<SiteInputs> {
+        let (inventory, former) = queries::site_inventory(&state.pool).await?;
+        let slugs: HashMap<uuid::Uuid, String> = inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
+        let renamed: BTreeMap<String, String> = former
+            .into_iter()
+            .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
+            .collect();
+        let base_url = state.static_site.as_ref().and_then(|site| site.base_url.as_deref());
+        let templates = queries::prompt_template_history(&state.pool).await?;
+        let site = manifest::site_inputs(&[
+            base_url.unwrap_or(""),
+            &format!("{preview:?}"),
+            &format!("{renamed:?}"),
+            &format!("{templates:?}"),
+        ])?;
+        let site_map = Arc::new(SiteMap::new(renamed.into_iter().collect(), base_url));
+        let mut stamps: BTreeMap<String, Vec<queries::VersionStamp>> = BTreeMap::new();
+        for stamp in queries::version_stamps(&state.pool).await? {
+            stamps.entry(stamp.persona_slug.clone()).or_default().push(stamp);
+        }
+        Ok(SiteInputs {
+            inventory,
+            site_map,
+            site,
+            stamps,
+        })
+    }
+}
+
+/// Personas rendered in one batch: their versions are read with one query.
+const BATCH: usize = 200;
+
+/// What a build renders of each slug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every file of the slug.
+    All,
+    /// Only the current page, whose "similar personas" changed.
+    CurrentPage,
 }
 
 async fn render_into(
@@ -96,67 +197,151 @@ async fn render_into(
     directory: &Path,
     progress: &ProgressBar,
     preview: Option<Arc<Preview>>,
+    inputs: SiteInputs,
+    previous: Option<Manifest>,
 ) -> anyhow::Result<BuildSummary> {
-    let (inventory, former) = queries::site_inventory(&state.pool).await?;
-    let slugs: HashMap<uuid::Uuid, String> = inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
-    let renamed: HashMap<String, String> = former
-        .into_iter()
-        .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
-        .collect();
-    let base_url = state.static_site.as_ref().and_then(|site| site.base_url.as_deref());
-    let site_map = Arc::new(SiteMap::new(renamed, base_url));
+    let SiteInputs {
+        inventory,
+        site_map,
+        site,
+        stamps,
+    } = inputs;
+    let snapshot = state
+        .snapshot
+        .clone()
+        .context("a static build needs the registry's snapshot")?;
     let app = router(Arc::clone(&state));
     let status = queries::sync_status(&state.pool).await?;
+    let in_place = previous.is_some();
+    let mut manifest = Manifest::new(site);
+    for (slug, versions) in &stamps {
+        let entry = manifest.personas.entry(slug.clone()).or_default();
+        entry.inputs = manifest::persona_inputs(versions, snapshot.slugs(), snapshot.labels());
+    }
 
+    // What to render of each slug, and the files kept from the previous build.
+    let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
+    let mut similar: HashMap<uuid::Uuid, Vec<Found>> = HashMap::new();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    match &previous {
+        None => {
+            scopes.extend(stamps.keys().map(|slug| (slug.clone(), Scope::All)));
+        }
+        Some(previous) => {
+            for (slug, entry) in &mut manifest.personas {
+                match previous.personas.get(slug) {
+                    Some(old) if old.inputs == entry.inputs => {
+                        entry.similar = old.similar.clone();
+                        entry.files = old.files.clone();
+                        kept.extend(old.files.iter().cloned());
+                    }
+                    _ => {
+                        scopes.insert(slug.clone(), Scope::All);
+                    }
+                }
+            }
+            let changed: BTreeSet<&str> = scopes
+                .keys()
+                .map(String::as_str)
+                .chain(
+                    previous
+                        .personas
+                        .keys()
+                        .filter(|slug| !manifest.personas.contains_key(*slug))
+                        .map(String::as_str),
+                )
+                .collect();
+            for (slug, found) in similar_changes(&state, &snapshot, &manifest, &changed).await? {
+                if let Some(entry) = manifest.personas.get_mut(&slug) {
+                    entry.similar = ShownSimilar::list(&found);
+                }
+                if let Some(persona) = snapshot.persona(&slug) {
+                    similar.insert(persona.id, found);
+                }
+                scopes.insert(slug.clone(), Scope::CurrentPage);
+                kept.remove(&format!("p/{slug}/index.html"));
+            }
+        }
+    }
+
+    tracing::debug!(rendered = scopes.len(), "planned the slugs to render");
     let mut summary = BuildSummary {
         personas: inventory.iter().filter(|entry| !entry.deleted).count(),
+        incremental: in_place,
         ..BuildSummary::default()
     };
+    let crawl = Arc::new(Crawl {
+        site_map: Arc::clone(&site_map),
+        directory: directory.to_path_buf(),
+        known: std::sync::Mutex::new(kept),
+        found: std::sync::Mutex::new(Vec::new()),
+        progress: progress.clone(),
+        preview: preview.clone(),
+        in_place,
+    });
+    let mut produced: BTreeSet<String> = BTreeSet::new();
+    let tally = |summary: &mut BuildSummary, produced: &mut BTreeSet<String>, written: Written| {
+        summary.files += 1;
+        summary.bytes += written.size;
+        if written.rewritten {
+            summary.rewritten += 1;
+        }
+        if written.status != StatusCode::OK {
+            summary
+                .not_ok
+                .push((canonical_address(&written.file), written.status.as_u16()));
+        }
+        produced.insert(written.file);
+    };
+
     // Files this build writes itself rather than asking the router for.
     let index = search_index(&inventory)?;
-    let mut written: BTreeSet<String> = BTreeSet::new();
+    let marker = match &preview {
+        None => format!(
+            "A static copy of the persona registry, made by `personas build-site` from commit {}.\n",
+            status.last_commit.as_deref().unwrap_or("(none)")
+        ),
+        Some(preview) => format!(
+            "A preview of the persona registry, made by `personas build-site --preview` from commit {} ({}) against {} ({}).\n",
+            preview.head_commit, preview.head, preview.base_commit, preview.base
+        ),
+    };
     for (file, bytes) in [
         (SEARCH_INDEX_JSON.to_string(), index.clone()),
         (
             SEARCH_INDEX_SCRIPT.to_string(),
             [b"window.PERSONAS_SEARCH_INDEX = ".as_slice(), &index, b";\n"].concat(),
         ),
-        (
-            MARKER_FILE.to_string(),
-            match &preview {
-                None => format!(
-                    "A static copy of the persona registry, made by `personas build-site` from commit {}.\n",
-                    status.last_commit.as_deref().unwrap_or("(none)")
-                ),
-                Some(preview) => format!(
-                    "A preview of the persona registry, made by `personas build-site --preview` from commit {} ({}) against {} ({}).\n",
-                    preview.head_commit, preview.head, preview.base_commit, preview.base
-                ),
-            }
-            .into_bytes(),
-        ),
+        (MARKER_FILE.to_string(), marker.into_bytes()),
     ] {
-        write_file(directory, &file, &bytes)?;
-        summary.files += 1;
-        summary.bytes += bytes.len() as u64;
-        written.insert(file);
+        crawl.claim(&file);
+        let rewritten = write_file(directory, &file, &bytes, in_place)?;
+        tally(
+            &mut summary,
+            &mut produced,
+            Written {
+                size: bytes.len() as u64,
+                file,
+                status: StatusCode::OK,
+                rewritten,
+            },
+        );
     }
-
     // The 404 page: any address the router does not know.
     let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
-    write_file(directory, NOT_FOUND_FILE, &not_found.bytes)?;
-    summary.files += 1;
-    summary.bytes += not_found.bytes.len() as u64;
-    written.insert(NOT_FOUND_FILE.to_string());
+    crawl.claim(NOT_FOUND_FILE);
+    let rewritten = write_file(directory, NOT_FOUND_FILE, &not_found.bytes, in_place)?;
+    tally(
+        &mut summary,
+        &mut produced,
+        Written {
+            size: not_found.bytes.len() as u64,
+            file: NOT_FOUND_FILE.to_string(),
+            status: StatusCode::OK,
+            rewritten,
+        },
+    );
 
-    let crawl = Arc::new(Crawl {
-        site_map: Arc::clone(&site_map),
-        directory: directory.to_path_buf(),
-        known: std::sync::Mutex::new(written),
-        found: std::sync::Mutex::new(Vec::new()),
-        progress: progress.clone(),
-        preview: preview.clone(),
-    });
     // Without a prompt template there is no prompt to mirror (the API answers 404).
     let with_prompts = queries::prompt_template(&state.pool, None).await?.is_some();
     let label_names: Vec<String> = crate::store::labels::label_moves(&state.pool, None, None)
@@ -171,41 +356,254 @@ async fn render_into(
         .into_iter()
         .map(|revision| revision.name)
         .collect();
-    let mut round: Vec<String> = seeds(&inventory, with_prompts)
-        .into_iter()
-        .chain(acting_seeds(&label_names, &experiment_names))
-        .chain(preview.iter().flat_map(|preview| preview.addresses()))
-        .filter_map(|address| site_map.target(&address).map(|target| target.file))
-        .filter(|file| crawl.claim(file))
-        .collect();
-    progress.set_length(round.len() as u64);
-    // Rounds: the seeds, then what they link to that is not written yet, and so on.
-    while !round.is_empty() {
-        for written in render_round(&app, &crawl, round).await? {
-            summary.files += 1;
-            summary.bytes += written.size;
-            if written.status != StatusCode::OK {
-                summary
-                    .not_ok
-                    .push((canonical_address(&written.file), written.status.as_u16()));
+    // Claimed before anything renders, so that a link to a persona's file
+    // from a shared page leaves it to the persona's batch.
+    let claim_all = |addresses: Vec<String>| -> Vec<String> {
+        addresses
+            .into_iter()
+            .filter_map(|address| site_map.target(&address).map(|target| target.file))
+            .filter(|file| crawl.claim(file))
+            .collect()
+    };
+    let shared_round = claim_all(
+        shared_seeds()
+            .into_iter()
+            .chain(acting_seeds(&label_names, &experiment_names))
+            .chain(preview.iter().flat_map(|preview| preview.addresses()))
+            .collect(),
+    );
+    let mut by_slug: HashMap<&str, Vec<&InventoryEntry>> = HashMap::new();
+    for entry in &inventory {
+        by_slug.entry(entry.slug.as_str()).or_default().push(entry);
+    }
+    let mut batches: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    let scoped: Vec<(&String, &Scope)> = scopes.iter().collect();
+    for chunk in scoped.chunks(BATCH) {
+        let mut files = Vec::new();
+        let mut slugs = Vec::new();
+        for (slug, scope) in chunk {
+            slugs.push((*slug).clone());
+            let addresses = match scope {
+                Scope::All => persona_seeds(
+                    slug,
+                    by_slug.get(slug.as_str()).map_or(&[][..], Vec::as_slice),
+                    with_prompts,
+                ),
+                Scope::CurrentPage => vec![format!("/p/{slug}")],
+            };
+            files.extend(claim_all(addresses));
+        }
+        batches.push((slugs, files));
+    }
+    let total: usize = shared_round.len() + batches.iter().map(|(_, files)| files.len()).sum::<usize>();
+    progress.set_length(total as u64);
+
+    tracing::debug!("seeds claimed");
+    let mut leftover = Vec::new();
+    for written in render_round(&app, &crawl, shared_round).await? {
+        tally(&mut summary, &mut produced, written);
+    }
+    leftover.extend(crawl.take_found());
+    tracing::debug!("shared pages rendered");
+    for (slugs, files) in batches {
+        let ids: Vec<uuid::Uuid> = slugs
+            .iter()
+            .flat_map(|slug| stamps.get(slug).into_iter().flatten().map(|stamp| stamp.persona_id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut lists = similar_lists(&state, &snapshot, &slugs, &scopes, &mut similar).await?;
+        for (slug, found) in &lists {
+            if let Some(entry) = manifest.personas.get_mut(slug) {
+                entry.similar = ShownSimilar::list(found);
             }
         }
-        round = crawl
-            .found
-            .lock()
-            .map(|mut found| std::mem::take(&mut *found))
-            .unwrap_or_default();
+        snapshot.set_batch(Batch::load(&state.pool, &ids, lists.drain().filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found))).collect()).await?);
+        let in_batch: BTreeSet<&str> = slugs.iter().map(String::as_str).collect();
+        let mut round = files;
+        // The batch's own links (compare pages, pinned cards) while its versions are loaded.
+        while !round.is_empty() {
+            for written in render_round(&app, &crawl, round).await? {
+                tally(&mut summary, &mut produced, written);
+            }
+            let (own, other): (Vec<String>, Vec<String>) = crawl
+                .take_found()
+                .into_iter()
+                .partition(|file| owner(file).is_some_and(|slug| in_batch.contains(slug)));
+            leftover.extend(other);
+            progress.inc_length(own.len() as u64);
+            round = own;
+        }
+    }
+    snapshot.set_batch(Batch::default());
+    // Whatever else was linked: read from the database, round after round.
+    let mut round = leftover;
+    while !round.is_empty() {
         round.sort();
         progress.inc_length(round.len() as u64);
+        for written in render_round(&app, &crawl, round).await? {
+            tally(&mut summary, &mut produced, written);
+        }
+        round = crawl.take_found();
     }
+
+    // The manifest: who owns each file produced, and what was kept.
+    for file in &produced {
+        match owner(file).and_then(|slug| manifest.personas.get_mut(slug)) {
+            Some(entry) if scopes.get(owner(file).unwrap_or_default()) == Some(&Scope::All) => {
+                entry.files.insert(file.clone());
+            }
+            Some(_) => {}
+            None => {
+                manifest.shared_files.insert(file.clone());
+            }
+        }
+    }
+    if let Some(previous) = &previous {
+        let now: BTreeSet<&String> = manifest.files().collect();
+        let mut gone: Vec<&String> = previous.files().filter(|file| !now.contains(file)).collect();
+        gone.sort();
+        gone.dedup();
+        for file in gone {
+            remove_file(directory, file)?;
+            summary.removed += 1;
+        }
+    }
+    let bytes = manifest.to_bytes()?;
+    write_file(directory, MANIFEST_FILE, &bytes, in_place)?;
     summary.not_ok.sort();
     Ok(summary)
 }
 
-/// Every address the copy must hold whether or not a page links to it: the
-/// API mirror above all, which pages do not link to one by one.
-fn seeds(inventory: &[InventoryEntry], with_prompts: bool) -> Vec<String> {
-    let mut addresses: Vec<String> = [
+/// The similar lists to compute for a batch: every live persona rendered
+/// whole (a persona whose list changed was computed already).
+async fn similar_lists(
+    state: &AppState,
+    snapshot: &SiteSnapshot,
+    slugs: &[String],
+    scopes: &BTreeMap<String, Scope>,
+    known: &mut HashMap<uuid::Uuid, Vec<Found>>,
+) -> anyhow::Result<HashMap<String, Vec<Found>>> {
+    let Some(vectors) = &state.vectors else {
+        return Ok(HashMap::new());
+    };
+    let mut lists = HashMap::new();
+    let mut searches = tokio::task::JoinSet::new();
+    for slug in slugs {
+        let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
+            continue;
+        };
+        if let Some(found) = known.remove(&persona.id) {
+            lists.insert(slug.clone(), found);
+            continue;
+        }
+        if scopes.get(slug) != Some(&Scope::All) {
+            continue;
+        }
+        let (index, slug, id) = (Arc::clone(&vectors.index), slug.clone(), persona.id);
+        searches.spawn(async move {
+            let found = search::similar_to(Some(&index), id, &SearchFilter::default(), SIMILAR_SHOWN, true).await;
+            (slug, found)
+        });
+    }
+    while let Some(done) = searches.join_next().await {
+        let (slug, found) = done.context("a similar-persona search failed")?;
+        // A persona the index does not hold yet shows the page's note instead.
+        if let Ok(found) = found {
+            lists.insert(slug, found);
+        }
+    }
+    Ok(lists)
+}
+
+/// How many similar personas a page shows (the page handler's figure).
+const SIMILAR_SHOWN: usize = 5;
+/// A score this far below a list's last one may still enter it once the
+/// page's two-decimal rounding and the tie step are allowed for.
+const ENTRY_MARGIN: f64 = 0.01;
+
+/// The kept personas whose "similar personas" list differs now, with the
+/// new list. Only lists a change can reach are recomputed: those showing a
+/// changed or removed persona, those not full yet, and those a changed
+/// persona now scores high enough to enter.
+async fn similar_changes(
+    state: &AppState,
+    snapshot: &SiteSnapshot,
+    manifest: &Manifest,
+    changed: &BTreeSet<&str>,
+) -> anyhow::Result<Vec<(String, Vec<Found>)>> {
+    let Some(vectors) = &state.vectors else {
+        return Ok(Vec::new());
+    };
+    let total = usize::try_from(vectors.index.count().await?).unwrap_or(usize::MAX);
+    // Each changed live persona's score against every stored persona.
+    let mut entering: HashMap<String, f64> = HashMap::new();
+    for slug in changed {
+        let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
+            continue;
+        };
+        let Ok(hits) = vectors
+            .index
+            .similar_exact(persona.id, &SearchFilter::default(), total)
+            .await
+        else {
+            continue;
+        };
+        for hit in hits {
+            let best = entering.entry(hit.payload.slug).or_insert(f64::MIN);
+            *best = best.max(f64::from(hit.score));
+        }
+    }
+    let mut candidates = Vec::new();
+    for (slug, entry) in &manifest.personas {
+        if changed.contains(slug.as_str()) {
+            continue;
+        }
+        let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
+            continue;
+        };
+        let shows_changed = entry.similar.iter().any(|shown| changed.contains(shown.slug.as_str()));
+        let threshold = if entry.similar.len() < SIMILAR_SHOWN {
+            f64::MIN
+        } else {
+            entry
+                .similar
+                .last()
+                .and_then(|last| last.score.parse::<f64>().ok())
+                .map_or(f64::MIN, |score| score - ENTRY_MARGIN)
+        };
+        let may_enter = entering.get(slug).is_some_and(|score| *score >= threshold);
+        if shows_changed || may_enter || (entry.similar.len() < SIMILAR_SHOWN && !changed.is_empty()) {
+            candidates.push((slug.clone(), persona.id));
+        }
+    }
+    let mut searches = tokio::task::JoinSet::new();
+    for (slug, id) in candidates {
+        let index = Arc::clone(&vectors.index);
+        searches.spawn(async move {
+            let found = search::similar_to(Some(&index), id, &SearchFilter::default(), SIMILAR_SHOWN, true).await;
+            (slug, found)
+        });
+    }
+    let mut differing = Vec::new();
+    while let Some(done) = searches.join_next().await {
+        let (slug, found) = done.context("a similar-persona search failed")?;
+        let Ok(found) = found else { continue };
+        if manifest
+            .personas
+            .get(&slug)
+            .is_some_and(|entry| entry.similar != ShownSimilar::list(&found))
+        {
+            differing.push((slug, found));
+        }
+    }
+    differing.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(differing)
+}
+
+/// The registry-wide addresses the copy must hold whether or not a page links to them.
+fn shared_seeds() -> Vec<String> {
+    [
         "/",
         "/search",
         "/changes",
@@ -218,26 +616,38 @@ fn seeds(inventory: &[InventoryEntry], with_prompts: bool) -> Vec<String> {
     ]
     .iter()
     .map(|address| address.to_string())
-    .collect();
-    for entry in inventory {
-        let slug = &entry.slug;
-        addresses.push(format!("/p/{slug}/history"));
-        addresses.push(format!("/api/personas/{slug}/versions"));
-        if !entry.deleted {
-            addresses.push(format!("/p/{slug}"));
-            addresses.push(format!("/api/personas/{slug}"));
-            addresses.push(format!("/api/personas/{slug}/card"));
-            if with_prompts {
-                addresses.push(format!("/api/personas/{slug}/prompt"));
-            }
+    .collect()
+}
+
+/// One slug's addresses: the API mirror above all, which pages do not link
+/// to one by one (every persona that had the slug, the live one last).
+fn persona_seeds(slug: &str, entries: &[&InventoryEntry], with_prompts: bool) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for entry in entries {
+        addresses.extend(entry_seeds(slug, entry, with_prompts));
+    }
+    addresses
+}
+
+fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool) -> Vec<String> {
+    let mut addresses = vec![
+        format!("/p/{slug}/history"),
+        format!("/api/personas/{slug}/versions"),
+    ];
+    if !entry.deleted {
+        addresses.push(format!("/p/{slug}"));
+        addresses.push(format!("/api/personas/{slug}"));
+        addresses.push(format!("/api/personas/{slug}/card"));
+        if with_prompts {
+            addresses.push(format!("/api/personas/{slug}/prompt"));
         }
-        for version in &entry.versions {
-            addresses.push(format!("/p/{slug}/v/{version}"));
-            addresses.push(format!("/api/personas/{slug}@{version}"));
-            // What an A/B test pins: the prompt of one version, forever.
-            if with_prompts {
-                addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
-            }
+    }
+    for version in &entry.versions {
+        addresses.push(format!("/p/{slug}/v/{version}"));
+        addresses.push(format!("/api/personas/{slug}@{version}"));
+        // What an A/B test pins: the prompt of one version, forever.
+        if with_prompts {
+            addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
         }
     }
     addresses
@@ -275,9 +685,18 @@ struct Crawl {
     found: std::sync::Mutex<Vec<String>>,
     progress: ProgressBar,
     preview: Option<Arc<Preview>>,
+    /// Updating a copy in place: a file that comes out the same is not rewritten.
+    in_place: bool,
 }
 
 impl Crawl {
+    fn take_found(&self) -> Vec<String> {
+        self.found
+            .lock()
+            .map(|mut found| std::mem::take(&mut *found))
+            .unwrap_or_default()
+    }
+
     /// Whether `file` was new (and is now claimed by the caller).
     fn claim(&self, file: &str) -> bool {
         self.known.lock().is_ok_and(|mut known| known.insert(file.to_string()))
@@ -301,6 +720,8 @@ struct Written {
     file: String,
     status: StatusCode,
     size: u64,
+    /// Whether the file's bytes were written (an in-place update leaves equal files alone).
+    rewritten: bool,
 }
 
 /// Renders and writes one round of files, `CONCURRENCY` requests at a time.
@@ -323,13 +744,14 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
                     file,
                 )
                 .await?;
-                write_file(&crawl.directory, &rendered.file, &rendered.bytes)?;
+                let rewritten = write_file(&crawl.directory, &rendered.file, &rendered.bytes, crawl.in_place)?;
                 crawl.linked(rendered.links);
                 crawl.progress.inc(1);
                 done.push(Written {
                     size: rendered.bytes.len() as u64,
                     file: rendered.file,
                     status: rendered.status,
+                    rewritten,
                 });
             }
             anyhow::Ok(done)
@@ -439,17 +861,54 @@ fn search_index(inventory: &[InventoryEntry]) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&SearchIndex { personas })?)
 }
 
-fn write_file(directory: &Path, file: &str, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes one file of the copy; in place, only when its bytes differ, and
+/// through a rename, so a server reading the copy never sees half a file.
+/// Returns whether it wrote.
+fn write_file(directory: &Path, file: &str, bytes: &[u8], in_place: bool) -> anyhow::Result<bool> {
+    let path = path_in_copy(directory, file)?;
+    if in_place && std::fs::read(&path).is_ok_and(|existing| existing == bytes) {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if in_place {
+        let mut temporary = path.clone().into_os_string();
+        temporary.push(".personas-partial");
+        std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::rename(&temporary, &path).with_context(|| format!("replacing {}", path.display()))?;
+    } else {
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// Removes a file a previous build wrote and this one does not, and the
+/// directories it leaves empty.
+fn remove_file(directory: &Path, file: &str) -> anyhow::Result<()> {
+    let path = path_in_copy(directory, file)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("removing {}", path.display())),
+    }
+    let mut parent = path.parent();
+    while let Some(folder) = parent
+        && folder != directory
+        && std::fs::remove_dir(folder).is_ok()
+    {
+        parent = folder.parent();
+    }
+    Ok(())
+}
+
+fn path_in_copy(directory: &Path, file: &str) -> anyhow::Result<PathBuf> {
     // Files come from the site map, which only joins URL path segments; a
     // segment that climbs out of the copy would be a bug, refused here.
     if file.split('/').any(|segment| segment == ".." || segment.is_empty()) {
         bail!("refusing to write {file:?} outside the copy");
     }
-    let path = directory.join(file);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    Ok(directory.join(file))
 }
 
 /// A fresh directory beside `out`, so the final move is a rename on one file system.

@@ -119,7 +119,7 @@ struct ListRow {
 }
 
 /// How a list is ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
     #[default]
@@ -323,6 +323,126 @@ pub async fn versions(pool: &PgPool, persona: Uuid) -> sqlx::Result<Vec<VersionR
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(VersionRecord::from).collect())
+}
+
+/// The persona `reference` names (as [`find_persona`] ranks them) with its
+/// version `number`, in one round trip; `None` when either is missing.
+pub async fn numbered_version(
+    pool: &PgPool,
+    reference: &str,
+    number: i32,
+) -> sqlx::Result<Option<(PersonaRef, VersionRecord)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        current_slug: String,
+        deleted: bool,
+        #[sqlx(flatten)]
+        version: VersionRow,
+    }
+    let by_id = reference.parse::<Uuid>().ok();
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "WITH persona AS (
+             SELECT id, slug, deleted FROM (
+                 SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
+                 UNION ALL
+                 SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
+                 UNION ALL
+                 SELECT p.id, p.slug, p.deleted, p.created_at, 2
+                 FROM persona_slugs s JOIN personas p ON p.id = s.persona_id WHERE s.slug = $2
+             ) candidates
+             ORDER BY rank, deleted, created_at DESC
+             LIMIT 1
+         )
+         SELECT p.slug AS current_slug, p.deleted, {VERSION_COLUMNS}
+         FROM persona p JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = $3"
+    ))
+    .bind(by_id)
+    .bind(reference)
+    .bind(number)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let persona = PersonaRef {
+            id: row.version.persona_id,
+            slug: row.current_slug,
+            deleted: row.deleted,
+        };
+        (persona, VersionRecord::from(row.version))
+    }))
+}
+
+/// Every version of each of `personas` (newest first per persona), each
+/// with whether it is the persona's current one: a static build's batch.
+pub async fn versions_of(pool: &PgPool, personas: &[Uuid]) -> sqlx::Result<Vec<(VersionRecord, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        is_current: bool,
+        #[sqlx(flatten)]
+        version: VersionRow,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT COALESCE(v.id = p.current_version_id, false) AS is_current, {VERSION_COLUMNS}
+         FROM persona_versions v JOIN personas p ON p.id = v.persona_id
+         WHERE v.persona_id = ANY($1)
+         ORDER BY v.persona_id, v.version_no DESC"
+    ))
+    .bind(personas)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (VersionRecord::from(row.version), row.is_current))
+        .collect())
+}
+
+/// Every persona, each slug's personas in the order [`find_persona`] prefers them.
+pub async fn personas_by_slug_rank(pool: &PgPool) -> sqlx::Result<Vec<PersonaRef>> {
+    let rows: Vec<(Uuid, String, bool)> =
+        sqlx::query_as("SELECT id, slug, deleted FROM personas ORDER BY slug, deleted, created_at DESC")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, slug, deleted)| PersonaRef { id, slug, deleted })
+        .collect())
+}
+
+/// Every slug of every persona, current ones included, ordered as
+/// [`former_slugs`] orders one persona's.
+pub async fn all_persona_slugs(pool: &PgPool) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("SELECT persona_id, slug FROM persona_slugs ORDER BY persona_id, slug")
+        .fetch_all(pool)
+        .await
+}
+
+/// What identifies one version, without its document: enough to tell
+/// whether anything a persona's pages show has changed since a build.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VersionStamp {
+    pub persona_id: Uuid,
+    pub persona_slug: String,
+    pub deleted: bool,
+    pub version: i32,
+    pub change: String,
+    pub slug: String,
+    pub path: String,
+    pub commit: String,
+    pub content_hash: Option<String>,
+    pub retracted: bool,
+    pub current: bool,
+}
+
+/// Every version of every persona, by the persona's current slug.
+pub async fn version_stamps(pool: &PgPool) -> sqlx::Result<Vec<VersionStamp>> {
+    sqlx::query_as(
+        "SELECT p.id AS persona_id, p.slug AS persona_slug, p.deleted, v.version_no AS version,
+                v.change_kind AS change, v.slug, v.path, v.commit_sha AS commit, v.content_hash, v.retracted,
+                COALESCE(v.id = p.current_version_id, false) AS current
+         FROM personas p JOIN persona_versions v ON v.persona_id = p.id
+         ORDER BY p.slug COLLATE \"C\", p.id, v.version_no",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Why a pin named no version.
@@ -657,6 +777,18 @@ pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Resul
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|(commit_sha, source)| source.map(|source| StoredTemplate { commit_sha, source })))
+}
+
+/// Every change of the prompt template, with its commit's retraction state
+/// and template hash: what the pages' prompts depend on beside the personas.
+pub async fn prompt_template_history(pool: &PgPool) -> sqlx::Result<Vec<(String, bool, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT t.commit_sha, c.retracted, t.template_hash
+         FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+         ORDER BY c.seq",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// One persona as a static copy of the site enumerates it.

@@ -196,7 +196,7 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), WebError>
 /// Validator of answers that depend on the whole projection: the last
 /// projected commit plus the request, so any new commit changes it.
 async fn projection_validator(state: &AppState, request: &str) -> Result<String, WebError> {
-    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
+    let stamp = super::reads::projection_stamp(state).await?.unwrap_or_default();
     Ok(format!(
         "{}-{}",
         &stamp[..stamp.len().min(12)],
@@ -361,7 +361,7 @@ async fn persona(
         return Ok(answer.respond(&headers));
     }
     let generation = state.answers.generation();
-    let resolved = resolve(&state.pool, reference, pin).await?;
+    let resolved = resolve(&state, reference, pin).await?;
     let profile = match &params.profile {
         Some(name) => Some(
             queries::profile(&state.pool, name)
@@ -468,11 +468,11 @@ async fn versions(
     headers: HeaderMap,
     Path(reference): Path<String>,
 ) -> Result<Response, WebError> {
-    let persona = queries::find_persona(&state.pool, &reference)
+    let persona = super::reads::find_persona(&state, &reference)
         .await?
         .ok_or_else(|| WebError::no_persona(&reference))?;
     let validator = projection_validator(&state, &format!("versions/{}", persona.id)).await?;
-    let versions = queries::versions(&state.pool, persona.id).await?;
+    let versions = super::reads::versions(&state, persona.id).await?;
     let entries = versions
         .into_iter()
         .map(|version| VersionEntry {
@@ -536,8 +536,8 @@ async fn persona_diff(
     Path(reference): Path<String>,
     Query(params): Query<DiffParams>,
 ) -> Result<Response, WebError> {
-    let from = resolve(&state.pool, &reference, Some(&params.from)).await?;
-    let to = resolve(&state.pool, &reference, params.to.as_deref()).await?;
+    let from = resolve(&state, &reference, Some(&params.from)).await?;
+    let to = resolve(&state, &reference, params.to.as_deref()).await?;
     let (from_side, from_persona) = diff_side(&from)?;
     let (to_side, to_persona) = diff_side(&to)?;
     let validator = format!("diff:{}..{}", from_side.content_hash, to_side.content_hash);

@@ -41,7 +41,7 @@ pub async fn persona_card(
         .unwrap_or("v2")
         .parse()
         .map_err(|_| WebError::bad_request("bad_spec", "spec must be v2 or v3"))?;
-    let resolved = resolve(&state.pool, reference, pin).await?;
+    let resolved = resolve(&state, reference, pin).await?;
     let Some(persona) = &resolved.version.persona else {
         return Err(WebError::new(
             StatusCode::GONE,

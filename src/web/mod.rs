@@ -15,6 +15,7 @@ pub mod label_write;
 pub mod metrics;
 pub mod pages;
 pub mod prompt;
+pub mod reads;
 pub mod settings;
 pub mod webhooks;
 pub mod write_request;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub webhooks: Vec<crate::webhooks::status::Configured>,
     /// Experiments ready to assign units, kept like `answers`.
     pub plans: experiments::Plans,
+    /// What a static build preloaded for the personas it renders (see [`reads`]).
+    pub snapshot: Option<Arc<reads::SiteSnapshot>>,
 }
 
 /// How a static copy differs from the live site: pages leave out what only
@@ -85,6 +88,7 @@ impl Shared {
             writer: None,
             webhooks: Vec::new(),
             plans: experiments::Plans::default(),
+            snapshot: None,
         }
     }
 
@@ -252,39 +256,7 @@ pub fn parse_pin(text: &str) -> Result<Pin, WebError> {
         .map_err(|error| WebError::bad_request("bad_pin", error.to_string()))
 }
 
-/// Finds the persona `reference` names (id, slug or former slug) and the
-/// version `pin` names (its current version when `None`).
-pub async fn resolve(pool: &PgPool, reference: &str, pin: Option<&str>) -> Result<Resolved, WebError> {
-    let pin = pin.map(parse_pin).transpose()?;
-    let persona = queries::find_persona(pool, reference)
-        .await?
-        .ok_or_else(|| WebError::no_persona(reference))?;
-    let version = match &pin {
-        Some(pin) => queries::pinned_version(pool, persona.id, pin).await?,
-        None => {
-            if persona.deleted {
-                return Err(WebError::new(
-                    StatusCode::GONE,
-                    "deleted",
-                    format!(
-                        "persona {:?} was deleted; its earlier versions stay readable by pin",
-                        persona.slug
-                    ),
-                ));
-            }
-            queries::current_version(pool, persona.id)
-                .await?
-                .ok_or_else(|| WebError::no_persona(reference))?
-        }
-    };
-    let immutable = pin.as_ref().is_some_and(Pin::is_immutable);
-    Ok(Resolved {
-        persona,
-        version,
-        pinned: pin.is_some(),
-        immutable,
-    })
-}
+pub use reads::resolve;
 
 /// Extractor rejections (a malformed query string, path or body) become
 /// [`WebError`]s, so they render like every other error.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::answers::Answer;
 use super::api::{FilterParams, run_search};
 use super::cache::{Freshness, cached, digest};
+use super::reads;
 use super::error::WebError;
 use super::{AppState, Path, Query, Resolved, resolve};
 use crate::persona::Persona;
@@ -119,15 +120,15 @@ async fn index(State(state): State<AppState>, Query(params): Query<IndexParams>)
             format!("page must be 1 to {MAX_PAGE_NUMBER}"),
         ));
     }
-    let (personas, total) = queries::list_personas(
-        &state.pool,
+    let (personas, total) = reads::list_personas(
+        &state,
         &filter,
         params.sort.unwrap_or_default(),
         PAGE_SIZE,
         (page_number - 1) * PAGE_SIZE,
     )
     .await?;
-    let facets = queries::facets(&state.pool).await?;
+    let facets = reads::facets(&state).await?;
     let mut query = Vec::new();
     if let Some(domain) = &filter.domain {
         query.push(format!("domain={}", encode(domain)));
@@ -260,7 +261,7 @@ async fn persona_page(
         return Ok(answer.respond(&headers));
     }
     let generation = state.answers.generation();
-    let resolved = resolve(&state.pool, &slug, None).await?;
+    let resolved = resolve(&state, &slug, None).await?;
     if resolved.persona.slug != slug {
         // A former slug or an id: the persona lives at its current address.
         // Temporary, since a new persona may take the old slug one day.
@@ -277,7 +278,7 @@ async fn pinned_page(
     headers: HeaderMap,
     Path((slug, pin)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
-    let resolved = resolve(&state.pool, &slug, Some(&pin)).await?;
+    let resolved = resolve(&state, &slug, Some(&pin)).await?;
     Ok(render_persona(&state, resolved).await?.respond(&headers))
 }
 
@@ -297,7 +298,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
     };
     // Unpinned, the version shown is the current one: no second lookup.
     let pinned_of = if pinned {
-        queries::current_version(&state.pool, reference.id)
+        reads::current_version(state, reference.id)
             .await?
             .map(|current| current.version)
             .filter(|current| *current != version.version)
@@ -310,18 +311,21 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         let index = state.vectors.as_ref().map(|vectors| &vectors.index);
         // A static copy must be the same for the same commit, whatever the index's past.
         let exhaustive = state.static_site.is_some();
-        match search::similar_to(index, reference.id, &SearchFilter::default(), 5, exhaustive).await {
-            Ok(found) => (found, None),
-            Err(error) => (Vec::new(), Some(WebError::from(error).message)),
+        match reads::similar_in_snapshot(state, reference.id) {
+            Some(found) => (found, None),
+            None => match search::similar_to(index, reference.id, &SearchFilter::default(), 5, exhaustive).await {
+                Ok(found) => (found, None),
+                Err(error) => (Vec::new(), Some(WebError::from(error).message)),
+            },
         }
     };
-    let former_slugs = queries::former_slugs(&state.pool, reference.id, &reference.slug).await?;
+    let former_slugs = reads::former_slugs(state, reference.id, &reference.slug).await?;
     // The page links to the pinned prompt, rendered with the template of the version's commit.
-    let has_prompt = queries::prompt_template(&state.pool, Some(version.commit.as_str()))
+    let has_prompt = reads::prompt_template(state, Some(version.commit.as_str()))
         .await?
         .is_some();
     let traits = trait_groups(&persona);
-    let labels = crate::store::labels::label_pointers(&state.pool, None, Some(reference.id), None).await?;
+    let labels = reads::labels_of(state, reference.id).await?;
     let Html(body) = page(&PersonaPage {
         persona,
         version,
@@ -397,20 +401,20 @@ async fn history_page(
     headers: HeaderMap,
     Path(slug): Path<String>,
 ) -> Result<Response, WebError> {
-    let persona = queries::find_persona(&state.pool, &slug)
+    let persona = reads::find_persona(&state, &slug)
         .await?
         .ok_or_else(|| WebError::no_persona(&slug))?;
     if persona.slug != slug {
         return Ok(Redirect::temporary(&format!("/p/{}/history", persona.slug)).into_response());
     }
     // The stamp before the data (see `api::list`).
-    let stamp = queries::projection_stamp(&state.pool).await?.unwrap_or_default();
-    let versions = queries::versions(&state.pool, persona.id).await?;
+    let stamp = reads::projection_stamp(&state).await?.unwrap_or_default();
+    let versions = reads::versions(&state, persona.id).await?;
     let name = versions
         .iter()
         .find_map(|version| version.persona.as_ref().map(|persona| persona.name.clone()))
         .unwrap_or_else(|| slug.clone());
-    let labels = crate::store::labels::label_pointers(&state.pool, None, Some(persona.id), None).await?;
+    let labels = reads::labels_of(&state, persona.id).await?;
     let mut entries = Vec::with_capacity(versions.len());
     for (position, version) in versions.iter().enumerate() {
         // Compared with the previous version that had content (newest first).
@@ -463,8 +467,8 @@ async fn compare_page(
             format!("{range:?} is not a range; write FROM...TO, e.g. 1...3"),
         ));
     };
-    let from = resolve(&state.pool, &slug, Some(from)).await?;
-    let to = resolve(&state.pool, &slug, Some(to)).await?;
+    let from = resolve(&state, &slug, Some(from)).await?;
+    let to = resolve(&state, &slug, Some(to)).await?;
     let (Some(old), Some(new)) = (&from.version.persona, &to.version.persona) else {
         return Err(WebError::new(
             StatusCode::GONE,

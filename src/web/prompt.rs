@@ -50,7 +50,7 @@ pub async fn persona_prompt(
         return Ok(answer.respond(&headers));
     }
     let generation = state.answers.generation();
-    let resolved = resolve(&state.pool, reference, pin).await?;
+    let resolved = resolve(&state, reference, pin).await?;
     let record = render(&state, &resolved, params.mode.as_deref(), params.profile.as_deref()).await?;
     let body = serde_json::to_vec(&record).map_err(|error| WebError::unavailable("encoding the answer", &error))?;
     // A profile can change later, so only an unprofiled answer for a pin that
@@ -88,7 +88,7 @@ pub async fn render(
         ));
     };
     let at_commit = resolved.pinned.then_some(version.commit.as_str());
-    let stored = queries::prompt_template(&state.pool, at_commit).await?.ok_or_else(|| {
+    let stored = super::reads::prompt_template(state, at_commit).await?.ok_or_else(|| {
         WebError::new(
             StatusCode::NOT_FOUND,
             "no_template",

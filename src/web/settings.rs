@@ -82,7 +82,7 @@ pub async fn update_settings(
             "settings change the current version; name the version you edited in If-Match, not in the address",
         ));
     }
-    let resolved = super::resolve(&state.pool, &reference, None).await?;
+    let resolved = super::resolve(&state, &reference, None).await?;
     let expected = expected_content(&state, resolved.persona.id, &precondition).await?;
     let persona_id = resolved.persona.id;
     let slug = resolved.persona.slug.clone();
