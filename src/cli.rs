@@ -208,7 +208,9 @@ pub enum Command {
     },
     /// Write a static copy of the website and the read API (for any static host, or file://).
     BuildSite {
-        /// Where the copy goes; a previous copy there is replaced.
+        /// Where the copy goes. A copy made there before by the same program with the same
+        /// options is updated in place (only what changed is rendered and rewritten, removed
+        /// personas' files are deleted); any other previous copy is replaced.
         #[arg(long)]
         out: PathBuf,
         /// The address the copy will be served from (absolute links in the Atom feed).
@@ -224,6 +226,10 @@ pub enum Command {
         /// temporary database and index, never the configured ones.
         #[arg(long, value_name = "BASE..HEAD", conflicts_with = "branch")]
         preview: Option<String>,
+        /// Render every file through the database reads `serve` makes, one request at a time,
+        /// and always in full (slow: for checking that the bulk path renders the same bytes).
+        #[arg(long, hide = true)]
+        through_database: bool,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -854,6 +860,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             branch,
             no_sync,
             preview,
+            through_database,
             target,
         } => commands::build_site::run(commands::build_site::BuildSiteCommand {
             repository: &target.repo,
@@ -862,6 +869,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             base_url: base_url.as_deref(),
             no_sync: *no_sync,
             preview: preview.as_deref(),
+            through_database: *through_database,
             config: &layered(target)?,
         }),
         Command::Serve {

@@ -557,3 +557,137 @@ async fn similar_lists_do_not_depend_on_the_index_history() {
     let scores = texts(&page, ".similar .score");
     assert_eq!(scores.len(), 5, "{scores:?}");
 }
+
+/// The build in place after a commit (an edit that moves a vector, a
+/// deletion, a new persona) renders only what the commit reaches, leaves
+/// every other file untouched, removes what no longer exists, and equals a
+/// full build of the same commit from another database and index, byte for
+/// byte; a change of options rebuilds in full.
+#[tokio::test]
+async fn a_build_in_place_equals_a_full_build_and_rewrites_only_what_changed() {
+    let repo = registry_with_history();
+    let database = fresh().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let site = work.path().join("site");
+    let first = build_site_with(repo.path(), &database.url, data_dir.path(), &site, &[]);
+    assert!(!first.contains("updated in place"), "{first}");
+    let inode_and_time = |file: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(site.join(file)).unwrap();
+        (metadata.ino(), metadata.mtime_nsec(), metadata.mtime())
+    };
+    let untouched = "p/ada-lovelace/v/1/index.html";
+    let untouched_before = inode_and_time(untouched);
+    let einstein_v1 = std::fs::read(site.join("p/albert-einstein/v/1/index.html")).unwrap();
+    assert!(site.join("p/mallory/index.html").is_file());
+
+    let einstein_path = repo.path().join("registry/personas/albert-einstein.toml");
+    let einstein = std::fs::read_to_string(&einstein_path).unwrap();
+    let description = einstein
+        .lines()
+        .find(|line| line.starts_with("description = "))
+        .unwrap();
+    repo.write(
+        "registry/personas/albert-einstein.toml",
+        &einstein.replace(
+            description,
+            "description = \"A patent clerk who rewrote physics, here described anew.\"",
+        ),
+    );
+    repo.remove("registry/personas/mallory.toml");
+    // The sample's policy wants a real person's phrase sourced or marked.
+    let newcomer = persona(ID_C, "Newcomer").replace(
+        "signature_phrases = [\"Test everything.\"]",
+        "signature_phrases = [{ text = \"Test everything.\", marking = \"attributed\" }]",
+    );
+    repo.write("registry/personas/newcomer.toml", &newcomer);
+    repo.commit("edit einstein, remove mallory, add a newcomer");
+    let second = build_site_with(repo.path(), &database.url, data_dir.path(), &site, &[]);
+    assert!(second.contains("updated in place"), "{second}");
+
+    let other = fresh().await;
+    let fresh_copy = work.path().join("fresh");
+    build_site(repo.path(), &other.url, &fresh_copy, &[]);
+    let (updated, full) = (files_of(&site), files_of(&fresh_copy));
+    assert_eq!(
+        updated.keys().collect::<Vec<_>>(),
+        full.keys().collect::<Vec<_>>(),
+        "the updated copy holds other files than a full build"
+    );
+    let differing: Vec<&String> = updated.keys().filter(|file| updated[*file] != full[*file]).collect();
+    assert!(differing.is_empty(), "the updated copy differs in {differing:?}");
+
+    // Only what the commit reaches was written.
+    assert_eq!(inode_and_time(untouched), untouched_before, "{untouched} was rewritten");
+    assert_ne!(
+        std::fs::read(site.join("p/albert-einstein/v/1/index.html")).unwrap(),
+        einstein_v1,
+        "Einstein's first version now points at a newer one"
+    );
+    assert!(
+        !site.join("api/personas/mallory.json").exists(),
+        "the deleted persona's current answer is gone"
+    );
+    assert!(
+        String::from_utf8_lossy(&updated["p/mallory/index.html"]).contains("deleted"),
+        "its page now says it was deleted"
+    );
+    assert!(!second.contains(", 0 removed"), "nothing removed: {second}");
+    assert!(
+        site.join("p/mallory/v/1/index.html").is_file(),
+        "its versions stay readable"
+    );
+    assert!(site.join("p/newcomer/index.html").is_file());
+    let written: usize = second
+        .split("updated in place: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" rewritten").next())
+        .and_then(|counts| counts.rsplit(", ").next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count of rewritten files in {second}"));
+    assert!(
+        written > 0 && written * 4 < updated.len(),
+        "{written} of {} files rewritten",
+        updated.len()
+    );
+
+    // Other options: a full build, not an update.
+    let third = build_site_with(
+        repo.path(),
+        &database.url,
+        data_dir.path(),
+        &site,
+        &["--no-sync", "--base-url", "https://example.org/registry/"],
+    );
+    assert!(!third.contains("updated in place"), "{third}");
+}
+
+/// The bulk path (versions read per batch, lists and facets read once)
+/// renders the bytes the database reads `serve` makes would render.
+#[tokio::test]
+async fn the_bulk_path_renders_what_the_database_reads_render() {
+    let repo = registry_with_history();
+    let database = fresh().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let bulk = work.path().join("bulk");
+    let through_database = work.path().join("through-database");
+    build_site_with(repo.path(), &database.url, data_dir.path(), &bulk, &[]);
+    build_site_with(
+        repo.path(),
+        &database.url,
+        data_dir.path(),
+        &through_database,
+        &["--no-sync", "--through-database"],
+    );
+    let (mut one, other) = (files_of(&bulk), files_of(&through_database));
+    assert!(
+        one.remove(".personas-site.json").is_some(),
+        "the bulk build leaves its manifest"
+    );
+    assert_eq!(one.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>());
+    let differing: Vec<&String> = one.keys().filter(|file| one[*file] != other[*file]).collect();
+    assert!(differing.is_empty(), "the two paths differ in {differing:?}");
+    assert!(one.len() > 200, "only {} files", one.len());
+}

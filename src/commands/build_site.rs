@@ -32,6 +32,8 @@ pub struct BuildSiteCommand<'a> {
     pub no_sync: bool,
     /// `BASE..HEAD`: a pull request's preview of HEAD (replaces `branch`).
     pub preview: Option<&'a str>,
+    /// No snapshot: every read through the database, as `serve` reads.
+    pub through_database: bool,
     pub config: &'a Config,
 }
 
@@ -162,7 +164,10 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             None => eprintln!("note: no embedding model, so pages list no similar personas; {PROVISIONING_HINT}"),
         }
         let state = Arc::new(Shared {
-            snapshot: Some(Arc::new(SiteSnapshot::load(&database.pool).await?)),
+            snapshot: match command.through_database {
+                true => None,
+                false => Some(Arc::new(SiteSnapshot::load(&database.pool).await?)),
+            },
             ..Shared::for_static_site(
                 database.pool.clone(),
                 vectors,

@@ -167,7 +167,10 @@ pub fn persona_inputs(
             add(&format!("slug|{slug}"));
         }
         for pointer in labels.get(&persona).into_iter().flatten() {
-            add(&format!("label|{}|{}|{}", pointer.label, pointer.version, pointer.commit));
+            add(&format!(
+                "label|{}|{}|{}",
+                pointer.label, pointer.version, pointer.commit
+            ));
         }
     }
     format!("{:x}", hasher.finalize())

@@ -108,8 +108,9 @@ pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<Bui
     let started = std::time::Instant::now();
     let inputs = SiteInputs::read(&state, build.preview.as_deref()).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "read the site's inputs");
-    // A preview's banner, on every page, names the change: nothing carries over.
-    let previous = if build.preview.is_none() && build.out.join(MARKER_FILE).is_file() {
+    // A preview's banner, on every page, names the change: nothing carries
+    // over; nor does it without a snapshot, which a build in place needs.
+    let previous = if build.preview.is_none() && state.snapshot.is_some() && build.out.join(MARKER_FILE).is_file() {
         Manifest::read(build.out).filter(|manifest| manifest.site == inputs.site)
     } else {
         None
@@ -121,7 +122,15 @@ pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<Bui
             let manifest_path = build.out.join(MANIFEST_FILE);
             std::fs::remove_file(&manifest_path)
                 .with_context(|| format!("removing {} before updating the copy", manifest_path.display()))?;
-            render_into(state, build.out, &build.progress, build.preview.clone(), inputs, Some(previous)).await
+            render_into(
+                state,
+                build.out,
+                &build.progress,
+                build.preview.clone(),
+                inputs,
+                Some(previous),
+            )
+            .await
         }
         None => {
             let staging = prepare_staging(build.out)?;
@@ -206,17 +215,17 @@ async fn render_into(
         site,
         stamps,
     } = inputs;
-    let snapshot = state
-        .snapshot
-        .clone()
-        .context("a static build needs the registry's snapshot")?;
+    // Without one, every read goes to the database (see `--through-database`).
+    let snapshot = state.snapshot.clone();
     let app = router(Arc::clone(&state));
     let status = queries::sync_status(&state.pool).await?;
     let in_place = previous.is_some();
     let mut manifest = Manifest::new(site);
     for (slug, versions) in &stamps {
         let entry = manifest.personas.entry(slug.clone()).or_default();
-        entry.inputs = manifest::persona_inputs(versions, snapshot.slugs(), snapshot.labels());
+        if let Some(snapshot) = &snapshot {
+            entry.inputs = manifest::persona_inputs(versions, snapshot.slugs(), snapshot.labels());
+        }
     }
 
     // What to render of each slug, and the files kept from the previous build.
@@ -228,6 +237,9 @@ async fn render_into(
             scopes.extend(stamps.keys().map(|slug| (slug.clone(), Scope::All)));
         }
         Some(previous) => {
+            let snapshot = snapshot
+                .as_ref()
+                .context("a build in place needs the registry's snapshot")?;
             for (slug, entry) in &mut manifest.personas {
                 match previous.personas.get(slug) {
                     Some(old) if old.inputs == entry.inputs => {
@@ -251,7 +263,7 @@ async fn render_into(
                         .map(String::as_str),
                 )
                 .collect();
-            for (slug, found) in similar_changes(&state, &snapshot, &manifest, &changed).await? {
+            for (slug, found) in similar_changes(&state, snapshot, &manifest, &changed).await? {
                 if let Some(entry) = manifest.personas.get_mut(&slug) {
                     entry.similar = ShownSimilar::list(&found);
                 }
@@ -278,6 +290,7 @@ async fn render_into(
         progress: progress.clone(),
         preview: preview.clone(),
         in_place,
+        made: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
     let mut produced: BTreeSet<String> = BTreeSet::new();
     let tally = |summary: &mut BuildSummary, produced: &mut BTreeSet<String>, written: Written| {
@@ -315,7 +328,7 @@ async fn render_into(
         (MARKER_FILE.to_string(), marker.into_bytes()),
     ] {
         crawl.claim(&file);
-        let rewritten = write_file(directory, &file, &bytes, in_place)?;
+        let rewritten = crawl.write(&file, &bytes)?;
         tally(
             &mut summary,
             &mut produced,
@@ -330,7 +343,7 @@ async fn render_into(
     // The 404 page: any address the router does not know.
     let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
     crawl.claim(NOT_FOUND_FILE);
-    let rewritten = write_file(directory, NOT_FOUND_FILE, &not_found.bytes, in_place)?;
+    let rewritten = crawl.write(NOT_FOUND_FILE, &not_found.bytes)?;
     tally(
         &mut summary,
         &mut produced,
@@ -412,13 +425,19 @@ async fn render_into(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut lists = similar_lists(&state, &snapshot, &slugs, &scopes, &mut similar).await?;
-        for (slug, found) in &lists {
-            if let Some(entry) = manifest.personas.get_mut(slug) {
-                entry.similar = ShownSimilar::list(found);
+        if let Some(snapshot) = &snapshot {
+            let lists = similar_lists(&state, snapshot, &slugs, &scopes, &mut similar).await?;
+            for (slug, found) in &lists {
+                if let Some(entry) = manifest.personas.get_mut(slug) {
+                    entry.similar = ShownSimilar::list(found);
+                }
             }
+            let by_id = lists
+                .into_iter()
+                .filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found)))
+                .collect();
+            snapshot.set_batch(Batch::load(&state.pool, &ids, by_id).await?);
         }
-        snapshot.set_batch(Batch::load(&state.pool, &ids, lists.drain().filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found))).collect()).await?);
         let in_batch: BTreeSet<&str> = slugs.iter().map(String::as_str).collect();
         let mut round = files;
         // The batch's own links (compare pages, pinned cards) while its versions are loaded.
@@ -435,7 +454,9 @@ async fn render_into(
             round = own;
         }
     }
-    snapshot.set_batch(Batch::default());
+    if let Some(snapshot) = &snapshot {
+        snapshot.set_batch(Batch::default());
+    }
     // Whatever else was linked: read from the database, round after round.
     let mut round = leftover;
     while !round.is_empty() {
@@ -469,8 +490,10 @@ async fn render_into(
             summary.removed += 1;
         }
     }
-    let bytes = manifest.to_bytes()?;
-    write_file(directory, MANIFEST_FILE, &bytes, in_place)?;
+    // Without a snapshot the inputs were not read: no manifest, so the next build is a full one.
+    if snapshot.is_some() {
+        crawl.write(MANIFEST_FILE, &manifest.to_bytes()?)?;
+    }
     summary.not_ok.sort();
     Ok(summary)
 }
@@ -630,10 +653,7 @@ fn persona_seeds(slug: &str, entries: &[&InventoryEntry], with_prompts: bool) ->
 }
 
 fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool) -> Vec<String> {
-    let mut addresses = vec![
-        format!("/p/{slug}/history"),
-        format!("/api/personas/{slug}/versions"),
-    ];
+    let mut addresses = vec![format!("/p/{slug}/history"), format!("/api/personas/{slug}/versions")];
     if !entry.deleted {
         addresses.push(format!("/p/{slug}"));
         addresses.push(format!("/api/personas/{slug}"));
@@ -687,6 +707,8 @@ struct Crawl {
     preview: Option<Arc<Preview>>,
     /// Updating a copy in place: a file that comes out the same is not rewritten.
     in_place: bool,
+    /// Directories this build has made or found.
+    made: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Crawl {
@@ -744,7 +766,7 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
                     file,
                 )
                 .await?;
-                let rewritten = write_file(&crawl.directory, &rendered.file, &rendered.bytes, crawl.in_place)?;
+                let rewritten = crawl.write(&rendered.file, &rendered.bytes)?;
                 crawl.linked(rendered.links);
                 crawl.progress.inc(1);
                 done.push(Written {
@@ -861,26 +883,47 @@ fn search_index(inventory: &[InventoryEntry]) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&SearchIndex { personas })?)
 }
 
-/// Writes one file of the copy; in place, only when its bytes differ, and
-/// through a rename, so a server reading the copy never sees half a file.
-/// Returns whether it wrote.
-fn write_file(directory: &Path, file: &str, bytes: &[u8], in_place: bool) -> anyhow::Result<bool> {
-    let path = path_in_copy(directory, file)?;
-    if in_place && std::fs::read(&path).is_ok_and(|existing| existing == bytes) {
-        return Ok(false);
+impl Crawl {
+    /// Writes one file of the copy; in place, only when its bytes differ,
+    /// and through a rename, so a server reading the copy never sees half a
+    /// file. Returns whether it wrote.
+    fn write(&self, file: &str, bytes: &[u8]) -> anyhow::Result<bool> {
+        let path = path_in_copy(&self.directory, file)?;
+        if self.in_place && std::fs::read(&path).is_ok_and(|existing| existing == bytes) {
+            return Ok(false);
+        }
+        if let Some(parent) = path.parent() {
+            self.make_directory(parent)?;
+        }
+        write_bytes(&path, bytes, self.in_place)?;
+        Ok(true)
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+
+    /// Creates a directory once: asking the file system again for each of
+    /// its files costs a locked lookup in the parent every time.
+    fn make_directory(&self, directory: &Path) -> anyhow::Result<()> {
+        let known = |made: &std::collections::HashSet<PathBuf>| made.contains(directory);
+        if self.made.lock().is_ok_and(|made| known(&made)) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(directory.to_path_buf());
+        }
+        Ok(())
     }
+}
+
+fn write_bytes(path: &Path, bytes: &[u8], in_place: bool) -> anyhow::Result<()> {
     if in_place {
-        let mut temporary = path.clone().into_os_string();
+        let mut temporary = path.to_path_buf().into_os_string();
         temporary.push(".personas-partial");
         std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
-        std::fs::rename(&temporary, &path).with_context(|| format!("replacing {}", path.display()))?;
+        std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
     } else {
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Removes a file a previous build wrote and this one does not, and the

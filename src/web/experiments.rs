@@ -457,7 +457,7 @@ async fn plan_variant(state: &AppState, variant: &Variant, seq: i64) -> Result<P
             i64::from(pointer.version)
         }
     };
-    let resolved = resolve(&state, &persona.id.to_string(), Some(&number.to_string()))
+    let resolved = resolve(state, &persona.id.to_string(), Some(&number.to_string()))
         .await
         .map_err(|error| error.message)?;
     let record = super::prompt::render(state, &resolved, variant.mode.as_deref(), variant.profile.as_deref())

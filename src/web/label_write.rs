@@ -280,7 +280,7 @@ impl LabelSubject {
                 "a label write names the persona, not a version of it: put the version in the body",
             ));
         }
-        let resolved = super::resolve(&state, reference, None).await?;
+        let resolved = super::resolve(state, reference, None).await?;
         let persona = resolved.persona.id;
         let mut versions: Vec<KnownVersion> = queries::versions(&state.pool, persona)
             .await?

@@ -18,9 +18,12 @@ use super::error::WebError;
 use super::{Resolved, Shared, parse_pin};
 use crate::persona::pin::Pin;
 use crate::search::Found;
-use crate::store::labels::{LabelPointer, label_pointers};
 use crate::search::SearchFilter;
+use crate::store::labels::{LabelPointer, label_pointers};
 use crate::store::queries::{self, Facets, PersonaRef, PersonaSummary, Sort, StoredTemplate, VersionRecord};
+
+/// Every live persona in one order, and how many there are.
+type ListedPersonas = (Vec<PersonaSummary>, i64);
 
 /// What a static build knows of the whole registry, plus the versions of
 /// the batch of personas it is rendering now.
@@ -39,7 +42,7 @@ pub struct SiteSnapshot {
     /// of a large registry's index pages shows them, and each read is a
     /// pass over the whole registry.
     facets: tokio::sync::OnceCell<Facets>,
-    lists: Mutex<HashMap<Sort, Arc<(Vec<PersonaSummary>, i64)>>>,
+    lists: Mutex<HashMap<Sort, Arc<ListedPersonas>>>,
     batch: RwLock<Arc<Batch>>,
 }
 
@@ -53,11 +56,7 @@ pub struct Batch {
 
 impl Batch {
     /// The versions of `personas`, and the similar lists the build computed for them.
-    pub async fn load(
-        pool: &PgPool,
-        personas: &[Uuid],
-        similar: HashMap<Uuid, Vec<Found>>,
-    ) -> sqlx::Result<Batch> {
+    pub async fn load(pool: &PgPool, personas: &[Uuid], similar: HashMap<Uuid, Vec<Found>>) -> sqlx::Result<Batch> {
         let mut batch = Batch {
             similar,
             ..Batch::default()
@@ -124,7 +123,10 @@ impl SiteSnapshot {
 
 /// The persona `reference` names (id, slug or former slug).
 pub async fn find_persona(state: &Shared, reference: &str) -> sqlx::Result<Option<PersonaRef>> {
-    if let Some(found) = state.snapshot.as_ref().and_then(|snapshot| snapshot.by_slug.get(reference))
+    if let Some(found) = state
+        .snapshot
+        .as_ref()
+        .and_then(|snapshot| snapshot.by_slug.get(reference))
         && reference.parse::<Uuid>().is_err()
     {
         return Ok(Some(found.clone()));
