@@ -308,7 +308,7 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         "starting personas serve (first run: sync and embed {} personas)…",
         bench.shape.personas
     );
-    add_bench_experiment(&repository)?;
+    add_bench_experiment(&repository, bench.shape.revisions)?;
     let server = start_server(&repository, &data_dir, port, &[])?;
     wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
         get(port, "/readyz").is_ok_and(|(status, body, _)| {
@@ -325,7 +325,8 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
         get(port, &format!("/api/personas/{probe}/similar")).is_ok_and(|(status, _, _)| status == 200)
     })?;
 
-    let pinned = format!("/api/personas/{probe}@3");
+    // The third version, as A/B tests pin a past one (the last on a shorter history).
+    let pinned = format!("/api/personas/{probe}@{}", bench.shape.revisions.clamp(1, 3));
     let (status, bytes, _) = get(port, &pinned)?;
     if status != 200 {
         bail!("{pinned} answered {status}");
@@ -513,10 +514,12 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// A two-variant experiment on the first persona (versions 2 and 3) and the
-/// registry's prompt template, committed on top of the generated history
-/// once, so `bench http` can measure assignment on the same server.
-fn add_bench_experiment(repository: &Path) -> anyhow::Result<()> {
+/// A two-variant experiment on the first persona (versions 2 and 3, or the
+/// first two of a shorter history) and the registry's prompt template,
+/// committed on top of the generated history once, so `bench http` can
+/// measure assignment on the same server.
+fn add_bench_experiment(repository: &Path, revisions: usize) -> anyhow::Result<()> {
+    let (pin_a, pin_b) = if revisions >= 3 { (2, 3) } else { (1, revisions.max(1)) };
     let file = repository.join("registry/experiments/bench.toml");
     if file.exists() {
         return Ok(());
@@ -531,7 +534,7 @@ fn add_bench_experiment(repository: &Path) -> anyhow::Result<()> {
         &file,
         format!(
             "schema = 1\nstatus = \"running\"\nsalt = \"bench-1\"\npersona = \"{persona}\"\n\n\
-             [[variants]]\nname = \"a\"\npin = 2\nweight = 50\n\n[[variants]]\nname = \"b\"\npin = 3\nweight = 50\n"
+             [[variants]]\nname = \"a\"\npin = {pin_a}\nweight = 50\n\n[[variants]]\nname = \"b\"\npin = {pin_b}\nweight = 50\n"
         ),
     )?;
     super::bench_write::git(repository, &["add", "registry"])?;

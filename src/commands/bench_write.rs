@@ -101,6 +101,7 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
     // Throughput: concurrent writers on distinct personas; every write moves
     // the same branch, so they meet at the ref's compare-and-swap.
     let per_writer = bench.rounds.div_ceil(bench.writers.max(1));
+    let commits_before = commit_count(&repository)?;
     let started = Instant::now();
     let outcomes: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..bench.writers)
@@ -137,9 +138,14 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
             .collect()
     });
     let elapsed = started.elapsed();
-    let mut committed = 0;
+    let mut reported = 0;
     for outcome in outcomes {
-        committed += outcome?;
+        reported += outcome?;
+    }
+    // Counted in git, not taken from the writers' word.
+    let committed = commit_count(&repository)? - commits_before;
+    if committed != reported {
+        bail!("the writers reported {reported} changes but the branch gained {committed} commits");
     }
     let linear = git(&repository, &["rev-list", "--min-parents=2", "main"])?
         .trim()
@@ -162,7 +168,7 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
         api_p50 / git_p50
     );
     println!(
-        "concurrent      {:>7.1} changes/s  ({} writers × {per_writer}, {committed} commits, history {}) vs {:.1}/s one git commit at a time",
+        "concurrent      {:>7.1} changes/s  ({} writers × {per_writer}, {committed} commits counted in git, history {}) vs {:.1}/s one git commit at a time",
         committed as f64 / elapsed.as_secs_f64(),
         bench.writers,
         if linear { "linear" } else { "NOT linear" },
@@ -172,6 +178,15 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
         bail!("the concurrent writes made a merge: history is not linear");
     }
     Ok(Outcome::Clean)
+}
+
+/// Commits on the served branch.
+fn commit_count(repository: &Path) -> anyhow::Result<usize> {
+    let count = git(repository, &["rev-list", "--count", "main"])?;
+    count
+        .trim()
+        .parse()
+        .with_context(|| format!("git rev-list --count answered {count:?}"))
 }
 
 pub(crate) struct Current {

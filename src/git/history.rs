@@ -5,6 +5,7 @@
 //! each persona. Only files whose blob changed are parsed again, so a long
 //! history of a large registry costs about one tree listing per commit.
 
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -142,6 +143,10 @@ pub struct KnownVersion {
     pub path: String,
     pub persona: Persona,
 }
+
+/// Changed files in one commit from which validating them in parallel
+/// pays for handing them to other threads.
+const PARALLEL_FROM: usize = 32;
 
 /// One registry file as of the last commit processed. A valid file's
 /// persona is shared with [`Current`] rather than copied, and hashed once:
@@ -568,15 +573,27 @@ impl HistoryWalk {
         for path in &removed {
             self.state.remove_file(path);
         }
+        // Blobs are read in order (the object store is one handle); parsing,
+        // validating and hashing them is independent per file, so a big
+        // commit spreads it over every core.
+        let mut read = Vec::with_capacity(checked.len());
         for path in &checked {
-            let blob = changed[path];
-            let bytes = self.blob(blob)?;
-            let stem = stem_of(path);
-            let parsed = validate_persona(path, &bytes, stem, &self.state.settings);
-            if let Some(id) = parsed.id {
+            read.push((path, self.blob(changed[path])?));
+        }
+        let settings = &self.state.settings;
+        let validate = |(path, bytes): &(&String, Vec<u8>)| {
+            TrackedFile::new(validate_persona(path, bytes, stem_of(path), settings))
+        };
+        let tracked: Vec<TrackedFile> = if read.len() >= PARALLEL_FROM {
+            read.par_iter().map(validate).collect()
+        } else {
+            read.iter().map(validate).collect()
+        };
+        for ((path, _), file) in read.into_iter().zip(tracked) {
+            if let Some(id) = file.parsed.id {
                 affected.insert(id);
             }
-            self.state.insert_file(path.clone(), TrackedFile::new(parsed));
+            self.state.insert_file(path.clone(), file);
         }
 
         // Decide each affected persona's fate from the files now claiming its id.
