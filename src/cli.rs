@@ -502,6 +502,10 @@ pub enum BenchTarget {
         model_dir: Option<PathBuf>,
         #[arg(long, env = "PERSONAS_ORT_LIBRARY")]
         ort_library: Option<PathBuf>,
+        /// A Python with onnxruntime, tokenizers and numpy (`$(scripts/bench-python)`): it times
+        /// the forward pass alone.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
     },
     /// Embedding throughput and memory per session setting vs. a plain Python onnxruntime loop on the same model and texts.
     Embed {
@@ -827,6 +831,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     database_url,
                     model_dir,
                     ort_library,
+                    python,
                 },
         } => commands::bench::vectors(commands::bench::VectorBench {
             shape: shape.shape(),
@@ -834,6 +839,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             database_url: database_url.as_deref(),
             model_dir: model_dir.as_deref(),
             ort_library: ort_library.as_deref(),
+            python,
         }),
         Command::Sync {
             branch,

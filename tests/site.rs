@@ -74,6 +74,17 @@ fn build_site_with(repo: &Path, database_url: &str, data_dir: &Path, out: &Path,
     stderr
 }
 
+/// Fails unless the two copies hold the same files with the same bytes.
+fn assert_same_copies(one: &BTreeMap<String, Vec<u8>>, other: &BTreeMap<String, Vec<u8>>, what: &str) {
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        other.keys().collect::<Vec<_>>(),
+        "{what}: the copies hold different files"
+    );
+    let differing: Vec<&String> = one.keys().filter(|file| one[*file] != other[*file]).collect();
+    assert!(differing.is_empty(), "{what}: the copies differ in {differing:?}");
+}
+
 fn files_of(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     let mut directories = vec![root.to_path_buf()];
@@ -174,9 +185,7 @@ async fn the_static_copy_is_complete_linked_reproducible_and_escaped() {
 
     let files = files_of(&first);
     let again = files_of(&second);
-    assert_eq!(files.keys().collect::<Vec<_>>(), again.keys().collect::<Vec<_>>());
-    let differing: Vec<&String> = files.keys().filter(|file| files[*file] != again[*file]).collect();
-    assert!(differing.is_empty(), "not reproducible: {differing:?}");
+    assert_same_copies(&files, &again, "the same commit built twice");
 
     // Everything the issue lists is there.
     let live = common::db::count(&database.pool, "SELECT count(*) FROM personas WHERE NOT deleted").await;
@@ -542,16 +551,7 @@ async fn similar_lists_do_not_depend_on_the_index_history() {
     );
 
     let (one, other) = (files_of(&incremental), files_of(&from_scratch));
-    assert_eq!(
-        one.keys().collect::<Vec<_>>(),
-        other.keys().collect::<Vec<_>>(),
-        "the two copies hold different files"
-    );
-    let differing: Vec<&String> = one.keys().filter(|file| one[*file] != other[*file]).collect();
-    assert!(
-        differing.is_empty(),
-        "files differ by the index's history: {differing:?}"
-    );
+    assert_same_copies(&one, &other, "built through two index histories");
     // The lists are there, and full of near-ties.
     let page = Html::parse_document(std::str::from_utf8(&one["p/gen-7/index.html"]).unwrap());
     let scores = texts(&page, ".similar .score");
@@ -610,13 +610,7 @@ async fn a_build_in_place_equals_a_full_build_and_rewrites_only_what_changed() {
     let fresh_copy = work.path().join("fresh");
     build_site(repo.path(), &other.url, &fresh_copy, &[]);
     let (updated, full) = (files_of(&site), files_of(&fresh_copy));
-    assert_eq!(
-        updated.keys().collect::<Vec<_>>(),
-        full.keys().collect::<Vec<_>>(),
-        "the updated copy holds other files than a full build"
-    );
-    let differing: Vec<&String> = updated.keys().filter(|file| updated[*file] != full[*file]).collect();
-    assert!(differing.is_empty(), "the updated copy differs in {differing:?}");
+    assert_same_copies(&updated, &full, "updated in place against a full build");
 
     // Only what the commit reaches was written.
     assert_eq!(inode_and_time(untouched), untouched_before, "{untouched} was rewritten");
@@ -686,8 +680,6 @@ async fn the_bulk_path_renders_what_the_database_reads_render() {
         one.remove(".personas-site.json").is_some(),
         "the bulk build leaves its manifest"
     );
-    assert_eq!(one.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>());
-    let differing: Vec<&String> = one.keys().filter(|file| one[*file] != other[*file]).collect();
-    assert!(differing.is_empty(), "the two paths differ in {differing:?}");
+    assert_same_copies(&one, &other, "the bulk path against the database reads");
     assert!(one.len() > 200, "only {} files", one.len());
 }

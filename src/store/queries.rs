@@ -269,27 +269,30 @@ pub struct PersonaRef {
     pub deleted: bool,
 }
 
+/// The one persona an id ($1), a current slug or a former slug ($2)
+/// names: an id first, then a live persona of the slug before a deleted
+/// one, the newest first, then a former slug.
+const PERSONA_BY_REFERENCE: &str = "SELECT id, slug, deleted FROM (
+         SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
+         UNION ALL
+         SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
+         UNION ALL
+         SELECT p.id, p.slug, p.deleted, p.created_at, 2
+         FROM persona_slugs s JOIN personas p ON p.id = s.persona_id WHERE s.slug = $2
+     ) candidates
+     ORDER BY rank, deleted, created_at DESC
+     LIMIT 1";
+
 /// The persona an id, a current slug or a former slug names (deleted ones too).
 pub async fn find_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option<PersonaRef>> {
     let by_id = reference.parse::<Uuid>().ok();
     // Three indexed lookups rather than one OR, which PostgreSQL can only
     // answer by scanning every persona: this runs on every request.
-    let found: Option<(Uuid, String, bool)> = sqlx::query_as(
-        "SELECT id, slug, deleted FROM (
-             SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
-             UNION ALL
-             SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
-             UNION ALL
-             SELECT p.id, p.slug, p.deleted, p.created_at, 2
-             FROM persona_slugs s JOIN personas p ON p.id = s.persona_id WHERE s.slug = $2
-         ) candidates
-         ORDER BY rank, deleted, created_at DESC
-         LIMIT 1",
-    )
-    .bind(by_id)
-    .bind(reference)
-    .fetch_optional(pool)
-    .await?;
+    let found: Option<(Uuid, String, bool)> = sqlx::query_as(PERSONA_BY_REFERENCE)
+        .bind(by_id)
+        .bind(reference)
+        .fetch_optional(pool)
+        .await?;
     Ok(found.map(|(id, slug, deleted)| PersonaRef { id, slug, deleted }))
 }
 
@@ -341,18 +344,7 @@ pub async fn numbered_version(
     }
     let by_id = reference.parse::<Uuid>().ok();
     let row: Option<Row> = sqlx::query_as(&format!(
-        "WITH persona AS (
-             SELECT id, slug, deleted FROM (
-                 SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
-                 UNION ALL
-                 SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
-                 UNION ALL
-                 SELECT p.id, p.slug, p.deleted, p.created_at, 2
-                 FROM persona_slugs s JOIN personas p ON p.id = s.persona_id WHERE s.slug = $2
-             ) candidates
-             ORDER BY rank, deleted, created_at DESC
-             LIMIT 1
-         )
+        "WITH persona AS ({PERSONA_BY_REFERENCE})
          SELECT p.slug AS current_slug, p.deleted, {VERSION_COLUMNS}
          FROM persona p JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = $3"
     ))
