@@ -307,7 +307,7 @@ async fn render_into(
         produced.insert(written.file);
     };
 
-    // Files this build writes itself rather than asking the router for.
+    // Files this build writes itself, or asks the router for under another name.
     let index = search_index(&inventory)?;
     let marker = match &preview {
         None => format!(
@@ -319,7 +319,10 @@ async fn render_into(
             preview.head_commit, preview.head, preview.base_commit, preview.base
         ),
     };
+    // The 404 page: any address the router does not know.
+    let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
     for (file, bytes) in [
+        (NOT_FOUND_FILE.to_string(), not_found.bytes),
         (SEARCH_INDEX_JSON.to_string(), index.clone()),
         (
             SEARCH_INDEX_SCRIPT.to_string(),
@@ -340,20 +343,6 @@ async fn render_into(
             },
         );
     }
-    // The 404 page: any address the router does not know.
-    let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
-    crawl.claim(NOT_FOUND_FILE);
-    let rewritten = crawl.write(NOT_FOUND_FILE, &not_found.bytes)?;
-    tally(
-        &mut summary,
-        &mut produced,
-        Written {
-            size: not_found.bytes.len() as u64,
-            file: NOT_FOUND_FILE.to_string(),
-            status: StatusCode::OK,
-            rewritten,
-        },
-    );
 
     // Without a prompt template there is no prompt to mirror (the API answers 404).
     let with_prompts = queries::prompt_template(&state.pool, None).await?.is_some();
@@ -511,29 +500,41 @@ async fn similar_lists(
         return Ok(HashMap::new());
     };
     let mut lists = HashMap::new();
-    let mut searches = tokio::task::JoinSet::new();
+    let mut wanted = Vec::new();
     for slug in slugs {
         let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
             continue;
         };
         if let Some(found) = known.remove(&persona.id) {
             lists.insert(slug.clone(), found);
-            continue;
+        } else if scopes.get(slug) == Some(&Scope::All) {
+            wanted.push((slug.clone(), persona.id));
         }
-        if scopes.get(slug) != Some(&Scope::All) {
-            continue;
-        }
-        let (index, slug, id) = (Arc::clone(&vectors.index), slug.clone(), persona.id);
+    }
+    // A persona the index does not hold yet shows the page's note instead.
+    lists.extend(similar_in_parallel(vectors, wanted).await?);
+    Ok(lists)
+}
+
+/// The exhaustive "similar personas" of each persona, searched on every
+/// core; a persona the index cannot answer for is left out.
+async fn similar_in_parallel(
+    vectors: &crate::vectors::setup::Vectors,
+    personas: Vec<(String, uuid::Uuid)>,
+) -> anyhow::Result<Vec<(String, Vec<Found>)>> {
+    let mut searches = tokio::task::JoinSet::new();
+    for (slug, id) in personas {
+        let index = Arc::clone(&vectors.index);
         searches.spawn(async move {
             let found = search::similar_to(Some(&index), id, &SearchFilter::default(), SIMILAR_SHOWN, true).await;
             (slug, found)
         });
     }
+    let mut lists = Vec::new();
     while let Some(done) = searches.join_next().await {
         let (slug, found) = done.context("a similar-persona search failed")?;
-        // A persona the index does not hold yet shows the page's note instead.
         if let Ok(found) = found {
-            lists.insert(slug, found);
+            lists.push((slug, found));
         }
     }
     Ok(lists)
@@ -600,18 +601,8 @@ async fn similar_changes(
             candidates.push((slug.clone(), persona.id));
         }
     }
-    let mut searches = tokio::task::JoinSet::new();
-    for (slug, id) in candidates {
-        let index = Arc::clone(&vectors.index);
-        searches.spawn(async move {
-            let found = search::similar_to(Some(&index), id, &SearchFilter::default(), SIMILAR_SHOWN, true).await;
-            (slug, found)
-        });
-    }
     let mut differing = Vec::new();
-    while let Some(done) = searches.join_next().await {
-        let (slug, found) = done.context("a similar-persona search failed")?;
-        let Ok(found) = found else { continue };
+    for (slug, found) in similar_in_parallel(vectors, candidates).await? {
         if manifest
             .personas
             .get(&slug)

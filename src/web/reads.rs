@@ -136,12 +136,10 @@ pub async fn find_persona(state: &Shared, reference: &str) -> sqlx::Result<Optio
 
 /// Every version of a persona, newest first.
 pub async fn versions(state: &Shared, persona: Uuid) -> sqlx::Result<Vec<VersionRecord>> {
-    if let Some(snapshot) = &state.snapshot
-        && let Some(versions) = snapshot.batch().versions.get(&persona)
-    {
-        return Ok(versions.clone());
+    match versions_in_snapshot(state, persona) {
+        Some(versions) => Ok(versions),
+        None => queries::versions(&state.pool, persona).await,
     }
-    queries::versions(&state.pool, persona).await
 }
 
 /// The persona's current version.
