@@ -1,7 +1,9 @@
 //! Keeping the vector index in step with PostgreSQL, on real parts: git
 //! repositories built here, a real PostgreSQL, the real embedding model
 //! (provisioned by `scripts/fetch-model`; `scripts/test` exports its
-//! directory) and a real qdrant-edge shard.
+//! directory), on both indexes: a real qdrant-edge shard always, and a real
+//! Qdrant server when `QDRANT_URL` is set (each test under `qdrant_edge` and
+//! `qdrant_server`).
 
 mod common;
 
@@ -11,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::db::{TestDatabase, count, fresh};
+use common::qdrant::{Backend, TestIndex};
 use common::*;
 use personas::search::{self, Found, SearchFilter, Semantic};
 use personas::sync::{SyncOptions, sync_once};
 use personas::synthetic::SyntheticRegistry;
-use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
 use personas::vectors::index::VectorIndex;
 use personas::vectors::projector::VectorProjector;
 use personas::vectors::server::QdrantIndex;
+use personas::vectors::setup::AnyIndex;
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
 
@@ -57,31 +60,60 @@ async fn sync(pool: &PgPool, repo: &TestRepo) {
 
 /// Fields drop in order: the shard flushes on drop, so it must go before its directory.
 struct Setup {
-    projector: VectorProjector<EdgeIndex>,
+    projector: VectorProjector<AnyIndex>,
     directory: tempfile::TempDir,
     database: TestDatabase,
     _repo: TestRepo,
+    _collection: Option<common::qdrant::ServerCollection>,
 }
 
-/// The sample registry synced into a fresh database and projected into a fresh shard.
-async fn sample_setup() -> Setup {
+/// The sample registry synced into a fresh database and projected into a
+/// fresh index; `None` when the backend is not at hand.
+async fn sample_setup(backend: Backend, test: &str) -> Option<Setup> {
+    let directory = tempfile::tempdir().unwrap();
+    let embedder = embedder().await;
+    let TestIndex { index, collection } =
+        TestIndex::open(backend, test, directory.path(), embedder.dimension()).await?;
     let repo = sample_repository();
     let database = fresh().await;
     sync(&database.pool, &repo).await;
-    let directory = tempfile::tempdir().unwrap();
-    let embedder = embedder().await;
-    let index = EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-        .await
-        .unwrap();
     let projector = VectorProjector::new(database.pool.clone(), index, embedder);
     projector.drain().await.unwrap();
-    Setup {
+    Some(Setup {
+        _collection: collection,
         _repo: repo,
         database,
         directory,
         projector,
-    }
+    })
 }
+
+/// Each test body runs twice: on qdrant-edge, and on the Qdrant server
+/// (SKIPPED without `QDRANT_URL`), as `<test>::qdrant_edge` and `<test>::qdrant_server`.
+macro_rules! on_both_indexes {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn qdrant_edge() {
+                super::$test(super::Backend::Edge).await;
+            }
+
+            #[tokio::test]
+            async fn qdrant_server() {
+                super::$test(super::Backend::Server).await;
+            }
+        }
+    )*};
+}
+
+on_both_indexes!(
+    a_sync_leaves_one_point_per_live_persona_and_search_makes_sense,
+    filters_hold_on_every_semantic_result,
+    the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one,
+    edits_and_deletions_reach_the_index,
+    an_index_outage_delays_updates_and_loses_none,
+    a_model_change_reindexes_every_persona,
+);
 
 fn slugs(found: &[Found]) -> Vec<&str> {
     found.iter().map(|found| found.slug.as_str()).collect()
@@ -98,9 +130,15 @@ async fn domains_of(pool: &PgPool, slug: &str) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_sync_leaves_one_point_per_live_persona_and_search_makes_sense() {
-    let setup = sample_setup().await;
+async fn a_sync_leaves_one_point_per_live_persona_and_search_makes_sense(backend: Backend) {
+    let Some(setup) = sample_setup(
+        backend,
+        "a_sync_leaves_one_point_per_live_persona_and_search_makes_sense",
+    )
+    .await
+    else {
+        return;
+    };
     let pool = &setup.database.pool;
     let index = setup.projector.index();
     let embedder = embedder().await;
@@ -219,9 +257,10 @@ async fn a_sync_leaves_one_point_per_live_persona_and_search_makes_sense() {
     assert_eq!(hybrid[0].slug, "albert-einstein", "{:?}", slugs(&hybrid));
 }
 
-#[tokio::test]
-async fn filters_hold_on_every_semantic_result() {
-    let setup = sample_setup().await;
+async fn filters_hold_on_every_semantic_result(backend: Backend) {
+    let Some(setup) = sample_setup(backend, "filters_hold_on_every_semantic_result").await else {
+        return;
+    };
     let pool = &setup.database.pool;
     let embedder = embedder().await;
     let semantic = Semantic {
@@ -271,19 +310,29 @@ async fn filters_hold_on_every_semantic_result() {
         let mut got: Vec<String> = found.iter().map(|found| found.slug.clone()).collect();
         got.sort();
         assert_eq!(got, expected, "{filter:?}");
-        // Full text honours the same filter.
-        for found in search::full_text(pool, "the", &filter, 100).await.unwrap() {
-            assert!(
-                expected.contains(&found.slug),
-                "full text let {} through {filter:?}",
-                found.slug
-            );
-        }
+        // Full text honours the same filter: a word several personas of
+        // every filter use ("people"), so the check has hits to look at.
+        let mentioning: Vec<String> = sqlx::query_scalar(
+            "SELECT slug FROM personas WHERE NOT deleted
+               AND to_tsvector('english', search_text) @@ websearch_to_tsquery('english', 'people')",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let mut expected_text: Vec<&String> = expected.iter().filter(|slug| mentioning.contains(slug)).collect();
+        expected_text.sort();
+        assert!(
+            expected_text.len() >= 2,
+            "{filter:?}: the sample registry has only {expected_text:?} saying \"people\""
+        );
+        let text = search::full_text(pool, "people", &filter, 100).await.unwrap();
+        let mut got_text: Vec<&String> = text.iter().map(|found| &found.slug).collect();
+        got_text.sort();
+        assert_eq!(got_text, expected_text, "full text under {filter:?}");
     }
 }
 
-#[tokio::test]
-async fn the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one() {
+async fn the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one(backend: Backend) {
     // 12 personas, each revised 4 times: 48 versions, 12 current.
     let shape = SyntheticRegistry {
         personas: 12,
@@ -300,10 +349,17 @@ async fn the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one(
     assert_eq!(outbox_rows(&pool).await, 48, "one outbox row per version");
 
     let model = embedder().await;
-    let index = EdgeIndex::open(&directory.path().join("vectors"), model.dimension())
-        .await
-        .unwrap();
-    let projector = VectorProjector::new(pool.clone(), index, model);
+    let Some(TestIndex { index, collection }) = TestIndex::open(
+        backend,
+        "the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one",
+        directory.path(),
+        model.dimension(),
+    )
+    .await
+    else {
+        return;
+    };
+    let projector = VectorProjector::new(pool.clone(), index, model.clone());
     let first = projector.drain().await.unwrap();
     assert_eq!((first.embedded, first.upserted), (12, 12), "{first}");
     assert_eq!(projector.index().count().await.unwrap(), 12);
@@ -323,12 +379,14 @@ async fn the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one(
     );
 
     // Deleting the index and rebuilding it from PostgreSQL needs no model pass either.
-    drop(projector);
-    let path = directory.path().join("vectors");
-    std::fs::remove_dir_all(&path).unwrap();
-    let model = embedder().await;
-    let index = EdgeIndex::open(&path, model.dimension()).await.unwrap();
-    let projector = VectorProjector::new(pool.clone(), index, model);
+    let emptied = TestIndex {
+        index: projector.into_index(),
+        collection,
+    }
+    .wipe(directory.path(), model.dimension())
+    .await;
+    assert_eq!(emptied.index.count().await.unwrap(), 0);
+    let projector = VectorProjector::new(pool.clone(), emptied.index, model);
     let rebuilt = projector
         .reconcile(false, &indicatif::ProgressBar::hidden())
         .await
@@ -341,8 +399,22 @@ async fn the_model_runs_once_per_current_persona_and_never_for_an_unchanged_one(
     assert_eq!(projector.index().count().await.unwrap(), 12);
 }
 
-#[tokio::test]
-async fn edits_and_deletions_reach_the_index() {
+async fn edits_and_deletions_reach_the_index(backend: Backend) {
+    let directory = tempfile::tempdir().unwrap();
+    let embedder = embedder().await;
+    let Some(TestIndex {
+        index,
+        collection: _collection,
+    }) = TestIndex::open(
+        backend,
+        "edits_and_deletions_reach_the_index",
+        directory.path(),
+        embedder.dimension(),
+    )
+    .await
+    else {
+        return;
+    };
     let repo = TestRepo::new();
     repo.write("registry/registry.toml", SETTINGS);
     repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
@@ -350,11 +422,6 @@ async fn edits_and_deletions_reach_the_index() {
     repo.commit("alice and bob");
     let TestDatabase { pool, .. } = fresh().await;
     sync(&pool, &repo).await;
-    let directory = tempfile::tempdir().unwrap();
-    let embedder = embedder().await;
-    let index = EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-        .await
-        .unwrap();
     let projector = VectorProjector::new(pool.clone(), index, embedder);
     projector.drain().await.unwrap();
     let id_a: uuid::Uuid = ID_A.parse().unwrap();
@@ -381,8 +448,22 @@ async fn edits_and_deletions_reach_the_index() {
     assert_eq!(projector.index().count().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn an_index_outage_delays_updates_and_loses_none() {
+async fn an_index_outage_delays_updates_and_loses_none(backend: Backend) {
+    let directory = tempfile::tempdir().unwrap();
+    let embedder = embedder().await;
+    let Some(TestIndex {
+        index,
+        collection: _collection,
+    }) = TestIndex::open(
+        backend,
+        "an_index_outage_delays_updates_and_loses_none",
+        directory.path(),
+        embedder.dimension(),
+    )
+    .await
+    else {
+        return;
+    };
     let repo = sample_repository();
     let TestDatabase { pool, .. } = fresh().await;
     sync(&pool, &repo).await;
@@ -391,7 +472,6 @@ async fn an_index_outage_delays_updates_and_loses_none() {
     assert_eq!(rows, live);
 
     // The index is a Qdrant server that is down (nothing listens on the port).
-    let embedder = embedder().await;
     let down = QdrantIndex::connect("http://127.0.0.1:9", None, "personas").unwrap();
     let failing = VectorProjector::new(pool.clone(), down, embedder.clone());
     let error = failing.drain().await.unwrap_err();
@@ -413,10 +493,6 @@ async fn an_index_outage_delays_updates_and_loses_none() {
     assert!(waiting > 0);
 
     // The index comes back: once the backoff has passed, every update lands.
-    let directory = tempfile::tempdir().unwrap();
-    let index = EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-        .await
-        .unwrap();
     let recovered = VectorProjector::new(pool.clone(), index, embedder);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let summary = recovered.drain().await.unwrap();
@@ -425,14 +501,17 @@ async fn an_index_outage_delays_updates_and_loses_none() {
     assert_eq!(recovered.index().count().await.unwrap(), live as u64);
 }
 
-#[tokio::test]
-async fn a_model_change_reindexes_every_persona() {
-    let Setup {
+async fn a_model_change_reindexes_every_persona(backend: Backend) {
+    let Some(Setup {
         database,
         directory,
         projector,
+        _collection,
         ..
-    } = sample_setup().await;
+    }) = sample_setup(backend, "a_model_change_reindexes_every_persona").await
+    else {
+        return;
+    };
     let pool = &database.pool;
     let live = live_personas(pool).await as u64;
     let old_model = embedder().await.model_id().to_string();
@@ -455,7 +534,7 @@ async fn a_model_change_reindexes_every_persona() {
     assert_ne!(other_embedder.model_id(), old_model);
     let new_model = other_embedder.model_id().to_string();
 
-    let index = projector.index().clone();
+    let index = projector.into_index();
     let switched = VectorProjector::new(pool.clone(), index, other_embedder);
     let summary = switched
         .reconcile(false, &indicatif::ProgressBar::hidden())

@@ -123,6 +123,11 @@ impl<I: VectorIndex> VectorProjector<I> {
         &self.index
     }
 
+    /// The index back, for another worker (another model, say) to write to.
+    pub fn into_index(self) -> I {
+        self.index
+    }
+
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
     }

@@ -21,6 +21,8 @@ pub struct QdrantIndex {
     client: Qdrant,
     url: String,
     collection: String,
+    /// Whether a key was given, for the error when the server refuses it.
+    has_api_key: bool,
 }
 
 impl std::fmt::Debug for QdrantIndex {
@@ -61,6 +63,7 @@ impl QdrantIndex {
             client,
             url: url.to_string(),
             collection: collection.to_string(),
+            has_api_key: api_key.is_some(),
         })
     }
 
@@ -144,6 +147,19 @@ impl QdrantIndex {
     }
 
     fn unavailable(&self, error: QdrantError) -> IndexError {
+        if let QdrantError::ResponseError { status } = &error
+            && matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            )
+        {
+            let problem = if self.has_api_key {
+                "refused the API key given (QDRANT_API_KEY): set it to a key the server accepts"
+            } else {
+                "needs an API key: set QDRANT_API_KEY"
+            };
+            return IndexError::Unavailable(format!("Qdrant at {} {problem} ({})", self.url, status.message()));
+        }
         IndexError::Unavailable(format!("Qdrant at {} ({}): {error}", self.url, self.collection))
     }
 

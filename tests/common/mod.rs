@@ -7,6 +7,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
+pub mod qdrant;
 pub mod server;
 
 pub const SETTINGS: &str = r#"schema = 1
