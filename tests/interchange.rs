@@ -257,7 +257,9 @@ fn a_png_card_from_another_tool_is_mapped_and_the_gaps_are_named() {
     assert!(persona.description.starts_with("A veteran freighter captain"));
     assert_eq!(persona.domains, ["sci-fi", "space opera"]);
     assert!(!persona.is_real);
-    assert!(persona.traits["ocean"].values().all(|value| *value == 0.5));
+    let ocean = &persona.traits["ocean"];
+    assert_eq!(ocean.len(), 5, "{ocean:?}");
+    assert!(ocean.values().all(|value| *value == 0.5), "{ocean:?}");
     let first_mode = settings.modes.as_ref().unwrap()[0].clone();
     assert_eq!(persona.modes, BTreeMap::from([(first_mode.clone(), true)]));
     assert_eq!(persona.default_mode, Some(first_mode));

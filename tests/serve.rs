@@ -112,13 +112,19 @@ fn a_real_browser_renders_the_index_a_persona_and_its_history() {
             assert!(dom.contains(needle), "{url}: the rendered page lacks {needle:?}");
         }
         let file = shots.join(format!("{name}.png"));
+        // An earlier run's screenshot must not pass for this one's.
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("cannot remove {}: {error}", file.display()),
+        }
         let shot = chromium(profile.path())
             .arg(format!("--screenshot={}", file.display()))
             .arg(&url)
             .output()
             .unwrap();
         assert!(shot.status.success(), "screenshot of {url} failed");
-        let png = std::fs::read(&file).unwrap();
+        let png = std::fs::read(&file).unwrap_or_else(|error| panic!("no screenshot {}: {error}", file.display()));
         assert!(
             png.starts_with(b"\x89PNG") && png.len() > 10_000,
             "{} is not a rendered page",

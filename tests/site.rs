@@ -348,12 +348,34 @@ fn texts(page: &Html, selector: &str) -> Vec<String> {
         .collect()
 }
 
+/// Written into the persona page's copy: once the page has loaded, what the
+/// browser computed from style.css, as the text of `#computed-style`.
+const COMPUTED_STYLE: &str = r#"<script>
+addEventListener("load", () => {
+  const body = getComputedStyle(document.body);
+  const h1 = getComputedStyle(document.querySelector("h1"));
+  const probe = document.createElement("output");
+  probe.id = "computed-style";
+  probe.textContent = `margin ${body.marginTop}, background ${body.backgroundColor}, h1 ${h1.fontSize}`;
+  document.body.append(probe);
+});
+</script>
+"#;
+
 /// Opens the copy in headless Chromium, under `/registry/` on a static
 /// server and from file://, and finds the rendered content.
 fn browse(copy: &Path, files: &BTreeMap<String, Vec<u8>>) {
     let www = tempfile::tempdir().unwrap();
     let mounted = www.path().join("registry");
     copy_tree(copy, &mounted);
+    // The persona page as built, beside itself (its relative links resolve the
+    // same), with a script that writes what the browser computed into the DOM.
+    let page = std::str::from_utf8(&files["p/albert-einstein/index.html"]).unwrap();
+    std::fs::write(
+        mounted.join("p/albert-einstein/computed-style.html"),
+        edit(page, "</body>", &format!("{COMPUTED_STYLE}</body>")),
+    )
+    .unwrap();
     let server = StaticServer::start(www.path());
     let profile = tempfile::tempdir().unwrap();
     let base = format!("http://127.0.0.1:{}/registry/", server.port);
@@ -368,8 +390,14 @@ fn browse(copy: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
         let page = dump_dom(profile.path(), &format!("{root}p/albert-einstein/index.html"));
         assert_eq!(texts(&page, "h1"), ["Albert Einstein"], "{root}");
-        // The stylesheet resolved: the browser applied it (the page has computed layout only then).
-        assert!(files.contains_key("style.css"));
+        // The stylesheet resolved and the browser applied it: without it the
+        // body has an 8px margin and no background, and the h1 is 32px.
+        let styled = dump_dom(profile.path(), &format!("{root}p/albert-einstein/computed-style.html"));
+        assert_eq!(
+            texts(&styled, "#computed-style"),
+            ["margin 0px, background rgb(251, 252, 254), h1 28.8px"],
+            "{root}: the browser did not apply style.css"
+        );
 
         // The search page searches the prebuilt index in the browser.
         let search = dump_dom(profile.path(), &format!("{root}search/index.html?q=relativity"));
@@ -391,12 +419,24 @@ fn browse(copy: &Path, files: &BTreeMap<String, Vec<u8>>) {
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let shot = screenshots.join("static-persona.png");
+    // An earlier run's screenshot must not pass for this one's.
+    match std::fs::remove_file(&shot) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => panic!("cannot remove {}: {error}", shot.display()),
+    }
     let status = chromium(profile.path())
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("{base}p/albert-einstein/index.html"))
         .output()
         .unwrap();
-    assert!(status.status.success() && shot.is_file());
+    assert!(status.status.success(), "screenshot of the static persona page failed");
+    let png = std::fs::read(&shot).unwrap_or_else(|error| panic!("no screenshot {}: {error}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} is not a rendered page",
+        shot.display()
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -459,7 +499,8 @@ async fn a_preview_shows_the_change_and_leaves_production_alone() {
     }
 
     let files = files_of(&copy);
-    check_links(&copy, &files);
+    let checked = check_links(&copy, &files);
+    assert!(checked > 100, "only {checked} links checked");
     let marker = String::from_utf8(files[".personas-site"].clone()).unwrap();
     assert!(
         marker.contains("A preview") && marker.contains("(feature/carol) against"),

@@ -190,6 +190,9 @@ async fn every_page_renders_what_it_promises() {
     );
     assert!(!names.contains(&"Frida Kahlo".to_string()));
     let fictional = get(app, "/?is_real=false").await.html();
+    let cards = select(&fictional, "article.card").len();
+    assert!(cards > 0, "the fictional filter lists nobody");
+    assert_eq!(select(&fictional, "article.card .badge.fictional").len(), cards);
     assert!(select(&fictional, "article.card .badge.real").is_empty());
 
     let page = get(app, "/p/albert-einstein").await;
@@ -679,7 +682,9 @@ async fn semantic_routes_use_the_real_model_and_index() {
     .await;
     assert_eq!(filtered.status, StatusCode::OK, "{}", filtered.body);
     let filtered = filtered.json();
-    for result in filtered["results"].as_array().unwrap() {
+    let results = filtered["results"].as_array().unwrap();
+    assert!(!results.is_empty(), "no fictional persona found: {filtered}");
+    for result in results {
         assert_eq!(result["is_real"], false);
     }
     let similar = get(app, "/api/personas/marie-curie/similar?limit=3").await.json();

@@ -670,6 +670,7 @@ fn killed_mid_delivery_the_server_delivers_after_restart() {
     );
     assert_eq!(accepted[0].body, stalled.body, "and the same body");
     let log = deliveries(&server);
+    assert_eq!(log.len(), 2, "{log:?}");
     assert!(log.iter().all(|row| row["state"] == "delivered"), "{log:?}");
 }
 
