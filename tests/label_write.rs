@@ -188,7 +188,8 @@ fn label_moves_are_commits_and_every_refusal_leaves_the_repository_alone() {
         &both,
         &to_two,
     );
-    assert_refused(&repo, &before, &reply, 400, "bad_if_match");
+    // RFC 9110: both preconditions are evaluated, and they cannot both hold.
+    assert_refused(&repo, &before, &reply, 412, "stale");
     let weak = format!("W/{tag}");
     let reply = label_write(
         &server.base,

@@ -873,7 +873,7 @@ async fn prompts_render_each_version_with_the_template_of_its_commit() {
     let refused = get(&site.app, "/api/personas/albert-einstein@1/prompt?mode=Mentor").await;
     assert_eq!(
         (refused.status, refused.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "bad_mode")
+        (StatusCode::NOT_FOUND, "mode_not_enabled")
     );
     assert!(refused.body.contains("Mentor"), "{}", refused.body);
     let profiled = get(
@@ -1015,4 +1015,112 @@ fn redact(value: &mut Value, key: &str) {
         Value::Array(items) => items.iter_mut().for_each(|item| redact(item, key)),
         _ => {}
     }
+}
+
+/// What contract fuzzing (`scripts/contract`, schemathesis against the
+/// OpenAPI document) found, kept fixed: each case the document and the server
+/// disagreed on.
+#[tokio::test]
+async fn the_cases_contract_fuzzing_found_stay_fixed() {
+    let site = site(false).await;
+    let app = &site.app;
+    let refused = |answer: &Answer, code: &str| {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert_eq!(answer.error_code(), code, "{}", answer.body);
+    };
+
+    // An empty number is not a number (the document says integer/boolean).
+    for uri in [
+        "/api/personas?limit=",
+        "/api/personas?offset=",
+        "/api/personas/search?q=x&limit=",
+        "/api/personas/search?q=x&semantic=",
+        "/api/webhooks/deliveries?limit=",
+    ] {
+        refused(&get(app, uri).await, "bad_query");
+    }
+    // A limit past i64 is refused as JSON, and /similar lists its 400.
+    refused(
+        &get(app, "/api/personas/albert-einstein/similar?limit=99999999999999999999").await,
+        "bad_query",
+    );
+
+    // An empty pin is malformed even when the unpinned answer is kept in memory.
+    for route in ["/api/personas/albert-einstein", "/api/personas/albert-einstein/prompt"] {
+        assert_eq!(get(app, route).await.status, StatusCode::OK);
+        refused(&get(app, &format!("{route}?version=")).await, "bad_pin");
+        let unprofiled = get(app, &format!("{route}?profile=")).await;
+        assert_eq!(unprofiled.status, StatusCode::NOT_FOUND, "{}", unprofiled.body);
+    }
+
+    // A mode the version does not enable: its prompt does not exist.
+    let mentor = get(app, "/api/personas/albert-einstein/prompt?mode=Mentor").await;
+    assert_eq!(
+        (mentor.status, mentor.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "mode_not_enabled")
+    );
+
+    // A trait range whose minimum is above its maximum is empty, not an error.
+    let empty = get(app, "/api/personas?traits=ocean.openness=0.9..0.1").await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert_eq!(empty.json()["items"].as_array().unwrap().len(), 0);
+
+    // A NUL byte in a query value is refused before any handler, as JSON.
+    let nul = get(app, "/api/personas/albert-einstein?profile=%00x").await;
+    assert_eq!(nul.status, StatusCode::BAD_REQUEST);
+    assert!(nul.body.contains("NUL"), "{}", nul.body);
+
+    // The document states each of those constraints.
+    let document = get(app, "/api/openapi.json").await.json();
+    let parameter = |path: &str, method: &str, name: &str| -> Value {
+        document["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    for (path, maximum) in [
+        ("/api/personas", 500),
+        ("/api/personas/search", 100),
+        ("/api/personas/{reference}/similar", 50),
+        ("/api/changes", 500),
+        ("/api/webhooks/deliveries", 500),
+    ] {
+        let limit = parameter(path, "get", "limit");
+        assert_eq!(
+            (limit["minimum"].clone(), limit["maximum"].clone()),
+            (serde_json::json!(1), serde_json::json!(maximum)),
+            "{path}"
+        );
+    }
+    assert!(document["paths"]["/api/personas/{reference}/similar"]["get"]["responses"]["400"].is_object());
+    let pin = parameter("/api/personas/{reference}", "get", "version");
+    let pattern = regex::Regex::new(pin["pattern"].as_str().unwrap()).unwrap();
+    // Every pin the README shows matches the documented pattern and parses;
+    // the malformed ones do not match.
+    let content_pin = format!("sha256:{}", "0a".repeat(32));
+    for good in [
+        "3",
+        "007",
+        "4c1d2e9",
+        &content_pin,
+        "production",
+        "label:production",
+        "tag:v1.0",
+        "v1.0",
+    ] {
+        assert!(pattern.is_match(good), "{good}");
+        assert!(good.parse::<personas::persona::pin::Pin>().is_ok(), "{good}");
+    }
+    for bad in ["", "0", "label:abc", "a b", "x..y", "@3"] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
+    let if_match = parameter("/api/personas/{reference}/settings", "patch", "If-Match");
+    assert!(
+        !regex::Regex::new(if_match["pattern"].as_str().unwrap())
+            .unwrap()
+            .is_match("*")
+    );
 }

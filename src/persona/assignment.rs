@@ -29,7 +29,7 @@ use super::model::PersonaId;
 pub const BUCKETS: u32 = 10_000;
 
 /// The longest unit id accepted: ids are user or session ids, not documents.
-pub const MAX_UNIT_BYTES: usize = 256;
+pub const MAX_UNIT_CHARS: usize = 256;
 
 /// The bucket of `unit` under `salt`, in `0..BUCKETS`.
 pub fn bucket(salt: &str, unit: &str) -> u32 {
@@ -78,10 +78,11 @@ pub fn check_unit(unit: &str) -> Result<(), String> {
     if unit.is_empty() {
         return Err("the unit id is empty; pass the user or session id as unit".to_string());
     }
-    if unit.len() > MAX_UNIT_BYTES {
+    // Counted in characters, as the API document's maxLength counts them.
+    let length = unit.chars().count();
+    if length > MAX_UNIT_CHARS {
         return Err(format!(
-            "the unit id is {} bytes long; at most {MAX_UNIT_BYTES} are accepted",
-            unit.len()
+            "the unit id is {length} characters long; at most {MAX_UNIT_CHARS} are accepted"
         ));
     }
     if unit.chars().any(char::is_control) {

@@ -39,12 +39,9 @@ impl std::str::FromStr for TraitRange {
                 _ => Err(format!("{side:?}: trait bounds are numbers from 0 to 1")),
             }
         };
+        // A minimum above the maximum is an empty range, as in SQL's
+        // BETWEEN: it matches nobody rather than failing the request.
         let (min, max) = (bound(low)?, bound(high)?);
-        if let (Some(min), Some(max)) = (min, max)
-            && min > max
-        {
-            return Err(format!("{range:?}: the minimum is above the maximum"));
-        }
         Ok(TraitRange {
             path: path.to_string(),
             min,

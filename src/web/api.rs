@@ -94,7 +94,9 @@ async fn openapi(headers: HeaderMap) -> Response {
     document.merge(super::webhooks::WebhooksDoc::openapi());
     document.merge(super::experiments::ExperimentsDoc::openapi());
     document.merge(super::label_write::LabelWriteDoc::openapi());
-    let document = document.to_pretty_json().unwrap_or_default();
+    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    super::contract::constrain(&mut document);
+    let document = serde_json::to_string_pretty(&document).unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
     cached(
         &headers,
@@ -157,6 +159,25 @@ where
     }
 }
 
+/// A query value that must be well formed when given: `limit=` (empty) is
+/// refused, as the document's integer and boolean types say. (The HTML
+/// forms' fields, which send empty values for "any", use [`query_value`].)
+pub(super) fn strict_query_value<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    match text {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}"))),
+    }
+}
+
 pub const MAX_PAGE: i64 = 500;
 
 #[derive(Debug, Deserialize)]
@@ -164,9 +185,9 @@ struct ListParams {
     #[serde(flatten)]
     filter: FilterParams,
     sort: Option<Sort>,
-    #[serde(default, deserialize_with = "query_value")]
+    #[serde(default, deserialize_with = "strict_query_value")]
     limit: Option<i64>,
-    #[serde(default, deserialize_with = "query_value")]
+    #[serde(default, deserialize_with = "strict_query_value")]
     offset: Option<i64>,
 }
 
@@ -246,11 +267,11 @@ struct SearchParams {
     /// Words to find in name, description, domains and beliefs, or (with
     /// `semantic=true`) a description of what to find.
     q: String,
-    #[serde(default, deserialize_with = "query_value")]
+    #[serde(default, deserialize_with = "strict_query_value")]
     semantic: Option<bool>,
     #[serde(flatten)]
     filter: FilterParams,
-    #[serde(default, deserialize_with = "query_value")]
+    #[serde(default, deserialize_with = "strict_query_value")]
     limit: Option<i64>,
 }
 
@@ -353,9 +374,9 @@ async fn persona(
     // key is what the answer depends on, so stray query parameters cannot
     // multiply the entries.
     let key = format!(
-        "persona\u{0}{reference}\u{0}{}\u{0}{}",
-        pin.unwrap_or(""),
-        params.profile.as_deref().unwrap_or("")
+        "persona\u{0}{reference}\u{0}{:?}\u{0}{:?}",
+        pin,
+        params.profile.as_deref()
     );
     if let Some(answer) = state.answers.get(&key) {
         return Ok(answer.respond(&headers));

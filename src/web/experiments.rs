@@ -288,7 +288,7 @@ fn no_experiment(name: &str) -> WebError {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AssignParams {
-    /// The unit to assign: a user, session or account id (1 to 256 bytes, no control characters).
+    /// The unit to assign: a user, session or account id (1 to 256 characters, no control characters).
     pub unit: Option<String>,
     /// Evaluate the experiment (and its labels) as they stood at this commit
     /// (7 to 40 hex digits); default: the newest projected commit.

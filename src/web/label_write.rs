@@ -196,9 +196,13 @@ fn label_guard(headers: &HeaderMap) -> Result<Guard, WebError> {
         .get(header::IF_NONE_MATCH)
         .map(|value| value.to_str().map(str::trim));
     match (if_match(headers)?, if_none_match) {
-        (Some(_), Some(_)) => Err(WebError::bad_request(
-            "bad_if_match",
-            "send If-Match (the label points at this version) or If-None-Match: * (the label does not cover the persona), not both",
+        // RFC 9110 evaluates both: when If-Match holds the label covers the
+        // persona, so If-None-Match: * fails; when it does not, If-Match fails.
+        (Some(_), Some(_)) => Err(WebError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            "If-Match (the label points at this version) and If-None-Match: * (the label does not cover the persona) \
+             cannot both hold; send one of them",
         )),
         (Some(precondition), None) => Ok(Guard::Points(precondition)),
         (None, Some(Ok("*"))) => Ok(Guard::Absent),

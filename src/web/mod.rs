@@ -8,6 +8,7 @@ pub mod answers;
 pub mod api;
 pub mod cache;
 pub mod card;
+pub mod contract;
 pub mod error;
 pub mod experiment_pages;
 pub mod experiments;

@@ -30,8 +30,9 @@ pub struct PromptParams {
 #[utoipa::path(get, path = "/api/personas/{reference}/prompt",
     params(("reference" = String, Path, description = "id, slug or former slug, optionally `@pin`"), PromptParams),
     responses((status = 200, body = PromptRecord), (status = 304, description = "not modified"),
-              (status = 400, description = "bad pin, or a mode that is not enabled", body = ErrorBody),
-              (status = 404, description = "no such persona or profile, or the registry has no template", body = ErrorBody),
+              (status = 400, description = "a malformed pin", body = ErrorBody),
+              (status = 404, description = "no such persona, version or profile, a mode the version does not enable, or the registry has no template", body = ErrorBody),
+              (status = 409, description = "no mode asked for and the persona has no default mode", body = ErrorBody),
               (status = 410, description = "deleted", body = ErrorBody)))]
 pub async fn persona_prompt(
     State(state): State<AppState>,
@@ -41,10 +42,10 @@ pub async fn persona_prompt(
 ) -> Result<Response, WebError> {
     let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
     let key = format!(
-        "prompt\u{0}{reference}\u{0}{}\u{0}{}\u{0}{}",
-        pin.unwrap_or(""),
-        params.mode.as_deref().unwrap_or(""),
-        params.profile.as_deref().unwrap_or("")
+        "prompt\u{0}{reference}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+        pin,
+        params.mode.as_deref(),
+        params.profile.as_deref()
     );
     if let Some(answer) = state.answers.get(&key) {
         return Ok(answer.respond(&headers));
@@ -116,9 +117,12 @@ pub async fn render(
     let rendered = template
         .render(&shown, mode, profile.as_ref())
         .map_err(|error| match error {
-            PromptError::ModeNotEnabled { .. } | PromptError::NoMode => {
-                WebError::bad_request("bad_mode", error.to_string())
+            // The prompt of a mode the version does not enable does not exist;
+            // a persona without a default mode cannot answer a request without one.
+            PromptError::ModeNotEnabled { .. } => {
+                WebError::new(StatusCode::NOT_FOUND, "mode_not_enabled", error.to_string())
             }
+            PromptError::NoMode => WebError::new(StatusCode::CONFLICT, "no_mode", error.to_string()),
             PromptError::Render { .. } => {
                 WebError::new(StatusCode::INTERNAL_SERVER_ERROR, "prompt_template", error.to_string())
             }

@@ -51,7 +51,7 @@ struct DeliveryParams {
     /// Only this webhook's deliveries.
     webhook: Option<String>,
     /// 1 to 500; default 50.
-    #[serde(default, deserialize_with = "super::api::query_value")]
+    #[serde(default, deserialize_with = "super::api::strict_query_value")]
     limit: Option<i64>,
 }
 
