@@ -238,6 +238,9 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
     let target = fresh().await;
     let binary = env!("CARGO_BIN_EXE_personas");
     let mut kills_mid_sync = 0;
+    // Counted from the server's side: with the child stopped (SIGSTOP), a
+    // backend of its with an open transaction that is not committing.
+    let mut kills_inside_transactions = 0;
     // Delays spread over the sync's duration; deterministic so a failure reproduces.
     let delays_ms: Vec<u64> = (0..20).map(|trial| 20 + (trial * 37) % 400).collect();
     for delay in delays_ms {
@@ -252,8 +255,20 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(delay));
         if child.try_wait().unwrap().is_none() {
             kills_mid_sync += 1;
+            let pid = rustix::process::Pid::from_child(&child);
+            rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'personas'
+                   AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+                   AND NOT (state = 'active' AND query ILIKE 'COMMIT%')",
+            )
+            .fetch_one(&target.pool)
+            .await
+            .unwrap();
+            kills_inside_transactions += i32::from(open > 0);
         }
-        // SIGKILL: no chance to clean up.
+        // SIGKILL: no chance to clean up (a stopped process dies too).
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -265,6 +280,13 @@ async fn killing_the_sync_at_random_points_loses_and_duplicates_nothing() {
         kills_mid_sync >= 5,
         "only {kills_mid_sync} kills landed mid-sync; the test did not exercise crashes"
     );
+    assert!(
+        kills_inside_transactions >= 3,
+        "only {kills_inside_transactions} of {kills_mid_sync} kills landed inside a transaction"
+    );
+    common::server::report(&format!(
+        "crash trials: {kills_mid_sync} of 20 kills mid-sync, {kills_inside_transactions} inside a transaction"
+    ));
 }
 
 /// A process that follows a branch syncs once per commit, resuming each

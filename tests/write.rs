@@ -424,6 +424,19 @@ fn branch_mode_proposes_on_a_review_branch_and_a_private_registry_needs_a_token(
     assert_eq!(http_get(&server.url("/api/personas/alice")).0, 401);
     assert_eq!(http_get(&server.url("/p/alice")).0, 401);
     assert_eq!(http_get(&server.url("/healthz")).0, 200);
+    // The document and the metrics say what the registry holds: gated too.
+    for gated in ["/api/openapi.json", "/metrics"] {
+        let refused = request("GET", &server.url(gated), &[], b"");
+        assert_eq!(refused.status, 401, "{gated}: {}", refused.body);
+        assert_eq!(refused.json()["error"]["code"], "unauthorized", "{gated}");
+        let read = request(
+            "GET",
+            &server.url(gated),
+            &[("Authorization", &format!("Bearer {READER}"))],
+            b"",
+        );
+        assert_eq!(read.status, 200, "{gated}: {}", read.body);
+    }
     let reply = request(
         "GET",
         &server.url("/api/personas/alice@1"),

@@ -105,10 +105,12 @@ mod tests {
         );
         let open: TraitRange = "humor.wit=..0.3".parse().unwrap();
         assert_eq!((open.min, open.max), (None, Some(0.3)));
+        // Reversed bounds are an empty range: it parses, and admits no value.
+        let reversed: TraitRange = "ocean.openness=0.9..0.1".parse().unwrap();
+        assert_eq!((reversed.min, reversed.max), (Some(0.9), Some(0.1)));
         for bad in [
             "ocean.openness",
             "openness=0.1..0.2",
-            "ocean.openness=0.9..0.1",
             "ocean.openness=1.5..",
             "ocean.openness=a..b",
             "Ocean.x=0..1",

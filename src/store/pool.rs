@@ -62,8 +62,12 @@ impl Database {
 }
 
 pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+    let mut options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    // Named in pg_stat_activity and the server's log, unless the URL names it.
+    if !url.contains("application_name=") {
+        options = options.application_name("personas");
+    }
+    let options = options
         .log_statements(tracing::log::LevelFilter::Trace)
         // Catching up on a large history legitimately runs statements of a
         // second or more; only far slower ones deserve a warning.

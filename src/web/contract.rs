@@ -17,7 +17,7 @@ use crate::persona::settings_patch::EDITABLE_CONFIG;
 /// (`crate::persona::pin`): a version number (leading zeros allowed), a
 /// content hash, a commit prefix of 7 to 40 hex digits, `label:NAME`, or a tag
 /// or label name with dotted numeric parts (`v1.2`).
-const PIN: &str = concat!(
+pub const PIN: &str = concat!(
     "(?:0{0,5}[1-9][0-9]{0,4}",
     "|sha256:[0-9a-f]{64}",
     "|[0-9A-Fa-f]{7,40}",

@@ -122,9 +122,10 @@ impl From<SearchError> for WebError {
     }
 }
 
-/// Whether a request is for the JSON API (errors then render as JSON).
+/// Whether a request is for the JSON API or another machine endpoint
+/// (`/metrics`, read by scrapers): errors then render as JSON, not a page.
 pub fn is_api_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/")
+    path == "/api" || path.starts_with("/api/") || path == "/metrics"
 }
 
 /// Renders every [`WebError`] a handler (or an extractor) produced: JSON for

@@ -450,7 +450,8 @@ pub mod db {
         .await
     }
 
-    /// A digest of everything the projection holds, for comparing two databases.
+    /// A digest of everything the projection holds, for comparing two
+    /// databases: every value of every table, not only how many rows.
     pub async fn digest(pool: &PgPool) -> String {
         sqlx::query_scalar(
             "SELECT md5(concat_ws('|',
@@ -462,9 +463,26 @@ pub mod db {
                 (SELECT string_agg(concat_ws(',', commit_sha, path, line, col, code), ';'
                                    ORDER BY path, line, col, code) FROM sync_errors),
                 (SELECT string_agg(concat_ws(',', branch, last_commit), ';') FROM sync_state),
-                (SELECT count(*) FROM persona_traits), (SELECT count(*) FROM persona_beliefs),
-                (SELECT count(*) FROM persona_modes), (SELECT count(*) FROM persona_config),
-                (SELECT count(*) FROM persona_domains), (SELECT count(*) FROM persona_phrases),
+                -- The normalized tables by value, keyed by persona and version
+                -- (their version_id is a sequence number local to one database).
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.trait_type, t.trait_name, t.value), ';'
+                                   ORDER BY v.persona_id, v.version_no, t.trait_type, t.trait_name))
+                   FROM persona_traits t JOIN persona_versions v ON v.id = t.version_id),
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.position, md5(t.belief), coalesce(t.source, '<none>')), ';'
+                                   ORDER BY v.persona_id, v.version_no, t.position))
+                   FROM persona_beliefs t JOIN persona_versions v ON v.id = t.version_id),
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.mode, t.enabled), ';'
+                                   ORDER BY v.persona_id, v.version_no, t.mode))
+                   FROM persona_modes t JOIN persona_versions v ON v.id = t.version_id),
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.humor_usage, t.emotional_style, t.language_style, t.voice_enabled, coalesce(t.default_mode, '<none>')), ';'
+                                   ORDER BY v.persona_id, v.version_no))
+                   FROM persona_config t JOIN persona_versions v ON v.id = t.version_id),
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.position, t.domain), ';'
+                                   ORDER BY v.persona_id, v.version_no, t.position))
+                   FROM persona_domains t JOIN persona_versions v ON v.id = t.version_id),
+                (SELECT md5(string_agg(concat_ws(',', v.persona_id, v.version_no, t.position, md5(t.phrase)), ';'
+                                   ORDER BY v.persona_id, v.version_no, t.position))
+                   FROM persona_phrases t JOIN persona_versions v ON v.id = t.version_id),
                 (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox),
             (SELECT string_agg(concat_ws(',', id, md5(search_text)), ';' ORDER BY id) FROM personas),
                 (SELECT string_agg(concat_ws(',', o.persona_id, v.version_no, o.op), ';' ORDER BY o.id)

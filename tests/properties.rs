@@ -1,0 +1,247 @@
+//! Property tests: generated inputs, many of them, against the parsers and
+//! writers that take what users and other tools hand us. Each property runs
+//! a fixed number of cases (`CASES`), chosen so the file runs in seconds.
+
+use std::path::PathBuf;
+
+use personas::export::links::SiteMap;
+use personas::interchange::import::{ImportOptions, import_persona};
+use personas::interchange::toml_writer::persona_to_toml;
+use personas::persona::canonical::content_hash;
+use personas::persona::model::Persona;
+use personas::persona::pin::Pin;
+use personas::persona::settings::{RegistrySettings, parse_settings};
+use personas::persona::settings_patch::apply_settings_patch;
+use personas::persona::validate::validate_persona;
+use proptest::prelude::*;
+use serde_json::Value;
+
+/// Cases per property; the closing figures of the issue quote these.
+const CASES: u32 = 256;
+
+fn registry() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("registry")
+}
+
+fn settings() -> RegistrySettings {
+    let bytes = std::fs::read(registry().join("registry.toml")).unwrap();
+    let (settings, diagnostics) = parse_settings("registry/registry.toml", &bytes);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    settings
+}
+
+/// The sample registry's personas: (stem, file text, parsed persona).
+fn samples() -> Vec<(String, String, Persona)> {
+    let settings = settings();
+    let mut samples: Vec<(String, String, Persona)> = std::fs::read_dir(registry().join("personas"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "toml"))
+        .map(|path| {
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = format!("registry/personas/{stem}.toml");
+            let parsed = validate_persona(&file, text.as_bytes(), &stem, &settings);
+            let persona = parsed
+                .persona
+                .unwrap_or_else(|| panic!("{file}: {:?}", parsed.diagnostics));
+            (stem, text, persona)
+        })
+        .collect();
+    samples.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        samples.len() >= 20,
+        "the sample registry has {} personas",
+        samples.len()
+    );
+    samples
+}
+
+/// Any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-2.0f64..2.0).prop_map(Value::from),
+        "\\PC{0,24}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "high", "low", "none", "Critic", "Debater", "openness", "ocean", "true"
+        ])
+        .prop_map(|word| Value::String(word.to_string())),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    "[a-z_]{1,12}",
+                    prop::sample::select(vec![
+                        "config",
+                        "modes",
+                        "traits",
+                        "humor_usage",
+                        "default_mode",
+                        "voice_enabled",
+                        "ocean",
+                        "openness",
+                        "Critic",
+                        "name",
+                        "data",
+                        "spec",
+                        "description",
+                        "tags",
+                        "character_book",
+                    ])
+                    .prop_map(str::to_string),
+                ],
+                inner,
+                0..5,
+            )
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// A persona with generated names, descriptions and trait values, written
+    /// by the TOML writer, reads back to the same canonical content hash.
+    #[test]
+    fn a_generated_persona_written_as_toml_reads_back_to_the_same_hash(
+        which in 0usize..25,
+        name in "[A-Z][a-z]{2,12}( [A-Z][a-z]{2,12}){0,2}",
+        description in "[A-Z][A-Za-z0-9 ,;'é()-]{30,300}\\.",
+        values in prop::collection::vec(0.0f64..=1.0, 32),
+    ) {
+        let samples = samples();
+        let (stem, _, original) = &samples[which % samples.len()];
+        let mut persona = original.clone();
+        persona.name = name;
+        persona.description = description;
+        let mut generated = values.iter().cycle();
+        for traits in persona.traits.values_mut() {
+            for value in traits.values_mut() {
+                *value = *generated.next().unwrap();
+            }
+        }
+        let text = persona_to_toml(&persona, "generated by a property test").unwrap();
+        let file = format!("registry/personas/{stem}.toml");
+        let parsed = validate_persona(&file, text.as_bytes(), stem, &settings());
+        let read = parsed.persona.unwrap_or_else(|| panic!("{:?}\n{text}", parsed.diagnostics));
+        prop_assert_eq!(content_hash(&read), content_hash(&persona));
+    }
+
+    /// Bytes changed, inserted or cut anywhere in a persona file never make
+    /// the validator panic, and every problem points inside the file.
+    #[test]
+    fn mutated_persona_files_never_panic_and_errors_point_inside_the_file(
+        which in 0usize..25,
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let samples = samples();
+        let (stem, text, _) = &samples[which % samples.len()];
+        let mut bytes = text.as_bytes().to_vec();
+        for (at, byte, kind) in edits {
+            let position = at.index(bytes.len().max(1));
+            let last = bytes.len().saturating_sub(1);
+            match kind {
+                0 if !bytes.is_empty() => bytes[position.min(last)] = byte,
+                1 => bytes.insert(position.min(bytes.len()), byte),
+                _ if !bytes.is_empty() => {
+                    bytes.remove(position.min(last));
+                }
+                _ => {}
+            }
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let file = format!("registry/personas/{stem}.toml");
+        let parsed = validate_persona(&file, &bytes, stem, &settings());
+        let lines: Vec<&[u8]> = bytes.split(|byte| *byte == b'\n').collect();
+        for diagnostic in &parsed.diagnostics {
+            prop_assert_eq!(&diagnostic.file, &file);
+            prop_assert!(diagnostic.line >= 1 && diagnostic.line <= lines.len(), "{diagnostic:?}");
+            let line = lines[diagnostic.line - 1];
+            prop_assert!(
+                diagnostic.column >= 1 && diagnostic.column <= line.len() + 1,
+                "{diagnostic:?} on a line of {} bytes", line.len()
+            );
+        }
+        prop_assert!(parsed.persona.is_some() || !parsed.diagnostics.is_empty());
+    }
+
+    /// Any text is a pin or a clear error; every pin the API document's
+    /// pattern admits is one.
+    #[test]
+    fn the_pin_grammar_never_panics_and_admits_what_the_document_says(
+        text in "\\PC{0,80}",
+        documented in proptest::string::string_regex(personas::web::contract::PIN).unwrap(),
+    ) {
+        if let Err(error) = text.parse::<Pin>() {
+            prop_assert!(error.to_string().contains("malformed pin"));
+        }
+        prop_assert!(documented.parse::<Pin>().is_ok(), "{documented:?}: {:?}", documented.parse::<Pin>());
+    }
+
+    /// Any JSON as a settings merge patch: an outcome, never a panic.
+    #[test]
+    fn any_merge_patch_is_applied_or_refused_never_a_panic(which in 0usize..25, patch in json_value()) {
+        let samples = samples();
+        let (stem, text, persona) = &samples[which % samples.len()];
+        let file = format!("registry/personas/{stem}.toml");
+        let _ = apply_settings_patch(&file, stem, text, persona, &patch, &settings());
+    }
+
+    /// Any JSON, and any chunks in a PNG, as a Character Card to import.
+    #[test]
+    fn any_card_json_or_png_is_imported_or_refused_never_a_panic(
+        card in json_value(),
+        chunks in prop::collection::vec(
+            (prop::sample::select(vec![*b"IHDR", *b"tEXt", *b"zTXt", *b"iTXt", *b"IEND", *b"abcd"]),
+             prop::collection::vec(any::<u8>(), 0..64)),
+            0..5,
+        ),
+        keyword in prop::sample::select(vec!["chara", "ccv3", "personas", "x"]),
+    ) {
+        let settings = settings();
+        let options = ImportOptions::default();
+        let json = serde_json::to_vec(&card).unwrap();
+        let _ = import_persona("card.json", &json, &options, &settings);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, mut data) in chunks {
+            if kind == *b"tEXt" {
+                // A keyword, NUL, then the (often not base64) text.
+                let mut text = keyword.as_bytes().to_vec();
+                text.push(0);
+                text.append(&mut data);
+                data = text;
+            }
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&kind);
+            png.extend_from_slice(&data);
+            png.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        let _ = import_persona("card.png", &png, &options, &settings);
+    }
+
+    /// Any markup and any link in it: the static build's link rewriter
+    /// answers a page or an error, never a panic.
+    #[test]
+    fn the_link_rewriter_never_panics(
+        before in "\\PC{0,40}",
+        link in prop_oneof!["\\PC{0,60}", "/(p|api|search|static)/[a-z0-9@%?=&#./-]{0,40}"],
+        tag in prop::sample::select(vec!["a href", "link href", "script src", "img src", "form action"]),
+        page in prop::sample::select(vec!["index.html", "p/albert-einstein/index.html", "404.html", "a/b/c/d.html"]),
+    ) {
+        let map = SiteMap::new(Default::default(), Some("https://example.org/registry"));
+        let html = format!("<html><body>{before}<{tag}=\"{link}\">x</body></html>");
+        if let Ok((rewritten, linked)) = map.rewrite_page(&html, page) {
+            prop_assert!(!rewritten.is_empty());
+            prop_assert!(linked.len() <= 1);
+        }
+    }
+}
