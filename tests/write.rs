@@ -636,3 +636,140 @@ fn a_lost_compare_and_swap_recomputes_and_refuses_a_stale_change() {
     let text = repo.git(&["show", &format!("main:{ALICE}")]);
     assert_eq!(text.matches("# writer").count(), 1, "{text}");
 }
+
+/// Runs `personas sync` (no vectors) of `repo` into `database_url`: the
+/// projection writer a `--no-sync` server leaves to another process.
+fn sync_into(repo: &TestRepo, database_url: &str) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["sync", "--no-vectors", "--repo"])
+        .arg(repo.path())
+        .env("DATABASE_URL", database_url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The refusals the other tests do not reach, on a server whose projection
+/// is another process's (`--no-sync`): the answer to a committed change is
+/// then 202, and the persona can move on the branch before the sync sees it.
+#[test]
+fn the_remaining_refusals_and_the_202_answer_as_documented() {
+    let repo = registry();
+    let database = tokio::runtime::Runtime::new().unwrap().block_on(common::db::fresh());
+    sync_into(&repo, &database.url);
+    let tokens = token_list();
+    let server = Server::start_args(
+        repo.path(),
+        &["--no-sync"],
+        &[("PERSONAS_TOKENS", &tokens), ("DATABASE_URL", &database.url)],
+    );
+    synced(&server);
+    let tag = etag_of(&server.base, "alice", None);
+    let change = json!({"config": {"humor_usage": "high"}});
+    let before = repository_state(&repo);
+
+    // Malformed JSON, a weak ETag, and a pin naming no version.
+    let reply = request(
+        "PATCH",
+        &server.url("/api/personas/alice/settings"),
+        &[
+            ("Content-Type", "application/merge-patch+json"),
+            ("Authorization", &format!("Bearer {EDITOR}")),
+            ("If-Match", &tag),
+        ],
+        b"{\"config\": {\"humor_usage\": ",
+    );
+    assert_refused(&repo, &before, &reply, 400, "bad_json");
+    let weak = format!("W/{tag}");
+    let reply = patch(&server.base, "alice", Some(EDITOR), Some(&weak), &change);
+    assert_refused(&repo, &before, &reply, 400, "bad_if_match");
+    assert!(reply.body.contains("weak"), "{}", reply.body);
+    let reply = patch(&server.base, "alice", Some(EDITOR), Some("@99"), &change);
+    assert_refused(&repo, &before, &reply, 412, "stale");
+
+    // A change the registry's prompt template can no longer render: 422 on "modes".
+    repo.write(
+        "registry/prompt.jinja",
+        "You are {{ persona.name }}.{% if mode == \"Debater\" %} {{ persona.no_such_field }}{% endif %}\n",
+    );
+    repo.commit("a template that cannot render debaters");
+    sync_into(&repo, &database.url);
+    let before = repository_state(&repo);
+    let tag = etag_of(&server.base, "alice", None);
+    let reply = patch(
+        &server.base,
+        "alice",
+        Some(EDITOR),
+        Some(&tag),
+        &json!({"modes": {"Debater": true}}),
+    );
+    assert_refused(&repo, &before, &reply, 422, "invalid");
+    let problems = reply.json()["error"]["details"]["problems"].clone();
+    assert_eq!(problems[0]["path"], "modes", "{problems}");
+    assert!(
+        problems[0]["message"].as_str().unwrap().contains("Debater"),
+        "{problems}"
+    );
+
+    // Committed but not projected yet: 202, and the sync then shows it.
+    let main = repo.git(&["rev-parse", "main"]);
+    let reply = patch(&server.base, "alice", Some(EDITOR), Some(&tag), &change);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["status"], "committed");
+    assert_eq!(answer["branch"], "main");
+    let commit = answer["commit"].as_str().unwrap().to_string();
+    assert_eq!(repo.git(&["rev-parse", "main"]), commit);
+    assert_eq!(repo.git(&["rev-parse", &format!("{commit}^")]), main);
+    sync_into(&repo, &database.url);
+    wait_for("the change to be read back", Duration::from_secs(30), || {
+        let reply = request("GET", &server.url("/api/personas/alice"), &[], b"");
+        reply.json()["persona"]["config"]["humor_usage"] == "high"
+    });
+
+    // The file moved on the branch after the projection read it: 409 moved.
+    let tag = etag_of(&server.base, "alice", None);
+    repo.git(&["mv", ALICE, "registry/personas/alice-moved.toml"]);
+    repo.commit("alice moves");
+    let before = repository_state_at(&repo, "registry/personas/alice-moved.toml");
+    let reply = patch(
+        &server.base,
+        "alice",
+        Some(EDITOR),
+        Some(&tag),
+        &json!({"config": {"humor_usage": "low"}}),
+    );
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.json()["error"]["code"], "moved", "{}", reply.body);
+    assert_eq!(repository_state_at(&repo, "registry/personas/alice-moved.toml"), before);
+
+    // A server that only mirrors a remote refuses every write: 503 read_only.
+    let bare = tempfile::tempdir().unwrap();
+    let remote = bare.path().join("registry.git");
+    repo.git(&["clone", "-q", "--bare", ".", remote.to_str().unwrap()]);
+    let mirror = TestRepo::new();
+    // The mirror's managed PostgreSQL runs as `postgres` when the tests run as root.
+    std::fs::set_permissions(mirror.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mirroring = Server::start_args(
+        mirror.path(),
+        &["--remote", remote.to_str().unwrap()],
+        &[("PERSONAS_TOKENS", &tokens)],
+    );
+    wait_for("the mirror's first sync", Duration::from_secs(60), || {
+        http_get(&mirroring.url("/api/personas/alice")).0 == 200
+    });
+    let tag = etag_of(&mirroring.base, "alice", None);
+    let reply = patch(&mirroring.base, "alice", Some(EDITOR), Some(&tag), &change);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["error"]["code"], "read_only", "{}", reply.body);
+}
+
+/// Refs, index, working tree and the one file, wherever it now lives.
+fn repository_state_at(repo: &TestRepo, file: &str) -> String {
+    format!(
+        "{}\n{}\n{}",
+        repo.git(&["for-each-ref", "--format=%(refname) %(objectname)"]),
+        repo.git(&["status", "--porcelain", "--untracked-files=all"]),
+        std::fs::read_to_string(repo.path().join(file)).unwrap()
+    )
+}

@@ -13,7 +13,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use gix::ObjectId;
 use serde::Serialize;
 
-use super::tree_delta::IndexedTree;
+use super::tree_delta::{IndexedTree, NotRegular};
 use super::{GitError, resolve_commit};
 use crate::persona::experiment::{EXPERIMENTS_DIR, Experiment, ParsedExperiment, validate_experiment};
 use crate::persona::labels::{LABELS_FILE, LabelsFile, parse_labels};
@@ -158,6 +158,30 @@ struct TrackedFile {
     valid: Option<(Arc<Persona>, ContentHash)>,
 }
 
+/// The reading of a persona path that is not a regular file: one problem, at its start.
+fn not_a_file(path: &str, kind: NotRegular) -> ParsedPersona {
+    ParsedPersona {
+        file: path.to_string(),
+        persona: None,
+        id: None,
+        id_location: (1, 1),
+        slug: None,
+        slug_location: (1, 1),
+        diagnostics: vec![Diagnostic {
+            path: None,
+            file: path.to_string(),
+            line: 1,
+            column: 1,
+            code: Code::NotAFile,
+            message: format!(
+                "{path} is {} in git, not a regular file; a persona must be the file itself (commit its text, \
+                 not a link to it)",
+                kind.describe()
+            ),
+        }],
+    }
+}
+
 impl TrackedFile {
     fn new(mut parsed: ParsedPersona) -> TrackedFile {
         let valid = parsed.persona.take().map(|persona| {
@@ -266,6 +290,8 @@ struct PersonasDelta {
     /// Added or changed files (every file, when all must be re-read), with their blobs.
     changed: BTreeMap<String, ObjectId>,
     removed: Vec<String>,
+    /// Those of `changed` that are links or submodules: refused, not read.
+    not_regular: BTreeMap<String, NotRegular>,
 }
 
 /// An iterator over the commit records of a branch's first-parent history.
@@ -479,6 +505,11 @@ impl HistoryWalk {
                 .map(|(name, blob)| (path_of(name), *blob))
                 .collect(),
             removed: delta.removed.iter().map(|name| path_of(name)).collect(),
+            not_regular: delta
+                .not_regular
+                .iter()
+                .map(|(name, kind)| (path_of(name), *kind))
+                .collect(),
         };
         Ok((owned, Some(tree)))
     }
@@ -553,8 +584,14 @@ impl HistoryWalk {
         self.update_experiments(&listing, &mut record)?;
 
         // Which persona files need reading again.
-        let (PersonasDelta { changed, removed }, personas_tree) =
-            self.personas_delta(listing.personas_tree, settings_changed)?;
+        let (
+            PersonasDelta {
+                changed,
+                removed,
+                not_regular,
+            },
+            personas_tree,
+        ) = self.personas_delta(listing.personas_tree, settings_changed)?;
         if let Some(tree) = personas_tree {
             self.state.personas_tree = tree;
         }
@@ -578,11 +615,18 @@ impl HistoryWalk {
         // commit spreads it over every core.
         let mut read = Vec::with_capacity(checked.len());
         for path in &checked {
-            read.push((path, self.blob(changed[path])?));
+            // A link's object is its target's name, a submodule's a commit of
+            // another repository: neither is the file's text.
+            let bytes = match not_regular.get(path) {
+                Some(_) => None,
+                None => Some(self.blob(changed[path])?),
+            };
+            read.push((path, bytes));
         }
         let settings = &self.state.settings;
-        let validate = |(path, bytes): &(&String, Vec<u8>)| {
-            TrackedFile::new(validate_persona(path, bytes, stem_of(path), settings))
+        let validate = |(path, bytes): &(&String, Option<Vec<u8>>)| match bytes {
+            Some(bytes) => TrackedFile::new(validate_persona(path, bytes, stem_of(path), settings)),
+            None => TrackedFile::new(not_a_file(path, not_regular[*path])),
         };
         let tracked: Vec<TrackedFile> = if read.len() >= PARALLEL_FROM {
             read.par_iter().map(validate).collect()

@@ -34,10 +34,38 @@ impl Default for IndexedTree {
 pub struct Delta {
     pub changed: Vec<(Vec<u8>, ObjectId)>,
     pub removed: Vec<Vec<u8>>,
+    /// Those of `changed` that are not regular files (a symbolic link, a
+    /// submodule), by name: their object is not the file's text.
+    pub not_regular: Vec<(Vec<u8>, NotRegular)>,
+}
+
+/// A tree entry named like a persona file that is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRegular {
+    SymbolicLink,
+    Submodule,
+}
+
+impl NotRegular {
+    fn of(mode: &[u8]) -> Option<NotRegular> {
+        match mode {
+            b"120000" => Some(NotRegular::SymbolicLink),
+            b"160000" => Some(NotRegular::Submodule),
+            _ => None,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            NotRegular::SymbolicLink => "a symbolic link",
+            NotRegular::Submodule => "a submodule",
+        }
+    }
 }
 
 /// One raw entry: `<mode> SP <name> NUL <hash>`.
 struct Entry<'a> {
+    mode: &'a [u8],
     name: &'a [u8],
     id: &'a [u8],
     is_tree: bool,
@@ -59,6 +87,7 @@ fn entry_at(data: &[u8], start: usize, hash_len: usize) -> Result<Entry<'_>, Str
         return Err(corrupt());
     }
     Ok(Entry {
+        mode: &rest[..space],
         name: &rest[space + 1..nul],
         id: &rest[nul + 1..end],
         is_tree: &rest[..space] == b"40000",
@@ -68,6 +97,16 @@ fn entry_at(data: &[u8], start: usize, hash_len: usize) -> Result<Entry<'_>, Str
 
 fn is_toml_file(entry: &Entry<'_>) -> bool {
     !entry.is_tree && entry.name.ends_with(b".toml")
+}
+
+impl Delta {
+    fn record_changed(&mut self, entry: &Entry<'_>) {
+        self.changed
+            .push((entry.name.to_vec(), ObjectId::from_bytes_or_panic(entry.id)));
+        if let Some(kind) = NotRegular::of(entry.mode) {
+            self.not_regular.push((entry.name.to_vec(), kind));
+        }
+    }
 }
 
 impl IndexedTree {
@@ -246,9 +285,7 @@ fn merge(
                 old_entry = next(old, &mut old_offset, old_to, hash_len)?;
             }
             (None, Some(added)) => {
-                delta
-                    .changed
-                    .push((added.name.to_vec(), ObjectId::from_bytes_or_panic(added.id)));
+                delta.record_changed(added);
                 new_entry = next(new, &mut new_offset, new_to, hash_len)?;
             }
             (Some(before), Some(after)) => match before.name.cmp(after.name) {
@@ -257,16 +294,12 @@ fn merge(
                     old_entry = next(old, &mut old_offset, old_to, hash_len)?;
                 }
                 std::cmp::Ordering::Greater => {
-                    delta
-                        .changed
-                        .push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
+                    delta.record_changed(after);
                     new_entry = next(new, &mut new_offset, new_to, hash_len)?;
                 }
                 std::cmp::Ordering::Equal => {
-                    if everything || before.id != after.id {
-                        delta
-                            .changed
-                            .push((after.name.to_vec(), ObjectId::from_bytes_or_panic(after.id)));
+                    if everything || before.id != after.id || before.mode != after.mode {
+                        delta.record_changed(after);
                     }
                     old_entry = next(old, &mut old_offset, old_to, hash_len)?;
                     new_entry = next(new, &mut new_offset, new_to, hash_len)?;

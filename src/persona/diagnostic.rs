@@ -52,6 +52,8 @@ pub enum Code {
     Weight,
     /// A cited page that is dead, unreachable, unreadable, or does not hold the belief.
     Citation,
+    /// A registry path that is a symbolic link or a submodule, not a file.
+    NotAFile,
 }
 
 impl Code {
@@ -91,6 +93,7 @@ impl Code {
             Code::Pin => "pin",
             Code::Weight => "weight",
             Code::Citation => "citation",
+            Code::NotAFile => "not-a-file",
         }
     }
 }
