@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::io::Write as _;
+
 use common::db::{count, fresh};
 use common::*;
 use personas::sync::{SyncOptions, sync_once};
@@ -143,5 +145,111 @@ async fn hostile_registry_files_are_read_or_refused_by_path_and_the_rest_syncs()
     assert_eq!(
         count(pool, "SELECT count(*) FROM persona_versions WHERE slug = 'alice'").await,
         1
+    );
+}
+
+/// A 1×1 grey PNG whose `chara` card is `text`, in a zTXt or a compressed iTXt chunk.
+fn png_with_compressed_card(text: String, international: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, 1, 1);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    if !international {
+        encoder.add_ztxt_chunk("chara".to_string(), text.clone()).unwrap();
+    }
+    let mut writer = encoder.write_header().unwrap();
+    if international {
+        let mut chunk = png::text_metadata::ITXtChunk::new("chara".to_string(), text);
+        chunk.compressed = true;
+        writer.write_text_chunk(&chunk).unwrap();
+    }
+    writer.write_image_data(&[128]).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// Kibibytes of `field` (`VmRSS`, `VmHWM`) in this process's status.
+fn memory_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|line| line.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_card_chunk_that_inflates_past_the_limit_is_refused_without_inflating_it() {
+    let settings = personas::persona::settings::RegistrySettings::permissive();
+    let options = personas::interchange::import::ImportOptions::default();
+    for (international, chunk) in [(false, "zTXt"), (true, "iTXt")] {
+        // 64 MiB of text, 8 times the limit, in a file of a few hundred KiB.
+        let bomb = png_with_compressed_card("A".repeat(64 * 1024 * 1024), international);
+        assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+        // Only what the import itself allocates counts: reset the peak first.
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let before = memory_kib("VmRSS:");
+        let error = personas::interchange::import::import_persona("bomb.png", &bomb, &options, &settings)
+            .map(|_| ())
+            .unwrap_err();
+        let grown_mib = memory_kib("VmHWM:").saturating_sub(before) / 1024;
+        assert!(
+            error
+                .message
+                .contains(&format!("{chunk} chunk `chara` that cannot be read")),
+            "{}",
+            error.message
+        );
+        assert!(
+            grown_mib < 40,
+            "importing the {chunk} bomb grew the peak by {grown_mib} MiB"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "{chunk} bomb of 64 MiB refused; peak grew {grown_mib} MiB"
+        );
+    }
+}
+
+#[test]
+fn a_card_whose_embedded_registry_persona_was_edited_says_so() {
+    use base64::Engine as _;
+    use personas::interchange::card::{CardMeta, CardSpec, export_card};
+    let settings = personas::persona::settings::RegistrySettings::permissive();
+    let parsed = personas::persona::validate::validate_persona(
+        "registry/personas/alice.toml",
+        persona(ID_A, "Alice").as_bytes(),
+        "alice",
+        &settings,
+    );
+    let alice = parsed.persona.unwrap();
+    let meta = CardMeta {
+        version: 1,
+        system_prompt: None,
+        creator: None,
+        created_at: None,
+        modified_at: None,
+    };
+    let mut card = export_card(&alice, CardSpec::V2, &meta);
+    // The registry's own copy inside the card, edited without its hash.
+    card["data"]["extensions"]["persona-registry"]["persona"]["description"] =
+        serde_json::json!("Quietly rewritten after export.");
+    let text = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&card).unwrap());
+    let mut png = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png, 1, 1);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.add_text_chunk("chara".to_string(), text).unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[128]).unwrap();
+    }
+    let options = personas::interchange::import::ImportOptions::default();
+    let imported = personas::interchange::import::import_persona("alice.png", &png, &options, &settings).unwrap();
+    assert!(imported.from_png);
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|note| note.contains("no longer matches its recorded content hash")),
+        "{:?}",
+        imported.notes
     );
 }
