@@ -456,6 +456,22 @@ pub enum BenchTarget {
         #[arg(long, default_value = "4")]
         writers: usize,
     },
+    /// Everything at once on one server for a while: wrk on pinned and current answers, a git commit every second, PATCH writers, the vector worker; fails on any error answer or lost version.
+    Soak {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Keep (and reuse) the repository and database in this directory (the bench adds commits).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// How long (fractions allowed: 0.5 is 30 s).
+        #[arg(long, default_value = "10")]
+        minutes: f64,
+        #[arg(long, default_value = "16")]
+        connections: u32,
+        /// Concurrent PATCH writers, each on its own persona.
+        #[arg(long, default_value = "2")]
+        writers: usize,
+    },
     /// A commit until its webhook is delivered to a local receiver vs. the same commit until the API shows it.
     Webhook {
         #[command(flatten)]
@@ -794,6 +810,22 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             shape: shape.shape(),
             keep: keep.as_deref(),
             rounds: *rounds,
+            writers: *writers,
+        }),
+        Command::Bench {
+            target:
+                BenchTarget::Soak {
+                    shape,
+                    keep,
+                    minutes,
+                    connections,
+                    writers,
+                },
+        } => commands::bench_soak::soak(commands::bench_soak::SoakBench {
+            shape: shape.shape(),
+            keep: keep.as_deref(),
+            minutes: *minutes,
+            connections: *connections,
             writers: *writers,
         }),
         Command::Bench {

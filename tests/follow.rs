@@ -246,3 +246,104 @@ async fn a_database_restart_mid_sync_is_retried_and_the_projection_is_complete()
         .await
         .unwrap();
 }
+
+/// A real PostgreSQL restart under a running `serve` (the server process
+/// stopped and started, not a closed client pool): `/readyz` turns 503 and
+/// back, nothing kept is served while change notifications cannot arrive,
+/// LISTEN comes back, and a commit made during the outage appears.
+#[tokio::test]
+async fn serve_rides_out_a_postgresql_restart() {
+    use common::server::{Server, http_get, wait_for};
+    let repo = TestRepo::new();
+    std::fs::set_permissions(
+        repo.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.commit("add alice");
+    let (server, url) = PrivateServer::start().await;
+    let serve = Server::start_args(repo.path(), &["--sync"], &[("DATABASE_URL", url.as_str())]);
+    let readiness = |serve: &Server| -> (u16, serde_json::Value) {
+        let (status, body) = http_get(&serve.url("/readyz"));
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    };
+    let description = |serve: &Server| -> Option<String> {
+        let (status, body) = http_get(&serve.url("/api/personas/alice"));
+        (status == 200).then(|| {
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            answer["persona"]["description"].as_str().unwrap().to_string()
+        })
+    };
+    wait_for("the first sync and LISTEN", Duration::from_secs(60), || {
+        let (status, body) = readiness(&serve);
+        status == 200 && body["listening"] == true && description(&serve).is_some()
+    });
+    // Kept: the second read is answered from memory.
+    let before = description(&serve).unwrap();
+    assert_eq!(description(&serve).as_deref(), Some(before.as_str()));
+
+    // The database goes away.
+    let mut server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.cluster.stop().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    wait_for("/readyz to say 503", Duration::from_secs(30), || {
+        readiness(&serve).0 == 503
+    });
+    wait_for("kept answers to stop", Duration::from_secs(30), || {
+        description(&serve).is_none()
+    });
+    // A commit made meanwhile; nothing is served as current while the server cannot hear of it.
+    let path = "registry/personas/alice.toml";
+    repo.write(
+        path,
+        &edit(&persona(ID_A, "Alice"), "A test persona.", "Written during the outage."),
+    );
+    repo.commit("alice, during the outage");
+    for _ in 0..20 {
+        let (status, body) = http_get(&serve.url("/api/personas/alice"));
+        assert_ne!(status, 200, "a kept answer was served with the database down: {body}");
+        assert!(body.contains("\"error\""), "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // It comes back on the same socket: ready, listening, and the commit is there.
+    let server = tokio::task::spawn_blocking(move || {
+        server.cluster.start().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "/readyz to say 200 and LISTEN to resume",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = readiness(&serve);
+            status == 200 && body["listening"] == true
+        },
+    );
+    wait_for("the outage's commit to appear", Duration::from_secs(60), || {
+        description(&serve).as_deref() == Some("Written during the outage.")
+    });
+    // Notifications flow again: a kept answer is dropped at the next commit.
+    assert_eq!(description(&serve).as_deref(), Some("Written during the outage."));
+    repo.write(
+        path,
+        &edit(&persona(ID_A, "Alice"), "A test persona.", "Written after the outage."),
+    );
+    repo.commit("alice, after the outage");
+    wait_for("the next commit to appear", Duration::from_secs(30), || {
+        description(&serve).as_deref() == Some("Written after the outage.")
+    });
+    drop(serve);
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.cluster.stop().unwrap()
+    })
+    .await
+    .unwrap();
+}

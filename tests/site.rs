@@ -65,6 +65,9 @@ fn build_site_with(repo: &Path, database_url: &str, data_dir: &Path, out: &Path,
         .arg("--out")
         .arg(out)
         .args(extra)
+        // The static build's own index (qdrant-edge under the data directory), never a
+        // server collection another test writes to.
+        .env_remove("QDRANT_URL")
         .env("DATABASE_URL", database_url)
         .env("PERSONAS_DATA_DIR", data_dir)
         .output()
@@ -275,6 +278,7 @@ async fn the_static_copy_is_complete_linked_reproducible_and_escaped() {
         .arg(repo.path())
         .arg("--out")
         .arg(&precious)
+        .env_remove("QDRANT_URL")
         .env("DATABASE_URL", &database.url)
         .output()
         .unwrap();

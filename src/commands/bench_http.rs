@@ -175,7 +175,7 @@ fn wrk_with(url: &str, seconds: u32, connections: u32, script: Option<&Path>) ->
 }
 
 /// wrk's `1.23ms`, `456.00us`, `1.02s`.
-fn milliseconds(text: &str) -> anyhow::Result<f64> {
+pub(crate) fn milliseconds(text: &str) -> anyhow::Result<f64> {
     let (number, factor) = if let Some(number) = text.strip_suffix("us") {
         (number, 0.001)
     } else if let Some(number) = text.strip_suffix("ms") {

@@ -87,7 +87,7 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
     for round in 0..bench.rounds {
         let persona = round % bench.shape.personas;
         let before = current(port, persona)?;
-        let answer = patch(&token, port, persona, &before.etag, distinct_value(round, 1))?;
+        let answer = patch_openness(&token, port, persona, &before.etag, distinct_value(round, 1))?;
         if answer.status != 200 {
             bail!(
                 "PATCH answered {}: {}",
@@ -111,7 +111,7 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
                     let persona = bench.shape.personas - 1 - writer;
                     let mut etag = current(port, persona)?.etag;
                     for round in 0..per_writer {
-                        let answer = patch(token, port, persona, &etag, distinct_value(round, 2 + writer))?;
+                        let answer = patch_openness(token, port, persona, &etag, distinct_value(round, 2 + writer))?;
                         if answer.status != 200 {
                             bail!(
                                 "PATCH answered {}: {}",
@@ -181,7 +181,7 @@ pub fn write(bench: WriteBench<'_>) -> anyhow::Result<Outcome> {
 }
 
 /// Commits on the served branch.
-fn commit_count(repository: &Path) -> anyhow::Result<usize> {
+pub(crate) fn commit_count(repository: &Path) -> anyhow::Result<usize> {
     let count = git(repository, &["rev-list", "--count", "main"])?;
     count
         .trim()
@@ -209,7 +209,13 @@ pub(crate) fn current(port: u16, persona: usize) -> anyhow::Result<Current> {
     })
 }
 
-fn patch(token: &str, port: u16, persona: usize, etag: &str, openness: f64) -> anyhow::Result<Answer> {
+pub(crate) fn patch_openness(
+    token: &str,
+    port: u16,
+    persona: usize,
+    etag: &str,
+    openness: f64,
+) -> anyhow::Result<Answer> {
     let id = SyntheticRegistry::persona_id(persona);
     let body = serde_json::json!({"traits": {"ocean": {"openness": openness}}}).to_string();
     request(

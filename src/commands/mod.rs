@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_http;
 pub mod bench_label;
 pub mod bench_site;
+pub mod bench_soak;
 pub mod bench_webhook;
 pub mod bench_write;
 pub mod build_site;

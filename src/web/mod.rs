@@ -203,6 +203,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 "sync_lag_seconds": lag,
                 "outbox_depth": status.outbox_depth,
                 "semantic_search": state.vectors.is_some(),
+                // Whether change notifications arrive; until they do, no kept answer is served.
+                "listening": state.answers.is_listening(),
             }))
             .into_response()
         }

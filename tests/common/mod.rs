@@ -213,6 +213,8 @@ pub fn personas(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_personas"))
         .args(args)
         .current_dir(cwd)
+        // Each run's own embedded index: the shared server's collections are for the tests that ask for them.
+        .env_remove("QDRANT_URL")
         .output()
         .expect("personas runs");
     (

@@ -1,0 +1,318 @@
+//! `personas bench soak`: everything at once for a while, on one `serve`:
+//! wrk on pinned and current answers, a `git commit` every second, PATCH
+//! writers, and the vector worker embedding what they change. It fails on
+//! any error answer or when the versions projected differ from the commits
+//! made, and prints each window's requests, p99 and the server's RSS, so a
+//! leak shows as growth that does not level off.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::bench::{bench_root, prepare_repository};
+use super::bench_http::{free_port, start_server, wait_until};
+use super::bench_write::{commit_count, current, distinct_value, git, replace_trait};
+use super::http_probe::request;
+use super::process_memory::{ProcessMemory, mib};
+use crate::access::{TokenHash, generate_token};
+use crate::cli::Outcome;
+use crate::synthetic::SyntheticRegistry;
+
+pub struct SoakBench<'a> {
+    pub shape: SyntheticRegistry,
+    pub keep: Option<&'a Path>,
+    pub minutes: f64,
+    pub connections: u32,
+    /// Concurrent PATCH writers, each on its own persona.
+    pub writers: usize,
+}
+
+/// One wrk run: what it served and how fast.
+struct Window {
+    requests: u64,
+    errors: u64,
+    p99_ms: f64,
+    rss_kib: u64,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
+    let writers = bench.writers.max(1);
+    if bench.shape.personas < writers + 2 {
+        bail!("the registry needs at least {} personas for this run", writers + 2);
+    }
+    let (temporary, root) = bench_root(bench.keep)?;
+    let repository = prepare_repository(&bench.shape, Some(&root), temporary.path())?;
+    let token = generate_token().context("making a token")?;
+    let port = free_port()?;
+    let tokens = format!("editor {} Soak Writer <soak@personas.invalid>", TokenHash::of(&token));
+    eprintln!(
+        "starting personas serve (first run: sync and index {} personas)…",
+        bench.shape.personas
+    );
+    let server = start_server(&repository, &root.join("data"), port, &[("PERSONAS_TOKENS", tokens)])?;
+    let pid = server.0.id();
+    wait_until("the server's sync and indexing", Duration::from_secs(3600), || {
+        ready(port)
+    })?;
+
+    // The personas each lane changes: the committer the first half (past the
+    // writers'), each writer one of its own at the end.
+    let committed: Vec<usize> = (0..(bench.shape.personas - writers).max(1)).collect();
+    let written: Vec<usize> = (bench.shape.personas - writers..bench.shape.personas).collect();
+    let touched: Vec<usize> = committed.iter().chain(&written).copied().collect();
+    let versions_before = versions(port, &touched)?;
+    let commits_before = commit_count(&repository)?;
+    let urls = urls(port, &touched)?;
+    let script = root.join("soak.lua");
+    std::fs::write(&script, lua_cycling(&urls))?;
+    let start_memory = ProcessMemory::of(pid).context("reading the server's memory")?;
+
+    let stop = AtomicBool::new(false);
+    let git_commits = AtomicU64::new(0);
+    let git_failures = AtomicU64::new(0);
+    let patches = AtomicU64::new(0);
+    let patch_retries = AtomicU64::new(0);
+    let total = Duration::from_secs_f64(bench.minutes * 60.0);
+    let windows: anyhow::Result<Vec<Window>> = std::thread::scope(|scope| {
+        // A commit every second, through git in the served checkout.
+        let committer = scope.spawn(|| -> anyhow::Result<()> {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let persona = committed[round % committed.len()];
+                match commit_once(&repository, port, persona, round) {
+                    Ok(()) => git_commits.fetch_add(1, Ordering::Relaxed),
+                    // A PATCH landed meanwhile (the index is busy): the next second tries again.
+                    Err(_) => git_failures.fetch_add(1, Ordering::Relaxed),
+                };
+                round += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(())
+        });
+        let writer_handles: Vec<_> = written
+            .iter()
+            .enumerate()
+            .map(|(lane, &persona)| {
+                let (token, stop, patches, patch_retries) = (&token, &stop, &patches, &patch_retries);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut round = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let etag = current(port, persona)?.etag;
+                        let answer = super::bench_write::patch_openness(
+                            token,
+                            port,
+                            persona,
+                            &etag,
+                            distinct_value(round, 3 + lane),
+                        )?;
+                        match answer.status {
+                            200 | 202 => patches.fetch_add(1, Ordering::Relaxed),
+                            // Another commit moved the branch or dirtied the checkout: read again.
+                            409 | 412 => patch_retries.fetch_add(1, Ordering::Relaxed),
+                            status => bail!("PATCH answered {status}: {}", String::from_utf8_lossy(&answer.body)),
+                        };
+                        round += 1;
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+
+        let started = Instant::now();
+        let mut windows = Vec::new();
+        let mut outcome = Ok(());
+        // Whole seconds only: wrk runs for at least one.
+        while total.saturating_sub(started.elapsed()) >= Duration::from_secs(1) {
+            let length = WINDOW.min(total.saturating_sub(started.elapsed()));
+            match wrk_window(&urls[0], &script, length, bench.connections, pid) {
+                Ok(window) => {
+                    eprintln!(
+                        "  window {:>2}: {:>8} requests, {} errors, p99 {:.2} ms, RSS {:.1} MiB",
+                        windows.len() + 1,
+                        window.requests,
+                        window.errors,
+                        window.p99_ms,
+                        mib(window.rss_kib)
+                    );
+                    windows.push(window);
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        committer.join().expect("the committer thread")?;
+        for handle in writer_handles {
+            handle.join().expect("a writer thread")?;
+        }
+        outcome.map(|()| windows)
+    });
+    let windows = windows?;
+
+    // Everything committed is projected: wait for the sync to reach the tip.
+    let head = git(&repository, &["rev-parse", "main"])?.trim().to_string();
+    wait_until("the sync to reach the last commit", Duration::from_secs(300), || {
+        request(port, "GET", "/readyz", &[], b"")
+            .is_ok_and(|answer| answer.status == 200 && String::from_utf8_lossy(&answer.body).contains(&head))
+    })?;
+    let commits = commit_count(&repository)? - commits_before;
+    let versions_after = versions(port, &touched)?;
+    let projected: i64 = versions_after
+        .iter()
+        .zip(&versions_before)
+        .map(|(after, before)| after - before)
+        .sum();
+    let end_memory = ProcessMemory::of(pid).context("reading the server's memory")?;
+    drop(server);
+
+    let requests: u64 = windows.iter().map(|window| window.requests).sum();
+    let errors: u64 = windows.iter().map(|window| window.errors).sum();
+    let p99s: Vec<String> = windows.iter().map(|window| format!("{:.1}", window.p99_ms)).collect();
+    println!(
+        "soak ({:.1} min, {} personas, {} wrk connections on pinned and current answers, 1 git commit/s, {writers} PATCH writers, the vector worker on):",
+        bench.minutes, bench.shape.personas, bench.connections
+    );
+    println!("  requests                {requests} ({errors} answers other than 2xx/3xx, 5xx among them)");
+    println!(
+        "  commits made            {commits} ({} by git, {} by PATCH; {} git attempts and {} PATCHes retried after a race)",
+        git_commits.load(Ordering::Relaxed),
+        patches.load(Ordering::Relaxed),
+        git_failures.load(Ordering::Relaxed),
+        patch_retries.load(Ordering::Relaxed)
+    );
+    println!("  versions projected      {projected}");
+    println!(
+        "  server RSS              {:.1} MiB at the start, {:.1} MiB at the end (after each window: {})",
+        mib(start_memory.rss_kib),
+        mib(end_memory.rss_kib),
+        windows
+            .iter()
+            .map(|window| format!("{:.0}", mib(window.rss_kib)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  p99 per window (ms)     {}", p99s.join(", "));
+    if errors > 0 {
+        bail!("{errors} requests were answered with an error");
+    }
+    if projected != commits as i64 {
+        bail!("{commits} commits were made but {projected} versions projected");
+    }
+    Ok(Outcome::Clean)
+}
+
+fn ready(port: u16) -> bool {
+    request(port, "GET", "/readyz", &[], b"").is_ok_and(|answer| {
+        let body = String::from_utf8_lossy(&answer.body);
+        answer.status == 200
+            && body.contains("\"sync_lag_seconds\":0.0")
+            && (body.contains("\"outbox_depth\":0") || body.contains("\"semantic_search\":false"))
+    })
+}
+
+/// Edits one trait of `persona` in the checkout and commits it with git.
+fn commit_once(repository: &Path, port: u16, persona: usize, round: usize) -> anyhow::Result<()> {
+    let slug = current(port, persona)?.slug;
+    let file = repository.join(format!("registry/personas/{slug}.toml"));
+    let text = std::fs::read_to_string(&file)?;
+    std::fs::write(&file, replace_trait(&text, "openness", distinct_value(round, 1))?)?;
+    let committed = git(
+        repository,
+        &["commit", "--quiet", "--all", "--message", "soak: openness by git"],
+    );
+    if committed.is_err() {
+        // Leave the checkout clean for the writers.
+        let _ = git(repository, &["checkout", "--", "."]);
+    }
+    committed.map(|_| ())
+}
+
+fn versions(port: u16, personas: &[usize]) -> anyhow::Result<Vec<i64>> {
+    personas
+        .iter()
+        .map(|persona| current(port, *persona).map(|current| current.version))
+        .collect()
+}
+
+/// Pinned (`@1`, immutable) and current answers of the personas changed.
+fn urls(port: u16, personas: &[usize]) -> anyhow::Result<Vec<String>> {
+    let mut urls = Vec::new();
+    for persona in personas.iter().take(50) {
+        let id = SyntheticRegistry::persona_id(*persona);
+        urls.push(format!("http://127.0.0.1:{port}/api/personas/{id}@1"));
+        urls.push(format!("http://127.0.0.1:{port}/api/personas/{id}"));
+    }
+    Ok(urls)
+}
+
+/// A wrk script that walks the paths of `urls` in turn.
+fn lua_cycling(urls: &[String]) -> String {
+    let paths: Vec<String> = urls
+        .iter()
+        .map(|url| {
+            format!(
+                "{:?}",
+                url.splitn(4, '/')
+                    .nth(3)
+                    .map(|path| format!("/{path}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1])\nend\n",
+        paths.join(", ")
+    )
+}
+
+fn wrk_window(url: &str, script: &Path, length: Duration, connections: u32, pid: u32) -> anyhow::Result<Window> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{}s", length.as_secs().max(1)),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    if !output.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let requests = text
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .split_once(" requests in ")
+                .map(|(count, _)| count.trim().to_string())
+        })
+        .with_context(|| format!("no request count in wrk's output:\n{text}"))?
+        .parse()?;
+    let errors = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map_or(Ok(0), |count| count.trim().parse())?;
+    let p99 = text
+        .lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("99%"))
+        .with_context(|| format!("no p99 in wrk's output:\n{text}"))?
+        .trim();
+    Ok(Window {
+        requests,
+        errors,
+        p99_ms: super::bench_http::milliseconds(p99)?,
+        rss_kib: ProcessMemory::of(pid).map_or(0, |memory| memory.rss_kib),
+    })
+}
