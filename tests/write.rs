@@ -773,3 +773,47 @@ fn repository_state_at(repo: &TestRepo, file: &str) -> String {
         std::fs::read_to_string(repo.path().join(file)).unwrap()
     )
 }
+
+/// A branch that moves under every attempt: the writer gives up after its
+/// attempts with `Contended` (the API's 409 `contended`), writes nothing,
+/// and leaves every commit the others made in place.
+#[test]
+fn a_branch_that_never_holds_still_is_contended_and_nothing_is_lost() {
+    let repo = registry();
+    let author = Identity::new("Ada Editor", "ada@example.org").unwrap();
+    let writer = RegistryWriter::new(repo.path(), "main", WriteMode::Commit, personas::config::default_bot());
+    let mut attempts = 0;
+    let outcome = writer.write::<String>(
+        &author,
+        |short| format!("unused-{short}"),
+        |tip| {
+            attempts += 1;
+            let current = tip.read(ALICE).map_err(|error| error.to_string())?.unwrap();
+            // Someone else commits after this attempt read the tip and before its CAS.
+            repo.git(&["commit", "-q", "--allow-empty", "-m", &format!("meanwhile {attempts}")]);
+            let mut bytes = current;
+            bytes.extend_from_slice(b"# never lands\n");
+            Ok(Some(FileChange {
+                path: ALICE.to_string(),
+                bytes,
+                message: "contended".to_string(),
+            }))
+        },
+    );
+    match outcome {
+        Err(personas::git::write::WriteError::Contended { branch }) => assert_eq!(branch, "main"),
+        other => panic!("a branch that always moved was written: {other:?}"),
+    }
+    assert!(attempts > 1, "the writer did not retry ({attempts} attempt)");
+    let log = repo.git(&["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().filter(|subject| subject.starts_with("meanwhile")).count(),
+        attempts
+    );
+    assert!(!log.contains("contended"), "{log}");
+    assert!(
+        !std::fs::read_to_string(repo.path().join(ALICE))
+            .unwrap()
+            .contains("never lands")
+    );
+}

@@ -224,13 +224,32 @@ fn commit_once(repository: &Path, port: u16, persona: usize, round: usize) -> an
     let file = repository.join(format!("registry/personas/{slug}.toml"));
     let text = std::fs::read_to_string(&file)?;
     std::fs::write(&file, replace_trait(&text, "openness", distinct_value(round, 1))?)?;
+    let relative = format!("registry/personas/{slug}.toml");
+    // Only this file: a commit must change exactly one persona, whatever else is in the checkout.
     let committed = git(
         repository,
-        &["commit", "--quiet", "--all", "--message", "soak: openness by git"],
+        &[
+            "commit",
+            "--quiet",
+            "--message",
+            "soak: openness by git",
+            "--",
+            &relative,
+        ],
     );
     if committed.is_err() {
-        // Leave the checkout clean for the writers.
-        let _ = git(repository, &["checkout", "--", "."]);
+        // Put the file back (the index may be busy with a PATCH for a moment),
+        // so no later commit carries this change along with its own.
+        let restored = (0..100).any(|_| {
+            let done = git(repository, &["checkout", "--", &relative]).is_ok();
+            if !done {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done
+        });
+        if !restored {
+            bail!("{relative} could not be restored after a failed commit");
+        }
     }
     committed.map(|_| ())
 }
