@@ -29,6 +29,9 @@ fn serve_follows_commits_and_stops_cleanly() {
         http_get(&server.url("/api/personas/alice")).0 == 200
     });
     assert!(http_get(&server.url("/api/personas/alice")).1.contains("\"version\":1"));
+    // The data directory inside the work tree ignores itself: a contributor's
+    // `git add -A` must not stage the live cluster.
+    assert_eq!(repo.git(&["status", "--porcelain", "--untracked-files=all"]), "");
 
     repo.write(
         "registry/personas/alice.toml",

@@ -15,6 +15,21 @@ pub fn data_dir(config: &Config, repository: &Path) -> PathBuf {
     config.data_dir.clone().unwrap_or_else(|| repository.join(".personas"))
 }
 
+/// Creates the data directory with a `.gitignore` that ignores all of it.
+/// The default one sits inside the registry's work tree, where a contributor's
+/// `git add -A` would otherwise stage a live PostgreSQL cluster (and fail on
+/// files that change while git hashes them).
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let ignore = data_dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "# personas: local state, never committed\n*\n")
+            .with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    Ok(())
+}
+
 /// Opens the database (the managed cluster unless `DATABASE_URL` is set),
 /// runs `work`, and closes it again whatever `work` returned.
 pub fn with_database<T>(
@@ -25,6 +40,7 @@ pub fn with_database<T>(
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let data_dir = data_dir(config, repository);
+        prepare_data_dir(&data_dir)?;
         let database = Database::open(config.database_url.as_deref(), &data_dir).await?;
         let result = work(&database, &data_dir).await;
         database.close().await?;
