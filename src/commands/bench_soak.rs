@@ -33,7 +33,12 @@ pub struct SoakBench<'a> {
 /// One wrk run: what it served and how fast.
 struct Window {
     requests: u64,
+    /// Answers other than 2xx and 3xx (wrk's own count).
     errors: u64,
+    /// Answers of 500 and above (counted by the wrk script).
+    server_errors: u64,
+    /// Connections that failed or requests that timed out (wrk's socket errors).
+    socket_errors: u64,
     p99_ms: f64,
     rss_kib: u64,
 }
@@ -133,10 +138,12 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
             match wrk_window(&urls[0], &script, length, bench.connections, pid) {
                 Ok(window) => {
                     eprintln!(
-                        "  window {:>2}: {:>8} requests, {} errors, p99 {:.2} ms, RSS {:.1} MiB",
+                        "  window {:>2}: {:>8} requests, {} errors ({} 5xx, {} socket), p99 {:.2} ms, RSS {:.1} MiB",
                         windows.len() + 1,
                         window.requests,
                         window.errors,
+                        window.server_errors,
+                        window.socket_errors,
                         window.p99_ms,
                         mib(window.rss_kib)
                     );
@@ -163,6 +170,10 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
         request(port, "GET", "/readyz", &[], b"")
             .is_ok_and(|answer| answer.status == 200 && String::from_utf8_lossy(&answer.body).contains(&head))
     })?;
+    // And embedded: the vector worker's outbox drains once the writes stop.
+    let drain_started = Instant::now();
+    wait_until("the vector outbox to drain", Duration::from_secs(600), || ready(port))?;
+    let drain = drain_started.elapsed();
     let commits = commit_count(&repository)? - commits_before;
     let versions_after = versions(port, &touched)?;
     let projected: i64 = versions_after
@@ -175,12 +186,18 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
 
     let requests: u64 = windows.iter().map(|window| window.requests).sum();
     let errors: u64 = windows.iter().map(|window| window.errors).sum();
+    let server_errors: u64 = windows.iter().map(|window| window.server_errors).sum();
+    let socket_errors: u64 = windows.iter().map(|window| window.socket_errors).sum();
+    let rss: Vec<u64> = windows.iter().map(|window| window.rss_kib).collect();
+    let growth = memory_growth(&rss);
     let p99s: Vec<String> = windows.iter().map(|window| format!("{:.1}", window.p99_ms)).collect();
     println!(
         "soak ({:.1} min, {} personas, {} wrk connections on pinned and current answers, 1 git commit/s, {writers} PATCH writers, the vector worker on):",
         bench.minutes, bench.shape.personas, bench.connections
     );
-    println!("  requests                {requests} ({errors} answers other than 2xx/3xx, 5xx among them)");
+    println!(
+        "  requests                {requests}: {server_errors} answered 5xx, {errors} answered other than 2xx/3xx in all, {socket_errors} socket errors or timeouts"
+    );
     println!(
         "  commits made            {commits} ({} by git, {} by PATCH; {} git attempts and {} PATCHes retried after a race)",
         git_commits.load(Ordering::Relaxed),
@@ -199,14 +216,70 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    match &growth {
+        Some(growth) => println!(
+            "  RSS growth              {:.1} MiB over the first half of the windows, {:.1} MiB over the second: {}",
+            growth.first_half_kib as f64 / 1024.0,
+            growth.second_half_kib as f64 / 1024.0,
+            if growth.levels_off() {
+                "levels off"
+            } else {
+                "still growing"
+            }
+        ),
+        None => println!("  RSS growth              not judged: fewer than {MIN_WINDOWS_FOR_GROWTH} windows"),
+    }
     println!("  p99 per window (ms)     {}", p99s.join(", "));
+    println!(
+        "  outbox drained          {:.1} s after the last write",
+        drain.as_secs_f64()
+    );
+    if server_errors > 0 {
+        bail!("{server_errors} requests were answered 5xx");
+    }
     if errors > 0 {
         bail!("{errors} requests were answered with an error");
+    }
+    if socket_errors > 0 {
+        bail!("{socket_errors} requests failed on the socket or timed out");
+    }
+    if growth.as_ref().is_some_and(|growth| !growth.levels_off()) {
+        bail!("the server's memory is still growing in the second half of the run");
     }
     if projected != commits as i64 {
         bail!("{commits} commits were made but {projected} versions projected");
     }
     Ok(Outcome::Clean)
+}
+
+/// Windows needed before growth is judged: with fewer, the first indexing's
+/// and the kept answers' warm-up are all there is to see.
+const MIN_WINDOWS_FOR_GROWTH: usize = 4;
+
+/// How the server's RSS moved over the windows' two halves.
+struct MemoryGrowth {
+    first_half_kib: i64,
+    second_half_kib: i64,
+}
+
+impl MemoryGrowth {
+    /// Growth levels off when the second half adds at most half of what the
+    /// first did, with 16 MiB of slack for allocator noise; a leak adds the
+    /// same every minute, so it fails this.
+    fn levels_off(&self) -> bool {
+        self.second_half_kib <= (self.first_half_kib / 2).max(0) + 16 * 1024
+    }
+}
+
+fn memory_growth(rss_kib: &[u64]) -> Option<MemoryGrowth> {
+    if rss_kib.len() < MIN_WINDOWS_FOR_GROWTH {
+        return None;
+    }
+    let (first, middle, last) = (rss_kib[0], rss_kib[rss_kib.len() / 2], rss_kib[rss_kib.len() - 1]);
+    Some(MemoryGrowth {
+        first_half_kib: middle as i64 - first as i64,
+        second_half_kib: last as i64 - middle as i64,
+    })
 }
 
 fn ready(port: u16) -> bool {
@@ -286,8 +359,27 @@ fn lua_cycling(urls: &[String]) -> String {
             )
         })
         .collect();
+    // Each wrk thread runs its own Lua state: `server_errors` is a global so
+    // that `done` can read every thread's count through `thread:get`.
     format!(
-        "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1])\nend\n",
+        r#"local paths = {{{}}}
+local i = 0
+server_errors = 0
+local threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+response = function(status, headers, body)
+  if status >= 500 then server_errors = server_errors + 1 end
+end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("server_errors") end
+  io.write(string.format("Server errors: %d\n", total))
+end
+"#,
         paths.join(", ")
     )
 }
@@ -322,6 +414,13 @@ fn wrk_window(url: &str, script: &Path, length: Duration, connections: u32, pid:
         .lines()
         .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .map_or(Ok(0), |count| count.trim().parse())?;
+    let server_errors = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Server errors:"))
+        .with_context(|| format!("no 5xx count from the wrk script:\n{text}"))?
+        .trim()
+        .parse()?;
+    let socket_errors = socket_errors(&text)?;
     let p99 = text
         .lines()
         .map(str::trim)
@@ -331,7 +430,51 @@ fn wrk_window(url: &str, script: &Path, length: Duration, connections: u32, pid:
     Ok(Window {
         requests,
         errors,
+        server_errors,
+        socket_errors,
         p99_ms: super::bench_http::milliseconds(p99)?,
         rss_kib: ProcessMemory::of(pid).map_or(0, |memory| memory.rss_kib),
     })
+}
+
+/// The sum of wrk's `Socket errors: connect N, read N, write N, timeout N`
+/// (a line wrk prints only when there were some).
+fn socket_errors(wrk_output: &str) -> anyhow::Result<u64> {
+    let Some(line) = wrk_output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+    else {
+        return Ok(0);
+    };
+    line.split(',')
+        .map(|part| {
+            let count = part.split_whitespace().last().unwrap_or("");
+            count
+                .parse::<u64>()
+                .with_context(|| format!("wrk's socket errors line: {line}"))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_are_summed_and_absent_means_none() {
+        let output = "  Socket errors: connect 1, read 2, write 0, timeout 4\n";
+        assert_eq!(socket_errors(output).unwrap(), 7);
+        assert_eq!(socket_errors("  Requests/sec: 10\n").unwrap(), 0);
+        assert!(socket_errors("Socket errors: connect x").is_err());
+    }
+
+    #[test]
+    fn growth_that_goes_on_at_the_same_pace_does_not_level_off() {
+        let mib = |values: &[u64]| values.iter().map(|value| value * 1024).collect::<Vec<_>>();
+        assert!(memory_growth(&mib(&[100, 110])).is_none());
+        let warm_up_then_flat = memory_growth(&mib(&[100, 160, 170, 172, 173, 174])).unwrap();
+        assert!(warm_up_then_flat.levels_off());
+        let leak = memory_growth(&mib(&[100, 140, 180, 220, 260, 300])).unwrap();
+        assert!(!leak.levels_off());
+    }
 }
