@@ -1117,6 +1117,23 @@ async fn the_cases_contract_fuzzing_found_stay_fixed() {
     for bad in ["", "0", "label:abc", "a b", "x..y", "@3"] {
         assert!(!pattern.is_match(bad), "{bad}");
     }
+    // A reference is a slug or an id, as the document says.
+    let reference = parameter("/api/personas/{reference}", "get", "reference");
+    let pattern = regex::Regex::new(reference["pattern"].as_str().unwrap()).unwrap();
+    let einstein = get(app, "/api/personas/albert-einstein").await.json();
+    let id = einstein["id"].as_str().unwrap().to_string();
+    for good in ["x", "a1-b2"] {
+        assert!(pattern.is_match(good), "{good}");
+    }
+    // Every form the server finds a persona by is one the pattern admits.
+    for found in ["albert-einstein", &id, &id.replace('-', ""), &id.to_uppercase()] {
+        assert!(pattern.is_match(found), "{found}");
+        let answer = get(app, &format!("/api/personas/{found}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{found}: {}", answer.body);
+    }
+    for bad in ["", "Albert", "a--b", "-a", "a-", "a b", "a@3", "a_b"] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
     let if_match = parameter("/api/personas/{reference}/settings", "patch", "If-Match");
     assert!(
         !regex::Regex::new(if_match["pattern"].as_str().unwrap())

@@ -684,6 +684,18 @@ fn the_remaining_refusals_and_the_202_answer_as_documented() {
     let reply = patch(&server.base, "alice", Some(EDITOR), Some(&weak), &change);
     assert_refused(&repo, &before, &reply, 400, "bad_if_match");
     assert!(reply.body.contains("weak"), "{}", reply.body);
+    // Not ASCII: schemathesis found it refused before the handler with an
+    // empty body; it is the documented JSON error, naming the header.
+    let reply = patch(&server.base, "alice", Some(EDITOR), Some("\"sha256:é\""), &change);
+    assert_refused(&repo, &before, &reply, 400, "bad_if_match");
+    assert!(
+        reply
+            .headers
+            .iter()
+            .any(|(name, value)| name == "content-type" && value.starts_with("application/json")),
+        "{:?}",
+        reply.headers
+    );
     let reply = patch(&server.base, "alice", Some(EDITOR), Some("@99"), &change);
     assert_refused(&repo, &before, &reply, 412, "stale");
 

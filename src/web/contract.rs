@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::api::MAX_PAGE;
 use crate::persona::assignment::MAX_UNIT_CHARS;
+use crate::persona::model::MAX_SLUG_LEN;
 use crate::persona::settings_patch::EDITABLE_CONFIG;
 
 /// A pin, as `?version=`, `?from=`, `?to=` and `If-Match` take it
@@ -23,6 +24,15 @@ pub const PIN: &str = concat!(
     "|[0-9A-Fa-f]{7,40}",
     "|label:(?:[g-z][a-z0-9-]{0,39}|[a-f][0-9a-f]{0,18}[g-z-][a-z0-9-]{0,19})",
     "|(?:tag:)?[A-Za-z_][A-Za-z0-9_-]{0,59}(?:\\.[0-9][A-Za-z0-9_-]{0,19}){0,3})",
+);
+
+/// A persona reference in a path: a slug (`Slug`: lowercase letters and
+/// digits in groups joined by single dashes, current or former) or the id
+/// (`PersonaId`, a UUID with or without its dashes).
+pub const REFERENCE: &str = concat!(
+    "^(?:[a-z0-9]+(?:-[a-z0-9]+)*",
+    "|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",
+    "|[0-9A-Fa-f]{32})$",
 );
 
 /// A label name (`check_label_name`): a lowercase letter, then lowercase
@@ -170,7 +180,7 @@ fn constrain_parameter(path: &str, method: &str, parameter: &mut Value) -> bool 
         }
         // `@pin` in the path is accepted too (see the description); the document
         // states `?version=` because the two may not both be given.
-        ("path", "reference") => json!({"type": "string", "pattern": "^[^@\\u0000]+$"}),
+        ("path", "reference") => json!({"type": "string", "pattern": REFERENCE, "maxLength": MAX_SLUG_LEN}),
         ("path", "label") if method != "get" => json!({"type": "string", "pattern": LABEL, "maxLength": 40}),
         ("header", "If-Match") => {
             json!({"type": "string", "pattern": format!("^\"?(?:sha256:[0-9a-f]{{64}}(?:@v[1-9][0-9]{{0,5}})?|@?{PIN})\"?$")})

@@ -400,3 +400,22 @@ pub async fn await_projection<'a, T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's `Contended` (its own test makes a branch that never holds
+    /// still) reaches the client as the documented 409 `contended` (the error
+    /// middleware renders the carried error as JSON or HTML).
+    #[test]
+    fn a_contended_write_is_answered_409_contended() {
+        let response = write_failed(WriteError::Contended {
+            branch: "main".to_string(),
+        });
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let error = response.extensions().get::<WebError>().expect("a WebError to render");
+        assert_eq!(error.code, "contended");
+        assert!(error.message.contains("main"), "{}", error.message);
+    }
+}
