@@ -218,9 +218,10 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
     );
     match &growth {
         Some(growth) => println!(
-            "  RSS growth              {:.1} MiB over the first half of the windows, {:.1} MiB over the second: {}",
-            growth.first_half_kib as f64 / 1024.0,
-            growth.second_half_kib as f64 / 1024.0,
+            "  RSS growth              median {:.1} MiB over the first half of the windows, {:.1} MiB over the second ({:+.1}): {}",
+            mib(growth.first_half_median_kib),
+            mib(growth.second_half_median_kib),
+            growth.change_mib(),
             if growth.levels_off() {
                 "levels off"
             } else {
@@ -256,18 +257,26 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
 /// and the kept answers' warm-up are all there is to see.
 const MIN_WINDOWS_FOR_GROWTH: usize = 4;
 
-/// How the server's RSS moved over the windows' two halves.
+/// The server's RSS over the windows' two halves. The embedder takes its
+/// working memory for a batch and gives it back, so single readings swing by
+/// a hundred MiB or more (317, 211, 326 MiB in consecutive minutes at 2,000
+/// personas); each half is judged by its median, which a leak lifts and a
+/// swing does not.
 struct MemoryGrowth {
-    first_half_kib: i64,
-    second_half_kib: i64,
+    first_half_median_kib: u64,
+    second_half_median_kib: u64,
 }
 
 impl MemoryGrowth {
-    /// Growth levels off when the second half adds at most half of what the
-    /// first did, with 16 MiB of slack for allocator noise; a leak adds the
-    /// same every minute, so it fails this.
+    /// The second half's median may exceed the first's by 16 MiB or 10%,
+    /// whichever is more: room for the kept answers filling up.
     fn levels_off(&self) -> bool {
-        self.second_half_kib <= (self.first_half_kib / 2).max(0) + 16 * 1024
+        let allowance = (16 * 1024).max(self.first_half_median_kib / 10);
+        self.second_half_median_kib <= self.first_half_median_kib + allowance
+    }
+
+    fn change_mib(&self) -> f64 {
+        (self.second_half_median_kib as f64 - self.first_half_median_kib as f64) / 1024.0
     }
 }
 
@@ -275,10 +284,15 @@ fn memory_growth(rss_kib: &[u64]) -> Option<MemoryGrowth> {
     if rss_kib.len() < MIN_WINDOWS_FOR_GROWTH {
         return None;
     }
-    let (first, middle, last) = (rss_kib[0], rss_kib[rss_kib.len() / 2], rss_kib[rss_kib.len() - 1]);
+    let median = |half: &[u64]| {
+        let mut sorted = half.to_vec();
+        sorted.sort_unstable();
+        sorted[sorted.len() / 2]
+    };
+    let (first, second) = rss_kib.split_at(rss_kib.len() / 2);
     Some(MemoryGrowth {
-        first_half_kib: middle as i64 - first as i64,
-        second_half_kib: last as i64 - middle as i64,
+        first_half_median_kib: median(first),
+        second_half_median_kib: median(second),
     })
 }
 
@@ -476,5 +490,8 @@ mod tests {
         assert!(warm_up_then_flat.levels_off());
         let leak = memory_growth(&mib(&[100, 140, 180, 220, 260, 300])).unwrap();
         assert!(!leak.levels_off());
+        // Measured in a 10-minute soak: batches of embedding working memory come and go.
+        let swinging = memory_growth(&mib(&[317, 323, 211, 326, 298, 175, 269, 216, 185, 265])).unwrap();
+        assert!(swinging.levels_off());
     }
 }
