@@ -82,6 +82,7 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
     let git_failures = AtomicU64::new(0);
     let patches = AtomicU64::new(0);
     let patch_retries = AtomicU64::new(0);
+    let unchanged = AtomicU64::new(0);
     let total = Duration::from_secs_f64(bench.minutes * 60.0);
     let windows: anyhow::Result<Vec<Window>> = std::thread::scope(|scope| {
         // A commit every second, through git in the served checkout.
@@ -103,7 +104,8 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
             .iter()
             .enumerate()
             .map(|(lane, &persona)| {
-                let (token, stop, patches, patch_retries) = (&token, &stop, &patches, &patch_retries);
+                let (token, stop, patches, patch_retries, unchanged) =
+                    (&token, &stop, &patches, &patch_retries, &unchanged);
                 scope.spawn(move || -> anyhow::Result<()> {
                     let mut round = 0;
                     while !stop.load(Ordering::Relaxed) {
@@ -116,6 +118,11 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
                             distinct_value(round, 3 + lane),
                         )?;
                         match answer.status {
+                            // The value drawn can equal the current one (the values repeat
+                            // every 801 rounds): answered `unchanged`, no commit made.
+                            200 if String::from_utf8_lossy(&answer.body).contains("\"status\":\"unchanged\"") => {
+                                unchanged.fetch_add(1, Ordering::Relaxed)
+                            }
                             200 | 202 => patches.fetch_add(1, Ordering::Relaxed),
                             // Another commit moved the branch or dirtied the checkout: read again.
                             409 | 412 => patch_retries.fetch_add(1, Ordering::Relaxed),
@@ -199,11 +206,12 @@ pub fn soak(bench: SoakBench<'_>) -> anyhow::Result<Outcome> {
         "  requests                {requests}: {server_errors} answered 5xx, {errors} answered other than 2xx/3xx in all, {socket_errors} socket errors or timeouts"
     );
     println!(
-        "  commits made            {commits} ({} by git, {} by PATCH; {} git attempts and {} PATCHes retried after a race)",
+        "  commits made            {commits}, counted in git ({} by git, {} by PATCH; {} git attempts and {} PATCHes retried after a race, {} PATCHes answered unchanged)",
         git_commits.load(Ordering::Relaxed),
         patches.load(Ordering::Relaxed),
         git_failures.load(Ordering::Relaxed),
-        patch_retries.load(Ordering::Relaxed)
+        patch_retries.load(Ordering::Relaxed),
+        unchanged.load(Ordering::Relaxed)
     );
     println!("  versions projected      {projected}");
     println!(
