@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::persona::profile::Profile;
 use crate::search::Found;
 use crate::store::labels::LabelPointer;
 use crate::store::queries::VersionStamp;
@@ -21,7 +22,8 @@ use crate::store::queries::VersionStamp;
 pub const MANIFEST_FILE: &str = ".personas-site.json";
 
 /// Bumped when the manifest's meaning changes: an older one is ignored.
-const FORMAT: u32 = 1;
+/// 2: the profiles digest (copies of format 1 have no pages per profile).
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -29,6 +31,9 @@ pub struct Manifest {
     /// What every file depends on (see [`site_inputs`]); a rebuild whose
     /// site inputs differ renders everything.
     pub site: String,
+    /// A digest of the registry's profiles (see [`profiles_digest`]): every
+    /// persona page lists them, and every live persona has a page per profile.
+    pub profiles: String,
     /// Files no persona owns: the index pages, the feed, the search index…
     pub shared_files: BTreeSet<String>,
     /// By slug (every persona that ever had the slug shares its files).
@@ -67,10 +72,11 @@ impl ShownSimilar {
 }
 
 impl Manifest {
-    pub fn new(site: String) -> Manifest {
+    pub fn new(site: String, profiles: String) -> Manifest {
         Manifest {
             format: FORMAT,
             site,
+            profiles,
             ..Manifest::default()
         }
     }
@@ -128,6 +134,18 @@ pub fn site_inputs(parts: &[&str]) -> anyhow::Result<String> {
         hasher.update(part.as_bytes());
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// A digest of the registry's current profiles, as a persona's pages show
+/// and apply them.
+pub fn profiles_digest(profiles: &[Profile]) -> anyhow::Result<String> {
+    let bytes = serde_json::to_vec(profiles).context("encoding the profiles")?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// The files of a persona's pages with a profile applied (`/p/{slug}/profile/{name}`).
+pub fn applied_prefix(slug: &str) -> String {
+    format!("p/{slug}/profile/")
 }
 
 /// A digest of what one slug's files are made from, but for "similar

@@ -157,6 +157,9 @@ struct SiteInputs {
     site: String,
     /// Every version's stamp, by current slug.
     stamps: BTreeMap<String, Vec<queries::VersionStamp>>,
+    /// The current profiles' slugs, and their digest (see [`manifest::profiles_digest`]).
+    profiles: Vec<String>,
+    profiles_digest: String,
 }
 
 impl SiteInputs {
@@ -180,11 +183,14 @@ impl SiteInputs {
         for stamp in queries::version_stamps(&state.pool).await? {
             stamps.entry(stamp.persona_slug.clone()).or_default().push(stamp);
         }
+        let profiles = queries::profiles(&state.pool).await?;
         Ok(SiteInputs {
             inventory,
             site_map,
             site,
             stamps,
+            profiles_digest: manifest::profiles_digest(&profiles)?,
+            profiles: profiles.into_iter().map(|profile| profile.slug.to_string()).collect(),
         })
     }
 }
@@ -199,6 +205,9 @@ enum Scope {
     All,
     /// Only the current page, whose "similar personas" changed.
     CurrentPage,
+    /// The current page (it lists the profiles) and the pages with each
+    /// profile applied: the profiles changed, the persona did not.
+    Profiles,
 }
 
 async fn render_into(
@@ -214,13 +223,15 @@ async fn render_into(
         site_map,
         site,
         stamps,
+        profiles,
+        profiles_digest,
     } = inputs;
     // Without one, every read goes to the database (see `--through-database`).
     let snapshot = state.snapshot.clone();
     let app = router(Arc::clone(&state));
     let status = queries::sync_status(&state.pool).await?;
     let in_place = previous.is_some();
-    let mut manifest = Manifest::new(site);
+    let mut manifest = Manifest::new(site, profiles_digest);
     for (slug, versions) in &stamps {
         let entry = manifest.personas.entry(slug.clone()).or_default();
         if let Some(snapshot) = &snapshot {
@@ -272,6 +283,29 @@ async fn render_into(
                 }
                 scopes.insert(slug.clone(), Scope::CurrentPage);
                 kept.remove(&format!("p/{slug}/index.html"));
+            }
+            // A change of any profile reaches every live persona's current
+            // page and its pages with a profile applied, and nothing else of it.
+            if previous.profiles != manifest.profiles {
+                for (slug, entry) in &mut manifest.personas {
+                    let live = snapshot.persona(slug).is_some_and(|persona| !persona.deleted);
+                    if !live || scopes.get(slug) == Some(&Scope::All) {
+                        continue;
+                    }
+                    let applied = manifest::applied_prefix(slug);
+                    let stale: Vec<String> = entry
+                        .files
+                        .iter()
+                        .filter(|file| file.starts_with(&applied))
+                        .cloned()
+                        .collect();
+                    for file in stale {
+                        kept.remove(&file);
+                        entry.files.remove(&file);
+                    }
+                    kept.remove(&format!("p/{slug}/index.html"));
+                    scopes.insert(slug.clone(), Scope::Profiles);
+                }
             }
         }
     }
@@ -371,6 +405,7 @@ async fn render_into(
         shared_seeds()
             .into_iter()
             .chain(acting_seeds(&label_names, &experiment_names))
+            .chain(profile_seeds(&profiles))
             .chain(preview.iter().flat_map(|preview| preview.addresses()))
             .collect(),
     );
@@ -390,8 +425,12 @@ async fn render_into(
                     slug,
                     by_slug.get(slug.as_str()).map_or(&[][..], Vec::as_slice),
                     with_prompts,
+                    &profiles,
                 ),
                 Scope::CurrentPage => vec![format!("/p/{slug}")],
+                Scope::Profiles => std::iter::once(format!("/p/{slug}"))
+                    .chain(applied_seeds(slug, &profiles))
+                    .collect(),
             };
             files.extend(claim_all(addresses));
         }
@@ -460,7 +499,14 @@ async fn render_into(
     // The manifest: who owns each file produced, and what was kept.
     for file in &produced {
         match owner(file).and_then(|slug| manifest.personas.get_mut(slug)) {
-            Some(entry) if scopes.get(owner(file).unwrap_or_default()) == Some(&Scope::All) => {
+            // A persona rendered in part keeps the files of the previous build (a
+            // profiles change took its pages with a profile applied out of them).
+            Some(entry)
+                if matches!(
+                    scopes.get(owner(file).unwrap_or_default()),
+                    Some(Scope::All | Scope::Profiles)
+                ) =>
+            {
                 entry.files.insert(file.clone());
             }
             Some(_) => {}
@@ -507,7 +553,7 @@ async fn similar_lists(
         };
         if let Some(found) = known.remove(&persona.id) {
             lists.insert(slug.clone(), found);
-        } else if scopes.get(slug) == Some(&Scope::All) {
+        } else if matches!(scopes.get(slug), Some(Scope::All | Scope::Profiles)) {
             wanted.push((slug.clone(), persona.id));
         }
     }
@@ -635,18 +681,19 @@ fn shared_seeds() -> Vec<String> {
 
 /// One slug's addresses: the API mirror above all, which pages do not link
 /// to one by one (every persona that had the slug, the live one last).
-fn persona_seeds(slug: &str, entries: &[&InventoryEntry], with_prompts: bool) -> Vec<String> {
+fn persona_seeds(slug: &str, entries: &[&InventoryEntry], with_prompts: bool, profiles: &[String]) -> Vec<String> {
     let mut addresses = Vec::new();
     for entry in entries {
-        addresses.extend(entry_seeds(slug, entry, with_prompts));
+        addresses.extend(entry_seeds(slug, entry, with_prompts, profiles));
     }
     addresses
 }
 
-fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool) -> Vec<String> {
+fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool, profiles: &[String]) -> Vec<String> {
     let mut addresses = vec![format!("/p/{slug}/history"), format!("/api/personas/{slug}/versions")];
     if !entry.deleted {
         addresses.push(format!("/p/{slug}"));
+        addresses.extend(applied_seeds(slug, profiles));
         addresses.push(format!("/api/personas/{slug}"));
         addresses.push(format!("/api/personas/{slug}/card"));
         if with_prompts {
@@ -660,6 +707,22 @@ fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool) -> Vec<St
         if with_prompts {
             addresses.push(format!("/api/personas/{slug}@{version}/prompt"));
         }
+    }
+    addresses
+}
+
+/// A live persona with each profile applied.
+fn applied_seeds<'a>(slug: &'a str, profiles: &'a [String]) -> impl Iterator<Item = String> + 'a {
+    profiles.iter().map(move |profile| format!("/p/{slug}/profile/{profile}"))
+}
+
+/// The profiles pages and their JSON (each profile's page links every live
+/// persona with the profile applied; those files are the personas').
+fn profile_seeds(profiles: &[String]) -> Vec<String> {
+    let mut addresses = vec!["/profiles".to_string(), "/api/profiles".to_string()];
+    for profile in profiles {
+        addresses.push(format!("/profiles/{profile}"));
+        addresses.push(format!("/api/profiles/{profile}"));
     }
     addresses
 }

@@ -5,6 +5,7 @@ pub mod events;
 pub mod labels;
 pub mod local_pg;
 pub mod pool;
+pub mod profiles;
 pub mod projection;
 pub mod queries;
 pub mod search;

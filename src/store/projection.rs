@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::events::{NewEvent, insert_events, persona_json};
 use super::labels::project_labels_and_experiments;
+use super::profiles::record_profile_revision;
 use crate::git::history::{ChangeKind, CommitRecord, PersonaChange};
 use crate::persona::prompt::sha256;
 use crate::persona::{Persona, canonical};
@@ -99,7 +100,8 @@ async fn record_commits(connection: &mut PgConnection, records: &[CommitRecord])
     Ok(())
 }
 
-/// Keeps the registry's current settings and profiles (the last change in the run wins).
+/// Keeps the registry's current settings and profiles (the last change in
+/// the run wins), and every profile's revisions.
 async fn record_registry_files(connection: &mut PgConnection, records: &[CommitRecord]) -> sqlx::Result<()> {
     for record in records {
         if let Some(settings) = &record.settings {
@@ -116,6 +118,7 @@ async fn record_registry_files(connection: &mut PgConnection, records: &[CommitR
             record_prompt_template(connection, &record.commit.id, source.as_deref()).await?;
         }
         for (slug, profile) in &record.profiles {
+            record_profile_revision(&mut *connection, &record.commit.id, slug, profile.as_ref()).await?;
             match profile {
                 Some(profile) => {
                     sqlx::query(

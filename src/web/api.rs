@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/changes", get(changes))
         .merge(super::experiments::routes())
+        .merge(super::profiles::routes())
         .merge(super::label_write::routes())
 }
 
@@ -93,6 +94,7 @@ async fn openapi(headers: HeaderMap) -> Response {
     let mut document = ApiDoc::openapi();
     document.merge(super::webhooks::WebhooksDoc::openapi());
     document.merge(super::experiments::ExperimentsDoc::openapi());
+    document.merge(super::profiles::ProfilesDoc::openapi());
     document.merge(super::label_write::LabelWriteDoc::openapi());
     let mut document = serde_json::to_value(&document).unwrap_or_default();
     super::contract::constrain(&mut document);

@@ -35,6 +35,9 @@ pub const REFERENCE: &str = concat!(
     "|[0-9A-Fa-f]{32})$",
 );
 
+/// A slug (`Slug`): lowercase letters and digits in groups joined by single dashes.
+const SLUG: &str = "^[a-z0-9]+(?:-[a-z0-9]+)*$";
+
 /// A label name (`check_label_name`): a lowercase letter, then lowercase
 /// letters, digits or `-`, at most 40 in all, and not hex digits alone.
 const LABEL: &str = "^(?:[g-z][a-z0-9-]{0,39}|[a-f][0-9a-f]{0,18}[g-z-][a-z0-9-]{0,19})$";
@@ -181,6 +184,10 @@ fn constrain_parameter(path: &str, method: &str, parameter: &mut Value) -> bool 
         // `@pin` in the path is accepted too (see the description); the document
         // states `?version=` because the two may not both be given.
         ("path", "reference") => json!({"type": "string", "pattern": REFERENCE, "maxLength": MAX_SLUG_LEN}),
+        // A profile is named by its file's slug (`Slug`); anything else is refused (400).
+        ("path", "name") if path.starts_with("/api/profiles/") => {
+            json!({"type": "string", "pattern": SLUG, "maxLength": MAX_SLUG_LEN})
+        }
         ("path", "label") if method != "get" => json!({"type": "string", "pattern": LABEL, "maxLength": 40}),
         ("header", "If-Match") => {
             json!({"type": "string", "pattern": format!("^\"?(?:sha256:[0-9a-f]{{64}}(?:@v[1-9][0-9]{{0,5}})?|@?{PIN})\"?$")})

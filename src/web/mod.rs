@@ -15,6 +15,8 @@ pub mod experiments;
 pub mod label_write;
 pub mod metrics;
 pub mod pages;
+pub mod profile_pages;
+pub mod profiles;
 pub mod prompt;
 pub mod reads;
 pub mod settings;
@@ -138,6 +140,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(experiment_pages::routes())
+        .merge(profile_pages::routes())
         .nest("/api", api::routes())
         .merge(webhooks::routes())
         .route("/healthz", get(healthz))

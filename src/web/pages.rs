@@ -222,6 +222,8 @@ struct PersonaPage {
     has_prompt: bool,
     /// The labels that point at a version of this persona now.
     labels: Vec<crate::store::labels::LabelPointer>,
+    /// The profile picker, `(slug, name)` of each profile: on the current page only.
+    profiles: Vec<(String, String)>,
 }
 
 impl PersonaPage {
@@ -326,6 +328,12 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         .is_some();
     let traits = trait_groups(&persona);
     let labels = reads::labels_of(state, reference.id).await?;
+    // A profile applies to the current version: a pinned page offers none.
+    let profiles = if pinned {
+        Vec::new()
+    } else {
+        super::profile_pages::picker(state).await?
+    };
     let Html(body) = page(&PersonaPage {
         persona,
         version,
@@ -336,6 +344,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
         former_slugs,
         has_prompt,
         labels,
+        profiles,
     })?;
     // Even a pinned page shows the current version number, the retraction
     // state and similar personas, which change: pages revalidate, tagged by

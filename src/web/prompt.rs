@@ -13,7 +13,6 @@ use super::cache::{Freshness, digest};
 use super::error::{ErrorBody, WebError};
 use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::prompt::{PROMPT_FILE, PromptError, PromptRecord, PromptTemplate, TemplateRef};
-use crate::store::queries;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -105,7 +104,7 @@ pub async fn render(
     })?;
     let profile = match profile {
         Some(name) => Some(
-            queries::profile(&state.pool, name)
+            super::reads::profile(state, name)
                 .await?
                 .ok_or_else(|| WebError::not_found(format!("no profile is called {name:?}")))?,
         ),

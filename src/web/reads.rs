@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::error::WebError;
 use super::{Resolved, Shared, parse_pin};
 use crate::persona::pin::Pin;
+use crate::persona::profile::Profile;
 use crate::search::Found;
 use crate::search::SearchFilter;
 use crate::store::labels::{LabelPointer, label_pointers};
@@ -43,6 +44,9 @@ pub struct SiteSnapshot {
     /// pass over the whole registry.
     facets: tokio::sync::OnceCell<Facets>,
     lists: Mutex<HashMap<Sort, Arc<ListedPersonas>>>,
+    /// The current profiles, read once: every persona page lists them and
+    /// every page of a persona with a profile applied reads one.
+    profiles: tokio::sync::OnceCell<Vec<Profile>>,
     batch: RwLock<Arc<Batch>>,
 }
 
@@ -95,6 +99,7 @@ impl SiteSnapshot {
             templates: Mutex::new(HashMap::new()),
             facets: tokio::sync::OnceCell::new(),
             lists: Mutex::new(HashMap::new()),
+            profiles: tokio::sync::OnceCell::new(),
             batch: RwLock::new(Arc::new(Batch::default())),
         })
     }
@@ -219,6 +224,29 @@ pub async fn facets(state: &Shared) -> sqlx::Result<Facets> {
             .await
             .cloned(),
         None => queries::facets(&state.pool).await,
+    }
+}
+
+/// The registry's current profiles, by slug.
+pub async fn profiles(state: &Shared) -> sqlx::Result<Vec<Profile>> {
+    match &state.snapshot {
+        Some(snapshot) => snapshot
+            .profiles
+            .get_or_try_init(|| queries::profiles(&state.pool))
+            .await
+            .cloned(),
+        None => queries::profiles(&state.pool).await,
+    }
+}
+
+/// The current profile `slug`, if the registry has one of that name.
+pub async fn profile(state: &Shared, slug: &str) -> sqlx::Result<Option<Profile>> {
+    match &state.snapshot {
+        Some(_) => Ok(profiles(state)
+            .await?
+            .into_iter()
+            .find(|profile| profile.slug.as_str() == slug)),
+        None => queries::profile(&state.pool, slug).await,
     }
 }
 
