@@ -215,9 +215,30 @@ async fn the_static_copy_is_complete_linked_reproducible_and_escaped() {
         "api/personas/albert-einstein/card.json",
         "p/juniper-hale-ceo/compare/1...2/index.html",
         "p/sable-9/v/1/index.html",
+        "profiles/index.html",
+        "profiles/debate-ready/index.html",
+        "api/profiles.json",
+        "api/profiles/debate-ready.json",
+        "p/albert-einstein/profile/debate-ready/index.html",
     ] {
         assert!(files.contains_key(file), "{file} is missing");
     }
+    // Every live persona with every profile applied, and nothing for the others.
+    let profiles: serde_json::Value = serde_json::from_slice(&files["api/profiles.json"]).unwrap();
+    let profiles: Vec<&str> = profiles["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|profile| profile["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(profiles, ["debate-ready", "gentle-tutor", "quick-advisor"]);
+    let applied = files.keys().filter(|file| file.contains("/profile/")).count() as i64;
+    assert_eq!(applied, live * 3);
+    assert!(!files.contains_key("p/sable-9/profile/debate-ready/index.html"));
+    let detail: serde_json::Value = serde_json::from_slice(&files["api/profiles/debate-ready.json"]).unwrap();
+    assert_eq!(detail["history"][0]["change"], "added");
+    let applied_page = String::from_utf8(files["p/albert-einstein/profile/debate-ready/index.html"].clone()).unwrap();
+    assert!(applied_page.contains("class=\"prompt-text\""), "{applied_page}");
     let listing: serde_json::Value = serde_json::from_slice(&files["api/personas.json"]).unwrap();
     assert_eq!(listing["items"].as_array().unwrap().len() as i64, live);
     let pinned: serde_json::Value = serde_json::from_slice(&files["api/personas/albert-einstein@1.json"]).unwrap();
@@ -689,6 +710,47 @@ async fn a_build_in_place_equals_a_full_build_and_rewrites_only_what_changed() {
         written > 0 && written * 4 < updated.len(),
         "{written} of {} files rewritten",
         updated.len()
+    );
+
+    // A change of profiles: one edited, one removed, one added. Every live
+    // persona's pages with a profile applied follow, and nothing else does.
+    let untouched_before = inode_and_time(untouched);
+    let einstein_tutor = updated["p/albert-einstein/profile/gentle-tutor/index.html"].clone();
+    let tutor_path = repo.path().join("registry/profiles/gentle-tutor.toml");
+    let tutor = std::fs::read_to_string(&tutor_path).unwrap();
+    repo.write(
+        "registry/profiles/gentle-tutor.toml",
+        &edit(&tutor, "humor_usage = \"medium\"", "humor_usage = \"high\""),
+    );
+    repo.remove("registry/profiles/quick-advisor.toml");
+    repo.write(
+        "registry/profiles/plain-speaker.toml",
+        "schema = 1\nname = \"Plain Speaker\"\n\n[config]\nlanguage_style = \"concise\"\n",
+    );
+    repo.commit("profiles: a livelier tutor, no quick advisor, a plain speaker");
+    let with_profiles = build_site_with(repo.path(), &database.url, data_dir.path(), &site, &[]);
+    assert!(with_profiles.contains("updated in place"), "{with_profiles}");
+    let again = fresh().await;
+    let fresh_copy = work.path().join("fresh-profiles");
+    build_site(repo.path(), &again.url, &fresh_copy, &[]);
+    let (updated, full) = (files_of(&site), files_of(&fresh_copy));
+    assert_same_copies(&updated, &full, "updated in place after a profile change against a full build");
+    assert_eq!(inode_and_time(untouched), untouched_before, "{untouched} was rewritten");
+    assert_ne!(
+        updated["p/albert-einstein/profile/gentle-tutor/index.html"], einstein_tutor,
+        "the edited profile's pages were rendered again"
+    );
+    assert!(!updated.contains_key("p/albert-einstein/profile/quick-advisor/index.html"));
+    assert!(updated.contains_key("p/albert-einstein/profile/plain-speaker/index.html"));
+    assert!(updated.contains_key("p/newcomer/profile/plain-speaker/index.html"));
+    let picker = String::from_utf8_lossy(&updated["p/ada-lovelace/index.html"]).into_owned();
+    assert!(
+        picker.contains("Plain Speaker") && !picker.contains("Quick Advisor"),
+        "the persona pages list the profiles now"
+    );
+    assert!(
+        !updated.contains_key("api/profiles/quick-advisor.json") && updated.contains_key("api/profiles/plain-speaker.json"),
+        "the mirror holds the profiles there are now"
     );
 
     // Other options: a full build, not an update.
