@@ -118,7 +118,14 @@ async fn get(app: &Router, uri: &str) -> Answer {
 
 fn texts(html: &Html, selector: &str) -> Vec<String> {
     html.select(&Selector::parse(selector).unwrap())
-        .map(|element| element.text().collect::<String>().split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|element| {
+            element
+                .text()
+                .collect::<String>()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
 }
 
@@ -135,10 +142,15 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
 
     let list = get(&app, "/api/profiles").await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
-    assert_eq!(list.headers[header::CACHE_CONTROL], "public, max-age=5, must-revalidate");
+    assert_eq!(
+        list.headers[header::CACHE_CONTROL],
+        "public, max-age=5, must-revalidate"
+    );
     let etag = list.headers[header::ETAG].to_str().unwrap().to_string();
     assert_eq!(
-        get_with(&app, "/api/profiles", &[("if-none-match", &etag)]).await.status,
+        get_with(&app, "/api/profiles", &[("if-none-match", &etag)])
+            .await
+            .status,
         StatusCode::NOT_MODIFIED
     );
     let list = list.json();
@@ -148,10 +160,19 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
         .iter()
         .map(|profile| profile["slug"].as_str().unwrap())
         .collect();
-    assert_eq!(slugs, ["debate-ready", "gentle-tutor"], "the deleted profile is not listed");
+    assert_eq!(
+        slugs,
+        ["debate-ready", "gentle-tutor"],
+        "the deleted profile is not listed"
+    );
     let debate = &list["profiles"][0];
     assert_eq!(debate["name"], "Debate Ready");
-    assert!(debate["description"].as_str().unwrap().starts_with("Short, pointed answers"));
+    assert!(
+        debate["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Short, pointed answers")
+    );
     assert_eq!(
         debate["sets"],
         serde_json::json!({
@@ -165,7 +186,10 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
 
     let detail = get(&app, "/api/profiles/debate-ready").await;
     assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
-    assert_eq!(detail.headers[header::CACHE_CONTROL], "public, max-age=5, must-revalidate");
+    assert_eq!(
+        detail.headers[header::CACHE_CONTROL],
+        "public, max-age=5, must-revalidate"
+    );
     let detail = detail.json();
     assert_eq!(detail["deleted"], false);
     assert_eq!(detail["sets"], debate["sets"]);
@@ -195,7 +219,12 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|revision| (revision["change"].as_str().unwrap(), revision["commit"].as_str().unwrap()))
+        .map(|revision| {
+            (
+                revision["change"].as_str().unwrap(),
+                revision["commit"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         changes,
@@ -218,7 +247,9 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
     assert_eq!(malformed.json()["error"]["code"], "bad_name");
 
     // Applying one by name is what the list is for.
-    let applied = get(&app, "/api/personas/albert-einstein?profile=debate-ready").await.json();
+    let applied = get(&app, "/api/personas/albert-einstein?profile=debate-ready")
+        .await
+        .json();
     assert_eq!(applied["profile"], "debate-ready");
     assert_eq!(applied["persona"]["config"]["humor_usage"], "medium");
     assert_eq!(applied["persona"]["default_mode"], "Debater");
@@ -231,16 +262,19 @@ async fn the_openapi_document_states_the_profile_routes_and_their_answers() {
     let document = get(&app, "/api/openapi.json").await.json();
     let list = &document["paths"]["/api/profiles"]["get"];
     assert!(list["responses"]["200"].is_object(), "{list:#}");
-    let detail = &document["paths"]["/api/profiles/{name}"]["get"];
+    let detail = &document["paths"]["/api/profiles/{slug}"]["get"];
     for status in ["200", "304", "400", "404", "503"] {
         assert!(detail["responses"][status].is_object(), "{status} missing: {detail:#}");
     }
-    let name = &detail["parameters"][0];
-    assert_eq!(name["name"], "name");
-    assert_eq!(name["schema"]["pattern"], "^[a-z0-9]+(?:-[a-z0-9]+)*$");
-    assert_eq!(name["schema"]["maxLength"], 64);
+    let slug = &detail["parameters"][0];
+    assert_eq!(slug["name"], "slug");
+    assert_eq!(slug["schema"]["pattern"], "^[a-z0-9]+(?:-[a-z0-9]+)*$");
+    assert_eq!(slug["schema"]["maxLength"], 64);
     for schema in ["ProfileList", "ProfileDetail", "ProfileSets", "RevisionView"] {
-        assert!(document["components"]["schemas"][schema].is_object(), "{schema} missing");
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
     }
 }
 
@@ -260,14 +294,20 @@ async fn the_pages_list_profiles_and_show_a_persona_with_one_applied() {
         ["/profiles/debate-ready", "/profiles/gentle-tutor"]
     );
     let sets = texts(&list, "ul.profiles .sets");
-    assert!(sets[0].contains("humor usage medium") && sets[0].contains("mode Storyteller off"), "{sets:?}");
+    assert!(
+        sets[0].contains("humor usage medium") && sets[0].contains("mode Storyteller off"),
+        "{sets:?}"
+    );
 
     let page = get(&app, "/profiles/debate-ready").await;
     assert_eq!(page.status, StatusCode::OK);
     let page = page.html();
     let history = texts(&page, "ol.timeline > li");
     assert_eq!(history.len(), 2, "{history:?}");
-    assert!(history[0].starts_with("modified") && history[0].contains("a little humor"), "{history:?}");
+    assert!(
+        history[0].starts_with("modified") && history[0].contains("a little humor"),
+        "{history:?}"
+    );
     assert!(history[1].starts_with("added"), "{history:?}");
     assert!(texts(&page, "table.sets td").contains(&"mode Interviewer".to_string()));
     let applied_links = hrefs(&page, ".applied-personas a");
@@ -282,14 +322,14 @@ async fn the_pages_list_profiles_and_show_a_persona_with_one_applied() {
     assert_eq!(texts(&removed, "h1 .badge"), ["deleted"]);
     assert!(texts(&removed, "ol.timeline > li")[0].starts_with("deleted"));
     assert!(hrefs(&removed, ".applied-personas a").is_empty());
-    assert_eq!(get(&app, "/profiles/no-such-profile").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/profiles/no-such-profile").await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // The picker on the current persona page; a pinned page has none.
     let persona = get(&app, "/p/albert-einstein").await.html();
-    assert_eq!(
-        texts(&persona, ".profile-picker a"),
-        ["Debate Ready", "Gentle Tutor"]
-    );
+    assert_eq!(texts(&persona, ".profile-picker a"), ["Debate Ready", "Gentle Tutor"]);
     assert_eq!(
         hrefs(&persona, ".profile-picker a"),
         [
@@ -312,7 +352,10 @@ async fn the_pages_list_profiles_and_show_a_persona_with_one_applied() {
         "config.emotional_style: \"reserved\" → \"expressive\"",
         "config.language_style: \"verbose\" → \"concise\"",
     ] {
-        assert!(changes.iter().any(|change| change == expected), "{expected} not in {changes:?}");
+        assert!(
+            changes.iter().any(|change| change == expected),
+            "{expected} not in {changes:?}"
+        );
     }
     assert_eq!(
         texts(&html, ".config dd.changed"),
@@ -321,9 +364,15 @@ async fn the_pages_list_profiles_and_show_a_persona_with_one_applied() {
     );
     let modes = texts(&html, ".mode-list li.enabled");
     assert!(modes.iter().any(|mode| mode == "Debater default"), "{modes:?}");
-    assert!(texts(&html, ".mode-list li.changed").iter().any(|mode| mode.starts_with("Interviewer")));
+    assert!(
+        texts(&html, ".mode-list li.changed")
+            .iter()
+            .any(|mode| mode.starts_with("Interviewer"))
+    );
     // The prompt is the API's, rendered from the applied persona.
-    let prompt = get(&app, "/api/personas/albert-einstein/prompt?profile=debate-ready").await.json();
+    let prompt = get(&app, "/api/personas/albert-einstein/prompt?profile=debate-ready")
+        .await
+        .json();
     assert_eq!(prompt["mode"], "Debater");
     let shown = html
         .select(&Selector::parse("pre.prompt-text").unwrap())
@@ -380,7 +429,13 @@ async fn a_registry_synced_before_the_migration_answers_and_a_resync_fills_the_h
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0]["change"], "added");
     assert_eq!(history[0]["sets"], detail["sets"]);
-    assert_eq!(get(&app, "/api/profiles").await.json()["profiles"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        get(&app, "/api/profiles").await.json()["profiles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     sync_once(&database.pool, &SyncOptions::new(story.repo.path(), "main"))
         .await

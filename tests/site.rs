@@ -734,7 +734,11 @@ async fn a_build_in_place_equals_a_full_build_and_rewrites_only_what_changed() {
     let fresh_copy = work.path().join("fresh-profiles");
     build_site(repo.path(), &again.url, &fresh_copy, &[]);
     let (updated, full) = (files_of(&site), files_of(&fresh_copy));
-    assert_same_copies(&updated, &full, "updated in place after a profile change against a full build");
+    assert_same_copies(
+        &updated,
+        &full,
+        "updated in place after a profile change against a full build",
+    );
     assert_eq!(inode_and_time(untouched), untouched_before, "{untouched} was rewritten");
     assert_ne!(
         updated["p/albert-einstein/profile/gentle-tutor/index.html"], einstein_tutor,
@@ -749,7 +753,8 @@ async fn a_build_in_place_equals_a_full_build_and_rewrites_only_what_changed() {
         "the persona pages list the profiles now"
     );
     assert!(
-        !updated.contains_key("api/profiles/quick-advisor.json") && updated.contains_key("api/profiles/plain-speaker.json"),
+        !updated.contains_key("api/profiles/quick-advisor.json")
+            && updated.contains_key("api/profiles/plain-speaker.json"),
         "the mirror holds the profiles there are now"
     );
 

@@ -206,6 +206,9 @@ mod tests {
         assert_eq!(owner("api/personas/ada@3.json"), Some("ada"));
         assert_eq!(owner("api/personas/ada@3/card.json"), Some("ada"));
         assert_eq!(owner("api/personas/ada/versions.json"), Some("ada"));
+        assert_eq!(owner("p/ada/profile/debate-ready/index.html"), Some("ada"));
+        assert_eq!(owner("profiles/debate-ready/index.html"), None);
+        assert_eq!(owner("api/profiles/debate-ready.json"), None);
         assert_eq!(owner("api/personas.json"), None);
         assert_eq!(owner("index.html"), None);
         assert_eq!(owner("page/2/index.html"), None);

@@ -713,7 +713,9 @@ fn entry_seeds(slug: &str, entry: &InventoryEntry, with_prompts: bool, profiles:
 
 /// A live persona with each profile applied.
 fn applied_seeds<'a>(slug: &'a str, profiles: &'a [String]) -> impl Iterator<Item = String> + 'a {
-    profiles.iter().map(move |profile| format!("/p/{slug}/profile/{profile}"))
+    profiles
+        .iter()
+        .map(move |profile| format!("/p/{slug}/profile/{profile}"))
 }
 
 /// The profiles pages and their JSON (each profile's page links every live

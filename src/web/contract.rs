@@ -185,7 +185,7 @@ fn constrain_parameter(path: &str, method: &str, parameter: &mut Value) -> bool 
         // states `?version=` because the two may not both be given.
         ("path", "reference") => json!({"type": "string", "pattern": REFERENCE, "maxLength": MAX_SLUG_LEN}),
         // A profile is named by its file's slug (`Slug`); anything else is refused (400).
-        ("path", "name") if path.starts_with("/api/profiles/") => {
+        ("path", "slug") if path.starts_with("/api/profiles/") => {
             json!({"type": "string", "pattern": SLUG, "maxLength": MAX_SLUG_LEN})
         }
         ("path", "label") if method != "get" => json!({"type": "string", "pattern": LABEL, "maxLength": 40}),

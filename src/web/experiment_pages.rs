@@ -25,7 +25,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A page kept in memory until the projection changes, revalidated by its bytes.
-pub(super) async fn kept_page<F, T>(state: &AppState, headers: &HeaderMap, key: String, compute: F) -> Result<Response, WebError>
+pub(super) async fn kept_page<F, T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: String,
+    compute: F,
+) -> Result<Response, WebError>
 where
     F: AsyncFnOnce() -> Result<T, WebError>,
     T: Template,

@@ -64,7 +64,12 @@ fn json_answer<T: Serialize>(body: &T) -> Result<Answer, WebError> {
 }
 
 /// Serves `key` from memory or computes and keeps it.
-pub(super) async fn kept<F, T>(state: &AppState, headers: &HeaderMap, key: String, compute: F) -> Result<Response, WebError>
+pub(super) async fn kept<F, T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: String,
+    compute: F,
+) -> Result<Response, WebError>
 where
     F: AsyncFnOnce() -> Result<T, WebError>,
     T: Serialize,

@@ -67,10 +67,12 @@ async fn profile_page(
 ) -> Result<Response, WebError> {
     kept_page(&state, &headers, format!("/profiles/{name}"), async || {
         // On the site an address that names no profile is simply not there.
-        let detail = profile_detail(&state, &name).await.map_err(|error| match error.status {
-            StatusCode::BAD_REQUEST => no_profile(&name),
-            _ => error,
-        })?;
+        let detail = profile_detail(&state, &name)
+            .await
+            .map_err(|error| match error.status {
+                StatusCode::BAD_REQUEST => no_profile(&name),
+                _ => error,
+            })?;
         let personas = if detail.deleted {
             Vec::new()
         } else {

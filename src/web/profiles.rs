@@ -23,7 +23,7 @@ use crate::store::profiles::{ProfileChange, ProfileRevision, profile_history};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/profiles", get(all_profiles))
-        .route("/profiles/{name}", get(one_profile))
+        .route("/profiles/{slug}", get(one_profile))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -190,7 +190,8 @@ pub struct ProfileDetail {
 }
 
 /// Every profile the registry has now, with what each one sets.
-#[utoipa::path(get, path = "/api/profiles", responses((status = 200, body = ProfileList)))]
+#[utoipa::path(get, path = "/api/profiles",
+    responses((status = 200, body = ProfileList), (status = 304, description = "not modified")))]
 async fn all_profiles(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, WebError> {
     kept(&state, &headers, "profiles".into(), async || {
         Ok(ProfileList {
@@ -202,18 +203,18 @@ async fn all_profiles(State(state): State<AppState>, headers: HeaderMap) -> Resu
 
 /// One profile: what it sets when applied and every change to it. A
 /// deleted profile answers with `deleted: true` and its history.
-#[utoipa::path(get, path = "/api/profiles/{name}",
-    params(("name" = String, Path, description = "the profile's file name without .toml, e.g. debate-ready")),
+#[utoipa::path(get, path = "/api/profiles/{slug}",
+    params(("slug" = String, Path, description = "the profile's slug (its file name without .toml, what `?profile=` takes), e.g. debate-ready")),
     responses((status = 200, body = ProfileDetail), (status = 304, description = "not modified"),
               (status = 400, description = "not a profile name (a slug)", body = ErrorBody),
               (status = 404, description = "no profile of that name was ever in the registry", body = ErrorBody)))]
 async fn one_profile(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    Path(slug): Path<String>,
 ) -> Result<Response, WebError> {
-    kept(&state, &headers, format!("profile\u{0}{name}"), async || {
-        profile_detail(&state, &name).await
+    kept(&state, &headers, format!("profile\u{0}{slug}"), async || {
+        profile_detail(&state, &slug).await
     })
     .await
 }
@@ -244,7 +245,5 @@ pub async fn profile_detail(state: &AppState, name: &str) -> Result<ProfileDetai
 }
 
 pub fn no_profile(name: &str) -> WebError {
-    WebError::not_found(format!(
-        "no profile is called {name:?} (registry/profiles/{name}.toml)"
-    ))
+    WebError::not_found(format!("no profile is called {name:?} (registry/profiles/{name}.toml)"))
 }
