@@ -1,8 +1,6 @@
 //! Finding personas: full-text (PostgreSQL), semantic (the vector index),
 //! both merged, and similar personas. What the CLI and the web call.
 
-mod filter;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,8 +8,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use filter::{SearchFilter, TraitRange};
 
+use crate::persona::search_filter::SearchFilter;
 use crate::store::queries::find_persona;
 use crate::store::search::{TextMatch, full_text_search};
 use crate::vectors::embed::{EmbedError, Embedder};

@@ -10,12 +10,12 @@ use crate::persona::Persona;
 use crate::persona::pin::Pin;
 use crate::persona::profile::Profile;
 use crate::persona::settings::RegistrySettings;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 /// Binds a [`SearchFilter`] as $1..$7 of a query that uses [`FILTER`].
 macro_rules! bind_filter {
     ($query:expr, $filter:expr) => {{
-        let filter: &$crate::search::SearchFilter = $filter;
+        let filter: &$crate::persona::search_filter::SearchFilter = $filter;
         let (trait_types, trait_names, minimums, maximums) = $crate::store::queries::trait_bounds(filter);
         $query
             .bind(filter.domain.clone())

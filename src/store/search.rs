@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::queries::{FILTER, bind_filter};
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 /// One full-text match.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -11,7 +11,7 @@ use super::embed::{EmbedError, Embedder, SessionMemory, SessionTuning};
 use super::index::{Hit, IndexError, Point, PointStamp, VectorIndex};
 use super::server::QdrantIndex;
 use crate::config::Config;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 /// The directory `scripts/fetch-model` unpacks the default model into,
 /// under the cache root.

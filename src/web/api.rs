@@ -18,7 +18,8 @@ use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, diff};
 use crate::persona::profile::Profile;
-use crate::search::{self, Found, SearchFilter, Semantic, TraitRange};
+use crate::persona::search_filter::{SearchFilter, TraitRange};
+use crate::search::{self, Found, Semantic};
 use crate::store::queries::{self, ChangeRecord, PersonaSummary, Sort};
 
 pub fn routes() -> Router<AppState> {

@@ -17,7 +17,8 @@ use super::reads;
 use super::{AppState, Path, Query, Resolved, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, describe, diff};
-use crate::search::{self, Found, SearchFilter};
+use crate::persona::search_filter::SearchFilter;
+use crate::search::{self, Found};
 use crate::store::queries::{self, ChangeRecord, Facets, FileError, PersonaSummary, Sort, SyncStatus, VersionRecord};
 
 const STYLE: &str = include_str!("../../templates/style.css");

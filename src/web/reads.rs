@@ -18,7 +18,7 @@ use super::error::WebError;
 use super::{Resolved, Shared, parse_pin};
 use crate::persona::pin::Pin;
 use crate::search::Found;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 use crate::store::labels::{LabelPointer, label_pointers};
 use crate::store::queries::{self, Facets, PersonaRef, PersonaSummary, Sort, StoredTemplate, VersionRecord};
 
