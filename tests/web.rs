@@ -399,6 +399,7 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             "commit",
             "committed_at",
             "authored_at",
+            "created_at",
             "updated_at",
             "content_hash",
         ] {
@@ -449,6 +450,21 @@ async fn the_api_answers_every_route_with_cacheable_json() {
     );
     let mut first_body = first.json();
     assert_eq!(first_body["version"], 1);
+    // The persona's first and last commit times: created with version 1,
+    // changed last by version 2, in a later commit; the list says the same.
+    assert_eq!(first_body["created_at"], first_body["committed_at"]);
+    assert_eq!(current_body["created_at"], first_body["committed_at"]);
+    assert_ne!(current_body["committed_at"], first_body["committed_at"]);
+    let listed = get(app, "/api/personas?domain=physics&sort=name").await.json();
+    let einstein = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["slug"] == "albert-einstein")
+        .expect("Einstein is listed")
+        .clone();
+    assert_eq!(einstein["created_at"], first_body["committed_at"]);
+    assert_eq!(einstein["updated_at"], current_body["committed_at"]);
     // Every way to pin version 1 names the same content.
     let hash = first_body["content_hash"].as_str().unwrap().to_string();
     let tag_commit = site.repo.git(&["rev-parse", "v1.0"]);

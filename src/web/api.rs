@@ -344,6 +344,9 @@ pub(super) struct PersonaResponse {
     version: i32,
     content_hash: String,
     commit: String,
+    /// When the commit that first added the persona was made.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// When this version's commit was made (for the current version: the last change).
     committed_at: chrono::DateTime<chrono::Utc>,
     author: String,
     /// The id and version as a permanent pin: `id@version` (slugs can be renamed).
@@ -446,6 +449,7 @@ pub(super) fn persona_body(
             version: version.version,
             content_hash: hash.clone(),
             commit: version.commit.clone(),
+            created_at: resolved.persona.created_at,
             committed_at: version.committed_at,
             author: version.author_name.clone(),
             permalink: format!("{}@{}", resolved.persona.id, version.version),
