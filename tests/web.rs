@@ -1157,3 +1157,43 @@ async fn the_cases_contract_fuzzing_found_stay_fixed() {
             .is_match("*")
     );
 }
+
+/// The seed's endpoint table, path for path: each answers with a permanent
+/// redirect (308, which keeps the method and body) to the same path under
+/// `/api`, and the API answers there.
+#[tokio::test]
+async fn the_seed_endpoints_lead_to_the_api() {
+    let site = site(false).await;
+    let app = &site.app;
+    let cases = [
+        (Method::GET, "/personas", "/api/personas"),
+        (Method::GET, "/personas?domain=physics&limit=2", "/api/personas?domain=physics&limit=2"),
+        (Method::GET, "/personas/albert-einstein", "/api/personas/albert-einstein"),
+        (Method::GET, "/personas/search?q=relativity", "/api/personas/search?q=relativity"),
+        (Method::GET, "/personas/albert-einstein/embed", "/api/personas/albert-einstein/embed"),
+        (
+            Method::PATCH,
+            "/personas/albert-einstein/settings",
+            "/api/personas/albert-einstein/settings",
+        ),
+    ];
+    for (method, seed_path, api_path) in cases {
+        let answer = request(app, method.clone(), seed_path, &[]).await;
+        assert_eq!(answer.status, StatusCode::PERMANENT_REDIRECT, "{method} {seed_path}");
+        assert_eq!(answer.headers[header::LOCATION], api_path, "{method} {seed_path}");
+    }
+    // Following the redirect reaches the API's own answer.
+    for (seed_path, expected_items) in [("/personas?domain=physics", 2usize), ("/personas/search?q=relativity", 1)] {
+        let location = request(app, Method::GET, seed_path, &[]).await.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let answer = get(app, &location).await;
+        assert_eq!(answer.status, StatusCode::OK, "{location}: {}", answer.body);
+        let body = answer.json();
+        let items = body.get("items").or_else(|| body.get("results")).unwrap();
+        assert!(items.as_array().unwrap().len() >= expected_items, "{location}: {body}");
+    }
+    let einstein = get(app, "/api/personas/albert-einstein").await.json();
+    assert_eq!(einstein["persona"]["name"], "Albert Einstein");
+}

@@ -45,6 +45,12 @@ pub struct Slug(String);
 
 pub const MAX_SLUG_LEN: usize = 64;
 
+/// Words the site's addresses use where a slug goes (`/api/personas/search`
+/// beside `/api/personas/{slug}`): a persona with one of these slugs could
+/// not be reached, so `check` refuses them. A test over the API document
+/// keeps this list complete.
+pub const RESERVED_SLUGS: &[&str] = &["search"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not a valid slug (lowercase a-z and 0-9 in groups joined by single dashes, 1..={MAX_SLUG_LEN} characters)"

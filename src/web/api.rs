@@ -90,12 +90,17 @@ pub fn routes() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
-async fn openapi(headers: HeaderMap) -> Response {
+/// The whole API's document, before [`super::contract::constrain`] adds the constraints.
+pub fn api_document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(super::webhooks::WebhooksDoc::openapi());
     document.merge(super::experiments::ExperimentsDoc::openapi());
     document.merge(super::label_write::LabelWriteDoc::openapi());
-    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    document
+}
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let mut document = serde_json::to_value(api_document()).unwrap_or_default();
     super::contract::constrain(&mut document);
     let document = serde_json::to_string_pretty(&document).unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
@@ -703,4 +708,30 @@ async fn changes(
         Freshness::Revalidate,
         Json(ChangeList { changes }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persona::model::RESERVED_SLUGS;
+
+    /// A fixed word beside `{reference}` under `/api/personas/` takes the
+    /// place of a slug; `check` must refuse a persona of that slug, or the
+    /// route would shadow it.
+    #[test]
+    fn every_word_beside_a_persona_reference_is_a_reserved_slug() {
+        let document = api_document();
+        let words: Vec<&str> = document
+            .paths
+            .paths
+            .keys()
+            .filter_map(|path| path.strip_prefix("/api/personas/"))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|segment| !segment.starts_with('{'))
+            .collect();
+        assert!(words.contains(&"search"), "{words:?}");
+        for word in words {
+            assert!(RESERVED_SLUGS.contains(&word), "{word:?} is not in RESERVED_SLUGS");
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pages;
 pub mod prompt;
 pub mod reads;
+pub mod seed_paths;
 pub mod settings;
 pub mod webhooks;
 pub mod write_request;
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .merge(experiment_pages::routes())
         .nest("/api", api::routes())
+        .merge(seed_paths::routes())
         .merge(webhooks::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
