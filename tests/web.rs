@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use personas::sync::{SyncOptions, sync_once};
 use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
+use personas::vectors::index::VectorIndex;
 use personas::vectors::projector::VectorProjector;
 use personas::vectors::setup::{AnyIndex, Vectors};
 use personas::web::{Shared, router};
@@ -562,10 +563,11 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             StatusCode::SERVICE_UNAVAILABLE,
             "semantic_not_configured",
         ),
+        // Nothing was ever embedded here: the embedding cache is empty.
         (
             "/api/personas/albert-einstein/embed",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "semantic_not_configured",
+            StatusCode::NOT_FOUND,
+            "not_embedded",
         ),
         (
             "/api/personas/albert-einstein/diff",
@@ -1196,4 +1198,88 @@ async fn the_seed_endpoints_lead_to_the_api() {
     }
     let einstein = get(app, "/api/personas/albert-einstein").await.json();
     assert_eq!(einstein["persona"]["name"], "Albert Einstein");
+}
+
+/// A server without the model still reads stored vectors: similar personas
+/// come from the index, and `/embed` from the embedding cache, for the
+/// current version and for a pinned one whose content was ever embedded.
+#[tokio::test]
+async fn stored_vectors_answer_without_a_model() {
+    let path = "registry/personas/albert-einstein.toml";
+    // Version 1 is indexed before version 2 is committed, so the cache holds both.
+    let site = synced(sample_repository(), true).await;
+    let pool = site.database.pool.clone();
+    let state = site.state.as_ref().unwrap();
+    let vectors = state.vectors.as_ref().unwrap();
+    let index = Arc::clone(&vectors.index);
+    let projector = VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&vectors.embedder));
+    // The description is part of the text the model reads (trait values are not).
+    let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
+    site.repo.write(path, &edit(&text, "the theory of relativity", "the theories of relativity"));
+    site.repo.commit("einstein: both theories");
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main")).await.unwrap();
+    projector.drain().await.unwrap();
+
+    let without_model = router(Arc::new(
+        Shared::new(pool.clone(), None, None).with_stored_index(Some(Arc::clone(&index))),
+    ));
+    let app = &without_model;
+
+    let similar = get(app, "/api/personas/marie-curie/similar?limit=3").await;
+    assert_eq!(similar.status, StatusCode::OK, "{}", similar.body);
+    let similar = similar.json();
+    let slugs: Vec<&str> = similar["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| found["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs.len(), 3, "{similar}");
+    assert!(!slugs.contains(&"marie-curie"));
+
+    let einstein_id = get(app, "/api/personas/albert-einstein").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let point = index.point(einstein_id).await.unwrap().expect("Einstein is indexed");
+    let current = get(app, "/api/personas/albert-einstein/embed").await;
+    assert_eq!(current.status, StatusCode::OK, "{}", current.body);
+    let current = current.json();
+    assert_eq!(current["version"], 2);
+    assert_eq!(current["pinned"], false);
+    let vector = |answer: &Value| -> Vec<f32> { serde_json::from_value(answer["vector"].clone()).unwrap() };
+    assert_eq!(vector(&current), point.vector, "the index's vector, read from the cache");
+    assert_eq!(current["model_id"], point.payload.model_id.as_str());
+
+    for pinned_uri in [
+        "/api/personas/albert-einstein@1/embed",
+        "/api/personas/albert-einstein/embed?version=1",
+    ] {
+        let first = get(app, pinned_uri).await;
+        assert_eq!(first.status, StatusCode::OK, "{pinned_uri}: {}", first.body);
+        let first = first.json();
+        assert_eq!(first["version"], 1);
+        assert_eq!(first["pinned"], true);
+        assert_ne!(first["content_hash"], current["content_hash"]);
+        assert_eq!(vector(&first).len(), point.vector.len());
+        assert_ne!(vector(&first), point.vector, "version 1's own vector");
+    }
+
+    // A version committed and projected but not yet embedded says so.
+    let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
+    site.repo.write(path, &edit(&text, "the theories of relativity", "special and general relativity"));
+    site.repo.commit("einstein: named theories");
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main")).await.unwrap();
+    let queued = get(app, "/api/personas/albert-einstein/embed").await;
+    assert_eq!(queued.status, StatusCode::NOT_FOUND, "{}", queued.body);
+    assert_eq!(queued.error_code(), "not_embedded");
+    assert!(queued.json()["error"]["message"].as_str().unwrap().contains("version 3"), "{}", queued.body);
+    let missing_pin = get(app, "/api/personas/albert-einstein@9/embed").await;
+    assert_eq!(missing_pin.status, StatusCode::NOT_FOUND, "{}", missing_pin.body);
+
+    // Searching by meaning does need the model, and says so.
+    let semantic = get(app, "/api/personas/search?q=space%20and%20time&semantic=true").await;
+    assert_eq!(semantic.status, StatusCode::SERVICE_UNAVAILABLE, "{}", semantic.body);
+    assert_eq!(semantic.error_code(), "semantic_not_configured");
 }

@@ -21,6 +21,8 @@ use crate::persona::profile::Profile;
 use crate::persona::search_filter::{SearchFilter, TraitRange};
 use crate::search::{self, Found, Semantic};
 use crate::store::queries::{self, ChangeRecord, PersonaSummary, Sort};
+use crate::vectors::cache::cached_embedding;
+use crate::vectors::text::TEXT_FORMAT;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -615,11 +617,12 @@ struct SimilarParams {
     limit: Option<i64>,
 }
 
-/// The personas nearest to this one in the vector index.
+/// The personas nearest to this one in the vector index, by the vectors
+/// stored there: no model is needed to answer.
 #[utoipa::path(get, path = "/api/personas/{reference}/similar",
     params(("reference" = String, Path, description = "id, slug or former slug"), SimilarParams),
-    responses((status = 200, body = SearchResponse), (status = 404, body = ErrorBody),
-              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, description = "no vector index here, or the persona is not indexed yet", body = ErrorBody)))]
 async fn similar(
     State(state): State<AppState>,
     Path(reference): Path<String>,
@@ -629,7 +632,7 @@ async fn similar(
     if !(1..=50).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 50"));
     }
-    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+    let index = state.index.as_deref();
     let results = search::similar(&state.pool, index, &reference, &SearchFilter::default(), limit as usize).await?;
     Ok(Json(SearchResponse {
         query: reference,
@@ -644,37 +647,79 @@ struct EmbeddingResponse {
     id: Uuid,
     slug: String,
     version: i32,
+    /// Whether the request pinned the version.
+    pinned: bool,
     content_hash: String,
     model_id: String,
+    /// The layout of the persona text the model read (see the README).
+    text_format: String,
     dimension: usize,
     vector: Vec<f32>,
 }
 
-/// The stored embedding of a persona's current version and the model that made it.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EmbeddingParams {
+    /// A pin: version number, commit (7+ hex digits), `sha256:…`, label or tag.
+    version: Option<String>,
+}
+
+/// The stored embedding of a persona's version (current, or pinned with
+/// `{reference}@{pin}` / `?version=`) and the model that made it, read from
+/// the embedding cache: no model is needed to answer. A version whose content
+/// was never embedded is a 404 that says so.
 #[utoipa::path(get, path = "/api/personas/{reference}/embed",
-    params(("reference" = String, Path, description = "id, slug or former slug")),
-    responses((status = 200, body = EmbeddingResponse), (status = 404, body = ErrorBody),
-              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+    params(("reference" = String, Path, description = "id, slug or former slug, optionally `@pin`"), EmbeddingParams),
+    responses((status = 200, body = EmbeddingResponse), (status = 304, description = "not modified"),
+              (status = 400, body = ErrorBody),
+              (status = 404, description = "no such persona or version, or the version was never embedded", body = ErrorBody),
+              (status = 409, description = "ambiguous commit prefix", body = ErrorBody),
+              (status = 410, description = "the version records a deletion", body = ErrorBody)))]
 async fn embedding(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(reference): Path<String>,
+    Query(params): Query<EmbeddingParams>,
 ) -> Result<Response, WebError> {
-    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
-    let point = search::stored_embedding(&state.pool, index, &reference).await?;
-    let validator = format!("{}@{}", point.payload.content_hash, point.payload.model_id);
+    let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
+    let resolved = resolve(&state, reference, pin).await?;
+    let version = &resolved.version;
+    let Some(content_hash) = &version.content_hash else {
+        return Err(WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!("version {} records the persona's deletion; it has no content", version.version),
+        ));
+    };
+    let loaded_model = state.vectors.as_ref().map(|vectors| vectors.embedder.model_id());
+    let Some(stored) = cached_embedding(&state.pool, content_hash, TEXT_FORMAT, loaded_model).await? else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "not_embedded",
+            format!(
+                "version {} of {} ({content_hash}) was never embedded: the index embeds each persona's \
+                 current version when it changes{}",
+                version.version,
+                resolved.persona.slug,
+                if resolved.pinned { "" } else { ", and this one is still queued" }
+            ),
+        ));
+    };
+    let validator = format!("{content_hash}@{}@{}", stored.model_id, stored.text_format);
     Ok(cached(
         &headers,
         &validator,
         Freshness::Revalidate,
         Json(EmbeddingResponse {
-            id: point.id,
-            slug: point.payload.slug,
-            version: point.payload.version_no,
-            content_hash: point.payload.content_hash,
-            model_id: point.payload.model_id,
-            dimension: point.vector.len(),
-            vector: point.vector,
+            id: resolved.persona.id,
+            slug: resolved.persona.slug.clone(),
+            version: version.version,
+            pinned: resolved.pinned,
+            content_hash: content_hash.clone(),
+            model_id: stored.model_id,
+            text_format: stored.text_format,
+            dimension: stored.vector.len(),
+            vector: stored.vector,
         }),
     ))
 }

@@ -309,7 +309,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
     let (similar, similar_note) = if pinned {
         (Vec::new(), None)
     } else {
-        let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+        let index = state.index.as_deref();
         // A static copy must be the same for the same commit, whatever the index's past.
         let exhaustive = state.static_site.is_some();
         match reads::similar_in_snapshot(state, reference.id) {
