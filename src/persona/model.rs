@@ -341,16 +341,6 @@ pub struct Persona {
 }
 
 impl Persona {
-    /// The text full-text search matches: name, description, domains and
-    /// beliefs (the same fields as the `search_text` migration's backfill).
-    pub fn search_text(&self) -> String {
-        let mut parts: Vec<&str> = vec![&self.name, &self.description];
-        parts.extend(self.domains.iter().map(String::as_str));
-        parts.extend(self.beliefs.iter().map(|belief| belief.text.as_str()));
-        parts.retain(|part| !part.is_empty());
-        parts.join(" ")
-    }
-
     /// Every cited text with its source: signature phrases that carry one,
     /// then beliefs, each in file order.
     pub fn cited_texts(&self) -> impl Iterator<Item = (&str, &str)> {
