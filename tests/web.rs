@@ -559,6 +559,11 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             "semantic_not_configured",
         ),
         (
+            "/api/personas/search?q=x&ranking=merged",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "semantic_not_configured",
+        ),
+        (
             "/api/personas/albert-einstein/similar",
             StatusCode::SERVICE_UNAVAILABLE,
             "semantic_not_configured",
@@ -642,6 +647,9 @@ async fn the_api_answers_every_route_with_cacheable_json() {
         .await
         .json();
     assert_eq!(found["results"][0]["slug"], "albert-einstein");
+    // Without a model the default ranking is full text, and the answer says so.
+    assert_eq!(found["ranking"], "text");
+    assert_eq!(found["semantic"], false);
 
     // The OpenAPI document describes every route.
     let openapi = get(app, "/api/openapi.json").await.json();
@@ -722,6 +730,31 @@ async fn semantic_routes_use_the_real_model_and_index() {
     assert_eq!(select(&page, ".similar li").len(), 5);
     let search = get(app, "/search?q=space%20and%20time").await.html();
     assert!(!select(&search, ".semantic li").is_empty());
+
+    // One merged ranking first: the API's default with a model, and the page's first list.
+    let merged = get(app, "/api/personas/search?q=relativity").await.json();
+    assert_eq!(merged["ranking"], "merged");
+    assert_eq!(merged["results"][0]["slug"], "albert-einstein", "{merged}");
+    for (ranking, semantic) in [("text", false), ("semantic", true), ("merged", true)] {
+        let answer = get(app, &format!("/api/personas/search?q=relativity&ranking={ranking}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let body = answer.json();
+        assert_eq!(body["ranking"], ranking);
+        assert_eq!(body["semantic"], semantic);
+        assert!(!body["results"].as_array().unwrap().is_empty(), "{ranking}: {body}");
+    }
+    let both = get(app, "/api/personas/search?q=relativity&ranking=text&semantic=true").await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST, "{}", both.body);
+    let unknown = get(app, "/api/personas/search?q=relativity&ranking=best").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    let page = get(app, "/search?q=relativity").await;
+    let html = page.html();
+    let best = select(&html, ".merged li a");
+    assert!(!best.is_empty(), "{}", page.body);
+    assert_eq!(best[0].value().attr("href"), Some("/p/albert-einstein"));
+    let merged_at = page.body.find("class=\"merged\"").unwrap();
+    let words_at = page.body.find("class=\"full-text\"").unwrap();
+    assert!(merged_at < words_at, "the merged list comes first");
 }
 
 #[tokio::test]

@@ -28,6 +28,18 @@ pub struct Found {
     pub score: f64,
 }
 
+/// Which ranking answers a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ranking {
+    /// Full text and meaning merged by reciprocal rank fusion.
+    Merged,
+    /// Full text only: the words as written, weighted by field.
+    Text,
+    /// Meaning only: nearest embeddings.
+    Semantic,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("semantic search is not configured: no embedding model; {PROVISIONING_HINT}")]
@@ -100,11 +112,16 @@ pub async fn hybrid<I: VectorIndex>(
     filter: &SearchFilter,
     limit: usize,
 ) -> Result<Vec<Found>, SearchError> {
-    // Each side looks deeper than the page, so fusion has something to merge.
-    let depth = (limit * 3).max(20);
+    let depth = fusion_depth(limit);
     let texts = full_text(pool, query, filter, depth).await?;
     let meanings = semantic(semantic_side, query, filter, depth).await?;
     Ok(fuse(&[texts, meanings], limit))
+}
+
+/// How deep each side of a merged ranking looks for a page of `limit`: deeper
+/// than the page, so fusion has something to merge.
+pub fn fusion_depth(limit: usize) -> usize {
+    (limit * 3).max(20)
 }
 
 /// Reciprocal rank fusion (Cormack et al.): score = Σ 1 / (60 + rank).

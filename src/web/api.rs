@@ -19,7 +19,7 @@ use crate::persona::Persona;
 use crate::persona::diff::{Change, diff};
 use crate::persona::profile::Profile;
 use crate::persona::search_filter::{SearchFilter, TraitRange};
-use crate::search::{self, Found, Semantic};
+use crate::search::{self, Found, Ranking, Semantic};
 use crate::store::queries::{self, ChangeRecord, PersonaSummary, Sort};
 use crate::vectors::cache::cached_embedding;
 use crate::vectors::text::TEXT_FORMAT;
@@ -79,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         DiffResponse,
         DiffSide,
         SearchResponse,
+        Ranking,
         Found,
         EmbeddingResponse,
         crate::persona::prompt::PromptRecord,
@@ -272,9 +273,11 @@ async fn list(
 
 #[derive(Debug, Deserialize)]
 struct SearchParams {
-    /// Words to find in name, description, domains and beliefs, or (with
-    /// `semantic=true`) a description of what to find.
+    /// Words to find in name, description, domains and beliefs, or a
+    /// description of what to find.
     q: String,
+    ranking: Option<Ranking>,
+    /// The older spelling: `semantic=true` is `ranking=semantic`, `false` is `ranking=text`.
     #[serde(default, deserialize_with = "strict_query_value")]
     semantic: Option<bool>,
     #[serde(flatten)]
@@ -286,18 +289,25 @@ struct SearchParams {
 #[derive(Serialize, utoipa::ToSchema)]
 struct SearchResponse {
     query: String,
+    /// The ranking that answered.
+    ranking: Ranking,
+    /// Whether the vector index took part.
     semantic: bool,
     results: Vec<Found>,
 }
 
-/// Full-text or semantic search over live personas.
+/// Search over live personas. By default one merged ranking (full text and
+/// meaning together) when the server has the model, else full text; the
+/// answer's `ranking` says which. `ranking=text` or `ranking=semantic` asks
+/// for one side alone.
 #[utoipa::path(get, path = "/api/personas/search",
-    params(("q" = String, Query, description = "words, or (semantic) a description of who to find"),
-           ("semantic" = Option<bool>, Query, description = "search by meaning through the vector index"),
+    params(("q" = String, Query, description = "words, or a description of who to find"),
+           ("ranking" = Option<Ranking>, Query, description = "merged (the default with a model), text (the default without) or semantic"),
+           ("semantic" = Option<bool>, Query, description = "older spelling of ranking: true is semantic, false is text"),
            FilterParams,
            ("limit" = Option<i64>, Query, description = "1 to 100; default 20")),
     responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody),
-              (status = 503, description = "semantic search without a model", body = ErrorBody)))]
+              (status = 503, description = "a ranking by meaning without a model", body = ErrorBody)))]
 async fn search_personas(
     State(state): State<AppState>,
     Query(params): Query<SearchParams>,
@@ -307,11 +317,24 @@ async fn search_personas(
     if !(1..=100).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 100"));
     }
-    let semantic = params.semantic.unwrap_or(false);
-    let results = run_search(&state, &params.q, semantic, &filter, limit as usize).await?;
+    let ranking = match (params.ranking, params.semantic) {
+        (Some(_), Some(_)) => {
+            return Err(WebError::bad_request(
+                "bad_query",
+                "give ranking= or the older semantic=, not both",
+            ));
+        }
+        (Some(ranking), None) => ranking,
+        (None, Some(true)) => Ranking::Semantic,
+        (None, Some(false)) => Ranking::Text,
+        (None, None) if state.vectors.is_some() => Ranking::Merged,
+        (None, None) => Ranking::Text,
+    };
+    let results = run_search(&state, &params.q, ranking, &filter, limit as usize).await?;
     Ok(Json(SearchResponse {
         query: params.q,
-        semantic,
+        ranking,
+        semantic: ranking != Ranking::Text,
         results,
     })
     .into_response())
@@ -320,19 +343,19 @@ async fn search_personas(
 pub async fn run_search(
     state: &AppState,
     query: &str,
-    semantic: bool,
+    ranking: Ranking,
     filter: &SearchFilter,
     limit: usize,
 ) -> Result<Vec<Found>, WebError> {
-    if semantic {
-        let parts = Semantic {
-            embedder: state.vectors.as_ref().map(|vectors| &vectors.embedder),
-            index: state.vectors.as_ref().map(|vectors| &vectors.index),
-        };
-        Ok(search::semantic(&parts, query, filter, limit).await?)
-    } else {
-        Ok(search::full_text(&state.pool, query, filter, limit).await?)
-    }
+    let semantic = Semantic {
+        embedder: state.vectors.as_ref().map(|vectors| &vectors.embedder),
+        index: state.vectors.as_ref().map(|vectors| vectors.index.as_ref()),
+    };
+    Ok(match ranking {
+        Ranking::Text => search::full_text(&state.pool, query, filter, limit).await?,
+        Ranking::Semantic => search::semantic(&semantic, query, filter, limit).await?,
+        Ranking::Merged => search::hybrid(&state.pool, &semantic, query, filter, limit).await?,
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -636,6 +659,7 @@ async fn similar(
     let results = search::similar(&state.pool, index, &reference, &SearchFilter::default(), limit as usize).await?;
     Ok(Json(SearchResponse {
         query: reference,
+        ranking: Ranking::Semantic,
         semantic: true,
         results,
     })

@@ -486,7 +486,7 @@ pub mod db {
                                    ORDER BY v.persona_id, v.version_no, t.position))
                    FROM persona_phrases t JOIN persona_versions v ON v.id = t.version_id),
                 (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox),
-            (SELECT string_agg(concat_ws(',', id, md5(search_text)), ';' ORDER BY id) FROM personas),
+            (SELECT string_agg(concat_ws(',', id, md5(search_vector::text), md5(exact_vector::text)), ';' ORDER BY id) FROM personas),
                 (SELECT string_agg(concat_ws(',', o.persona_id, v.version_no, o.op), ';' ORDER BY o.id)
                FROM vector_outbox o LEFT JOIN persona_versions v ON v.id = o.version_id)))",
         )
