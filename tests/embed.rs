@@ -267,7 +267,10 @@ fn the_model_directory_decides_the_pooling() {
         assert_eq!(cls_vector.len(), 384);
         assert!((cosine(cls_vector, cls_vector) - 1.0).abs() < 1e-4, "normalized");
         let agreement = cosine(cls_vector, mean_vector);
-        assert!(agreement < 0.99, "CLS pooling gave the mean-pooled vector (cosine {agreement})");
+        assert!(
+            agreement < 0.99,
+            "CLS pooling gave the mean-pooled vector (cosine {agreement})"
+        );
     }
 
     // A config asking for mean pooling is the default, vector for vector.

@@ -131,7 +131,9 @@ async fn the_rankings_find_what_a_reader_expects() {
     for query in relevance_set() {
         let by_text = search::full_text(&pool, &query.text, &filter, 10).await.unwrap();
         let by_meaning = search::semantic(&semantic, &query.text, &filter, 10).await.unwrap();
-        let by_both = search::hybrid(&pool, &semantic, &query.text, &filter, 10).await.unwrap();
+        let by_both = search::hybrid(&pool, &semantic, &query.text, &filter, 10)
+            .await
+            .unwrap();
         if ["name", "word"].contains(&query.kind.as_str())
             && !by_text.first().is_some_and(|first| query.expect.contains(&first.slug))
         {
@@ -146,7 +148,10 @@ async fn the_rankings_find_what_a_reader_expects() {
             let first_expected = found.first().is_some_and(|first| query.expect.contains(&first.slug));
             if !missed.is_empty() || !first_expected {
                 let top: Vec<&str> = found.iter().take(TOP).map(|found| found.slug.as_str()).collect();
-                println!("{ranking:>9} {:?} ({}): missed {missed:?}, top {top:?}", query.text, query.kind);
+                println!(
+                    "{ranking:>9} {:?} ({}): missed {missed:?}, top {top:?}",
+                    query.text, query.kind
+                );
             }
         }
     }
@@ -159,7 +164,10 @@ async fn the_rankings_find_what_a_reader_expects() {
     // (those words are in the files); meaning must carry the paraphrases;
     // the merged ranking, shown first, must be at least as good as either.
     assert_eq!(text.rate(&["name", "word"]), 1.0, "{}", text.line("text"));
-    assert!(text_not_first.is_empty(), "full text put another persona first for {text_not_first:?}");
+    assert!(
+        text_not_first.is_empty(),
+        "full text put another persona first for {text_not_first:?}"
+    );
     assert!(meaning.rate(&["meaning"]) >= 0.7, "{}", meaning.line("semantic"));
     assert!(
         merged.rate(&[]) >= text.rate(&[]).max(meaning.rate(&[])),
@@ -171,5 +179,8 @@ async fn the_rankings_find_what_a_reader_expects() {
 
     // The issue's own case: "relativity" is Einstein's word, not a stem of Ada Lovelace's "relations".
     let relativity = search::full_text(&pool, "relativity", &filter, 3).await.unwrap();
-    assert_eq!(relativity.first().map(|found| found.slug.as_str()), Some("albert-einstein"));
+    assert_eq!(
+        relativity.first().map(|found| found.slug.as_str()),
+        Some("albert-einstein")
+    );
 }

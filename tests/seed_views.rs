@@ -32,23 +32,37 @@ fn current_personas(repo: &TestRepo) -> BTreeMap<String, Persona> {
         .collect()
 }
 
+/// A row of `seed.personas`, typed as the seed's table types it.
+#[derive(sqlx::FromRow)]
+struct SeedPersona {
+    id: Uuid,
+    name: String,
+    slug: String,
+    birth_date: Option<chrono::NaiveDate>,
+    description: String,
+    domain: Vec<String>,
+    is_real: bool,
+    avatar_url: Option<String>,
+    created_at: chrono::NaiveDateTime,
+}
+
 #[tokio::test]
 async fn the_seed_einstein_example_reads_back_as_the_seed_shows_it() {
     let repo = sample_repository();
     let pool = synced(&repo).await;
 
     // The seed's `personas` table, column for column.
-    let (id, name, slug, birth_date, description, domain, is_real, avatar_url, created_at): (
-        Uuid,
-        String,
-        String,
-        Option<chrono::NaiveDate>,
-        String,
-        Vec<String>,
-        bool,
-        Option<String>,
-        chrono::NaiveDateTime,
-    ) = sqlx::query_as(
+    let SeedPersona {
+        id,
+        name,
+        slug,
+        birth_date,
+        description,
+        domain,
+        is_real,
+        avatar_url,
+        created_at,
+    } = sqlx::query_as(
         "SELECT id, name, slug, birth_date, description, domain, is_real, avatar_url, created_at
          FROM seed.personas WHERE slug = 'albert-einstein'",
     )
@@ -111,13 +125,12 @@ async fn the_seed_einstein_example_reads_back_as_the_seed_shows_it() {
     );
 
     // `"modes": ["Educator", "Critic", "Debater"]`: the enabled ones.
-    let enabled: Vec<String> = sqlx::query_scalar(
-        "SELECT mode FROM seed.persona_modes WHERE persona_id = $1 AND enabled ORDER BY mode",
-    )
-    .bind(id)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let enabled: Vec<String> =
+        sqlx::query_scalar("SELECT mode FROM seed.persona_modes WHERE persona_id = $1 AND enabled ORDER BY mode")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(enabled, ["Critic", "Debater", "Educator"]);
 
     // Two of the seed's three beliefs kept their words (the registry added a
@@ -202,7 +215,10 @@ async fn the_seed_shaped_queries_agree_with_the_registry_files() {
         .sum();
     let modes: usize = personas.values().map(|persona| persona.modes.len()).sum();
     assert_eq!(rows("SELECT count(*) FROM seed.persona_beliefs").await, beliefs);
-    assert_eq!(rows("SELECT count(DISTINCT id) FROM seed.persona_beliefs").await, beliefs);
+    assert_eq!(
+        rows("SELECT count(DISTINCT id) FROM seed.persona_beliefs").await,
+        beliefs
+    );
     assert_eq!(rows("SELECT count(*) FROM seed.persona_traits").await, traits);
     assert_eq!(rows("SELECT count(*) FROM seed.persona_modes").await, modes);
     assert_eq!(rows("SELECT count(*) FROM seed.persona_config").await, personas.len());
@@ -240,8 +256,14 @@ async fn versions_read_back_and_belief_ids_are_derived_not_drawn() {
     assert_eq!(
         versions,
         [
-            (1, "Theoretical physicist known for the theory of relativity.".to_string()),
-            (2, "Theoretical physicist known for the theories of relativity.".to_string()),
+            (
+                1,
+                "Theoretical physicist known for the theory of relativity.".to_string()
+            ),
+            (
+                2,
+                "Theoretical physicist known for the theories of relativity.".to_string()
+            ),
         ]
     );
     let current: String = sqlx::query_scalar("SELECT description FROM seed.personas WHERE slug = 'albert-einstein'")
@@ -327,10 +349,12 @@ async fn a_deleted_persona_leaves_the_current_views_and_keeps_its_versions() {
         .unwrap();
         assert_eq!(orphans, 0, "{view} reads a persona that is gone");
     }
-    let kept: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM seed.personas_versions WHERE slug = 'albert-einstein'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(kept, 1, "the deletion has no content; the version before it stays readable");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM seed.personas_versions WHERE slug = 'albert-einstein'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept, 1,
+        "the deletion has no content; the version before it stays readable"
+    );
 }

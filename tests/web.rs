@@ -1202,10 +1202,26 @@ async fn the_seed_endpoints_lead_to_the_api() {
     let app = &site.app;
     let cases = [
         (Method::GET, "/personas", "/api/personas"),
-        (Method::GET, "/personas?domain=physics&limit=2", "/api/personas?domain=physics&limit=2"),
-        (Method::GET, "/personas/albert-einstein", "/api/personas/albert-einstein"),
-        (Method::GET, "/personas/search?q=relativity", "/api/personas/search?q=relativity"),
-        (Method::GET, "/personas/albert-einstein/embed", "/api/personas/albert-einstein/embed"),
+        (
+            Method::GET,
+            "/personas?domain=physics&limit=2",
+            "/api/personas?domain=physics&limit=2",
+        ),
+        (
+            Method::GET,
+            "/personas/albert-einstein",
+            "/api/personas/albert-einstein",
+        ),
+        (
+            Method::GET,
+            "/personas/search?q=relativity",
+            "/api/personas/search?q=relativity",
+        ),
+        (
+            Method::GET,
+            "/personas/albert-einstein/embed",
+            "/api/personas/albert-einstein/embed",
+        ),
         (
             Method::PATCH,
             "/personas/albert-einstein/settings",
@@ -1218,7 +1234,10 @@ async fn the_seed_endpoints_lead_to_the_api() {
         assert_eq!(answer.headers[header::LOCATION], api_path, "{method} {seed_path}");
     }
     // Following the redirect reaches the API's own answer.
-    for (seed_path, expected_items) in [("/personas?domain=physics", 2usize), ("/personas/search?q=relativity", 1)] {
+    for (seed_path, expected_items) in [
+        ("/personas?domain=physics", 2usize),
+        ("/personas/search?q=relativity", 1),
+    ] {
         let location = request(app, Method::GET, seed_path, &[]).await.headers[header::LOCATION]
             .to_str()
             .unwrap()
@@ -1248,9 +1267,14 @@ async fn stored_vectors_answer_without_a_model() {
     let projector = VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&vectors.embedder));
     // The description is part of the text the model reads (trait values are not).
     let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
-    site.repo.write(path, &edit(&text, "the theory of relativity", "the theories of relativity"));
+    site.repo.write(
+        path,
+        &edit(&text, "the theory of relativity", "the theories of relativity"),
+    );
     site.repo.commit("einstein: both theories");
-    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main")).await.unwrap();
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
     projector.drain().await.unwrap();
 
     let without_model = router(Arc::new(
@@ -1282,7 +1306,11 @@ async fn stored_vectors_answer_without_a_model() {
     assert_eq!(current["version"], 2);
     assert_eq!(current["pinned"], false);
     let vector = |answer: &Value| -> Vec<f32> { serde_json::from_value(answer["vector"].clone()).unwrap() };
-    assert_eq!(vector(&current), point.vector, "the index's vector, read from the cache");
+    assert_eq!(
+        vector(&current),
+        point.vector,
+        "the index's vector, read from the cache"
+    );
     assert_eq!(current["model_id"], point.payload.model_id.as_str());
 
     for pinned_uri in [
@@ -1301,13 +1329,25 @@ async fn stored_vectors_answer_without_a_model() {
 
     // A version committed and projected but not yet embedded says so.
     let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
-    site.repo.write(path, &edit(&text, "the theories of relativity", "special and general relativity"));
+    site.repo.write(
+        path,
+        &edit(&text, "the theories of relativity", "special and general relativity"),
+    );
     site.repo.commit("einstein: named theories");
-    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main")).await.unwrap();
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
     let queued = get(app, "/api/personas/albert-einstein/embed").await;
     assert_eq!(queued.status, StatusCode::NOT_FOUND, "{}", queued.body);
     assert_eq!(queued.error_code(), "not_embedded");
-    assert!(queued.json()["error"]["message"].as_str().unwrap().contains("version 3"), "{}", queued.body);
+    assert!(
+        queued.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 3"),
+        "{}",
+        queued.body
+    );
     let missing_pin = get(app, "/api/personas/albert-einstein@9/embed").await;
     assert_eq!(missing_pin.status, StatusCode::NOT_FOUND, "{}", missing_pin.body);
 

@@ -8,7 +8,6 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-
 use crate::persona::search_filter::SearchFilter;
 use crate::store::queries::find_persona;
 use crate::store::search::{TextMatch, full_text_search};

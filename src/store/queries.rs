@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::persona::Persona;
 use crate::persona::pin::Pin;
 use crate::persona::profile::Profile;
-use crate::persona::settings::RegistrySettings;
 use crate::persona::search_filter::SearchFilter;
+use crate::persona::settings::RegistrySettings;
 
 /// Binds a [`SearchFilter`] as $1..$7 of a query that uses [`FILTER`].
 macro_rules! bind_filter {
@@ -401,11 +401,10 @@ pub async fn versions_of(pool: &PgPool, personas: &[Uuid]) -> sqlx::Result<Vec<(
 
 /// Every persona, each slug's personas in the order [`find_persona`] prefers them.
 pub async fn personas_by_slug_rank(pool: &PgPool) -> sqlx::Result<Vec<PersonaRef>> {
-    let rows: Vec<(Uuid, String, bool, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, slug, deleted, created_at FROM personas ORDER BY slug, deleted, created_at DESC",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(Uuid, String, bool, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, slug, deleted, created_at FROM personas ORDER BY slug, deleted, created_at DESC")
+            .fetch_all(pool)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(id, slug, deleted, created_at)| PersonaRef {

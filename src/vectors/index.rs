@@ -39,7 +39,10 @@ impl PointPayload {
     /// Whether this point meets the filter: what the index is asked to do,
     /// written out so tests can check an index's answers against it.
     pub fn meets(&self, filter: &SearchFilter) -> bool {
-        filter.domain.as_ref().is_none_or(|domain| self.domains.contains(domain))
+        filter
+            .domain
+            .as_ref()
+            .is_none_or(|domain| self.domains.contains(domain))
             && filter.mode.as_ref().is_none_or(|mode| self.modes.contains(mode))
             && filter.is_real.is_none_or(|is_real| self.is_real == is_real)
             && filter.traits.iter().all(|range| {

@@ -138,7 +138,11 @@ pub async fn open_vectors(config: &Config, data_dir: &Path) -> Result<Option<Vec
 /// without the model (similar personas need no model). Its dimension is that
 /// of the vectors the embedding cache holds. `Ok(None)` when nothing was ever
 /// embedded, or when the embedded index was never created here.
-pub async fn open_stored_index(config: &Config, data_dir: &Path, pool: &PgPool) -> Result<Option<AnyIndex>, SetupError> {
+pub async fn open_stored_index(
+    config: &Config,
+    data_dir: &Path,
+    pool: &PgPool,
+) -> Result<Option<AnyIndex>, SetupError> {
     let Some(dimension) = cached_dimension(pool, TEXT_FORMAT).await? else {
         return Ok(None);
     };

@@ -712,7 +712,10 @@ async fn embedding(
         return Err(WebError::new(
             StatusCode::GONE,
             "deleted",
-            format!("version {} records the persona's deletion; it has no content", version.version),
+            format!(
+                "version {} records the persona's deletion; it has no content",
+                version.version
+            ),
         ));
     };
     let loaded_model = state.vectors.as_ref().map(|vectors| vectors.embedder.model_id());
@@ -725,7 +728,11 @@ async fn embedding(
                  current version when it changes{}",
                 version.version,
                 resolved.persona.slug,
-                if resolved.pinned { "" } else { ", and this one is still queued" }
+                if resolved.pinned {
+                    ""
+                } else {
+                    ", and this one is still queued"
+                }
             ),
         ));
     };

@@ -538,9 +538,19 @@ async fn search_page(
         match run_search(&state, &query, Ranking::Semantic, &filter, depth).await {
             Ok(semantic) => {
                 let merged = search::fuse(&[full_text.clone(), semantic.clone()], MERGED_SHOWN);
-                (merged, head(full_text, WORDS_SHOWN), head(semantic, MEANING_SHOWN), None)
+                (
+                    merged,
+                    head(full_text, WORDS_SHOWN),
+                    head(semantic, MEANING_SHOWN),
+                    None,
+                )
             }
-            Err(error) => (Vec::new(), head(full_text, WORDS_SHOWN), Vec::new(), Some(error.message)),
+            Err(error) => (
+                Vec::new(),
+                head(full_text, WORDS_SHOWN),
+                Vec::new(),
+                Some(error.message),
+            ),
         }
     };
     Ok(page(&SearchPage {

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::error::WebError;
 use super::{Resolved, Shared, parse_pin};
 use crate::persona::pin::Pin;
-use crate::search::Found;
 use crate::persona::search_filter::SearchFilter;
+use crate::search::Found;
 use crate::store::labels::{LabelPointer, label_pointers};
 use crate::store::queries::{self, Facets, PersonaRef, PersonaSummary, Sort, StoredTemplate, VersionRecord};
 
