@@ -277,7 +277,8 @@ struct SearchParams {
     /// description of what to find.
     q: String,
     ranking: Option<Ranking>,
-    /// The older spelling: `semantic=true` is `ranking=semantic`, `false` is `ranking=text`.
+    /// The older spelling: `semantic=true` is `ranking=semantic`, `false` is
+    /// `ranking=text`; `ranking` wins when both are given.
     #[serde(default, deserialize_with = "strict_query_value")]
     semantic: Option<bool>,
     #[serde(flatten)]
@@ -303,7 +304,7 @@ struct SearchResponse {
 #[utoipa::path(get, path = "/api/personas/search",
     params(("q" = String, Query, description = "words, or a description of who to find"),
            ("ranking" = Option<Ranking>, Query, description = "merged (the default with a model), text (the default without) or semantic"),
-           ("semantic" = Option<bool>, Query, description = "older spelling of ranking: true is semantic, false is text"),
+           ("semantic" = Option<bool>, Query, description = "older spelling of ranking: true is semantic, false is text; ignored when ranking is given"),
            FilterParams,
            ("limit" = Option<i64>, Query, description = "1 to 100; default 20")),
     responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody),
@@ -317,14 +318,10 @@ async fn search_personas(
     if !(1..=100).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 100"));
     }
+    // `ranking` is the word for it now; `semantic` stays for clients written
+    // before it, and gives way when both are sent (the answer says which ran).
     let ranking = match (params.ranking, params.semantic) {
-        (Some(_), Some(_)) => {
-            return Err(WebError::bad_request(
-                "bad_query",
-                "give ranking= or the older semantic=, not both",
-            ));
-        }
-        (Some(ranking), None) => ranking,
+        (Some(ranking), _) => ranking,
         (None, Some(true)) => Ranking::Semantic,
         (None, Some(false)) => Ranking::Text,
         (None, None) if state.vectors.is_some() => Ranking::Merged,
