@@ -16,10 +16,7 @@ use common::*;
 use personas::persona::search_filter::SearchFilter;
 use personas::search::{self, Found, Semantic};
 use personas::sync::{SyncOptions, sync_once};
-use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
-use personas::vectors::projector::VectorProjector;
-use personas::vectors::setup::AnyIndex;
 
 const TOP: usize = 3;
 
@@ -109,16 +106,7 @@ async fn the_rankings_find_what_a_reader_expects() {
     let repo = sample_repository();
     let TestDatabase { pool, .. } = fresh().await;
     sync_once(&pool, &SyncOptions::new(repo.path(), "main")).await.unwrap();
-    let directory = tempfile::tempdir().unwrap();
-    let index = Arc::new(AnyIndex::Edge(
-        EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-            .await
-            .unwrap(),
-    ));
-    VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&embedder))
-        .drain()
-        .await
-        .unwrap();
+    let (_directory, index) = indexed_on_edge(&pool, &embedder).await;
     let semantic = Semantic {
         embedder: Some(&embedder),
         index: Some(index.as_ref()),

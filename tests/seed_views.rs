@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::db::{TestDatabase, fresh};
+use common::db::{TestDatabase, count, fresh};
 use common::*;
 use personas::git::replay::Replay;
 use personas::persona::Persona;
@@ -304,23 +304,21 @@ async fn versions_read_back_and_belief_ids_are_derived_not_drawn() {
     assert_eq!(second.values().collect::<BTreeSet<_>>().len(), second.len());
 
     // The per-version config and traits are there for the old version too.
-    let old_config: i64 = sqlx::query_scalar(
+    let old_config = count(
+        &pool,
         "SELECT count(*) FROM seed.persona_config_versions c JOIN seed.personas_versions p
          ON p.id = c.persona_id AND p.version_no = c.version_no
          WHERE p.slug = 'albert-einstein' AND c.version_no = 1 AND c.humor_usage = 'low'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(old_config, 1);
-    let old_traits: i64 = sqlx::query_scalar(
+    let old_traits = count(
+        &pool,
         "SELECT count(*) FROM seed.persona_traits_versions t JOIN seed.personas_versions p
          ON p.id = t.persona_id AND p.version_no = t.version_no
          WHERE p.slug = 'albert-einstein' AND t.version_no = 1 AND t.trait_type = 'OCEAN'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(old_traits, 5);
 }
 

@@ -16,11 +16,10 @@ use common::db::{TestDatabase, fresh};
 use common::*;
 use http_body_util::BodyExt;
 use personas::sync::{SyncOptions, sync_once};
-use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
 use personas::vectors::index::VectorIndex;
 use personas::vectors::projector::VectorProjector;
-use personas::vectors::setup::{AnyIndex, Vectors};
+use personas::vectors::setup::Vectors;
 use personas::web::{Shared, router};
 use scraper::{Html, Selector};
 use serde_json::Value;
@@ -86,17 +85,8 @@ async fn finish(mut site: Site, with_vectors: bool) -> Site {
         .await
         .unwrap();
     let vectors = if with_vectors {
-        let directory = tempfile::tempdir().unwrap();
         let embedder = embedder().await;
-        let index = Arc::new(AnyIndex::Edge(
-            EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-                .await
-                .unwrap(),
-        ));
-        VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&embedder))
-            .drain()
-            .await
-            .unwrap();
+        let (directory, index) = indexed_on_edge(&pool, &embedder).await;
         site._vectors_dir = Some(directory);
         Some(Vectors { embedder, index })
     } else {

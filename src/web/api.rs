@@ -442,14 +442,7 @@ pub(super) fn persona_body(
 ) -> Result<(PersonaResponse, String, Freshness), WebError> {
     let version = &resolved.version;
     let (Some(document), Some(hash)) = (&version.persona, &version.content_hash) else {
-        return Err(WebError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!(
-                "version {} records the persona's deletion; it has no content",
-                version.version
-            ),
-        ));
+        return Err(WebError::deletion(version.version));
     };
     let (persona, validator, freshness) = match profile {
         // A profile can change later, so a profiled answer revalidates even when pinned.
@@ -706,14 +699,7 @@ async fn embedding(
     let resolved = resolve(&state, reference, pin).await?;
     let version = &resolved.version;
     let Some(content_hash) = &version.content_hash else {
-        return Err(WebError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!(
-                "version {} records the persona's deletion; it has no content",
-                version.version
-            ),
-        ));
+        return Err(WebError::deletion(version.version));
     };
     let loaded_model = state.vectors.as_ref().map(|vectors| vectors.embedder.model_id());
     let Some(stored) = cached_embedding(&state.pool, content_hash, TEXT_FORMAT, loaded_model).await? else {

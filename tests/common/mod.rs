@@ -543,3 +543,24 @@ pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) 
     }
     history.import_into(repo.path()).expect("git fast-import");
 }
+
+/// The current versions in `pool` embedded with the real model into a fresh
+/// qdrant-edge index (kept in the returned directory), the outbox drained.
+pub async fn indexed_on_edge(
+    pool: &sqlx::PgPool,
+    embedder: &std::sync::Arc<personas::vectors::embed::Embedder>,
+) -> (TempDir, std::sync::Arc<personas::vectors::setup::AnyIndex>) {
+    use personas::vectors::setup::AnyIndex;
+    use std::sync::Arc;
+    let directory = tempfile::tempdir().unwrap();
+    let index = Arc::new(AnyIndex::Edge(
+        personas::vectors::edge::EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
+            .await
+            .unwrap(),
+    ));
+    personas::vectors::projector::VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(embedder))
+        .drain()
+        .await
+        .unwrap();
+    (directory, index)
+}
