@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::commands;
 use crate::config::{self, Config};
 use crate::persona::OutputFormat;
-use crate::search::{SearchFilter, TraitRange};
+use crate::persona::search_filter::{SearchFilter, TraitRange};
 
 #[derive(Debug, Parser)]
 #[command(name = "personas", version, about = "A git-versioned registry of AI personas")]

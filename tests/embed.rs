@@ -219,3 +219,73 @@ fn near_duplicate_thresholds_separate_the_sample_registry_from_a_reworded_copy()
             .any(|duplicate| duplicate.of == "marie-curie")
     );
 }
+
+/// A copy of the model directory whose `1_Pooling/config.json` says `config`
+/// (the file sentence-transformers models ship, bge's asking for CLS).
+fn model_dir_with_pooling(config: &str) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(copy.path().join("1_Pooling")).unwrap();
+    std::fs::write(copy.path().join(personas::vectors::embed::POOLING_CONFIG), config).unwrap();
+    copy
+}
+
+fn pooling_config(mode: &str) -> String {
+    let modes = ["cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens"];
+    let fields: Vec<String> = modes
+        .iter()
+        .map(|name| format!("\"pooling_mode_{name}\": {}", *name == mode))
+        .collect();
+    format!("{{\"word_embedding_dimension\": 384, {}}}", fields.join(", "))
+}
+
+#[test]
+fn the_model_directory_decides_the_pooling() {
+    use personas::vectors::embed::PoolingChoice;
+    let texts = [
+        "Theoretical physicist known for the theory of relativity.",
+        "A painter of self-portraits.",
+    ];
+    let mean = embedder();
+    assert_eq!(PoolingChoice::of_model_dir(&model_dir()).unwrap(), PoolingChoice::Mean);
+    let mean_vectors = mean.embed(&texts).unwrap();
+
+    // A config asking for CLS pooling (bge's) gets CLS vectors, not mean ones.
+    let cls_dir = model_dir_with_pooling(&pooling_config("cls_token"));
+    assert_eq!(PoolingChoice::of_model_dir(cls_dir.path()).unwrap(), PoolingChoice::Cls);
+    let cls = Embedder::load(cls_dir.path(), None).unwrap();
+    assert!(cls.model_id().ends_with("+cls"), "{}", cls.model_id());
+    assert_ne!(cls.model_id(), mean.model_id(), "other vectors, another model id");
+    let cls_vectors = cls.embed(&texts).unwrap();
+    assert_eq!(cls.embed(&texts).unwrap(), cls_vectors, "deterministic");
+    for (cls_vector, mean_vector) in cls_vectors.iter().zip(&mean_vectors) {
+        assert_eq!(cls_vector.len(), 384);
+        assert!((cosine(cls_vector, cls_vector) - 1.0).abs() < 1e-4, "normalized");
+        let agreement = cosine(cls_vector, mean_vector);
+        assert!(
+            agreement < 0.99,
+            "CLS pooling gave the mean-pooled vector (cosine {agreement})"
+        );
+    }
+
+    // A config asking for mean pooling is the default, vector for vector.
+    let mean_dir = model_dir_with_pooling(&pooling_config("mean_tokens"));
+    let explicit = Embedder::load(mean_dir.path(), None).unwrap();
+    assert_eq!(explicit.embed(&texts).unwrap(), mean_vectors);
+
+    // A pooling fastembed cannot do is refused, naming the file and the mode.
+    let max_dir = model_dir_with_pooling(&pooling_config("max_tokens"));
+    let error = Embedder::load(max_dir.path(), None).unwrap_err().to_string();
+    assert!(
+        error.contains("1_Pooling/config.json") && error.contains("pooling_mode_max_tokens"),
+        "{error}"
+    );
+    let broken_dir = model_dir_with_pooling("{not json");
+    let error = Embedder::load(broken_dir.path(), None).unwrap_err().to_string();
+    assert!(error.contains("not JSON"), "{error}");
+}

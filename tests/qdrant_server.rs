@@ -442,7 +442,7 @@ async fn serve_replicas_read_one_collection() {
     let index = QdrantIndex::connect(&url, shared_key().as_deref(), &collection).unwrap();
     let query = embedder().await.embed(&[sea]).unwrap().remove(0);
     let direct: Vec<String> = index
-        .search(query, &personas::search::SearchFilter::default(), 3)
+        .search(query, &personas::persona::search_filter::SearchFilter::default(), 3)
         .await
         .unwrap()
         .into_iter()

@@ -45,14 +45,21 @@ async fn every_version_is_projected_once_and_a_second_run_is_a_no_op() {
     let stale = count(
         &pool,
         "SELECT count(*) FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
-         WHERE NOT p.deleted AND p.search_text <> v.search_text",
+         WHERE NOT p.deleted AND (p.search_vector <> persona_search_vector('english', v.document)
+                                  OR p.exact_vector <> persona_search_vector('personas_exact', v.document))",
     )
     .await;
     assert_eq!(stale, 0);
+    let emptied = count(
+        &pool,
+        "SELECT count(*) FROM personas WHERE deleted AND (search_vector <> ''::tsvector OR exact_vector <> ''::tsvector)",
+    )
+    .await;
+    assert_eq!(emptied, 0, "a deleted persona is found by nothing");
     let live = count(&pool, "SELECT count(*) FROM personas WHERE NOT deleted").await;
     let found = count(
         &pool,
-        "SELECT count(*) FROM personas WHERE to_tsvector('english', search_text) @@ plainto_tsquery('english', 'optimizing')",
+        "SELECT count(*) FROM personas WHERE search_vector @@ plainto_tsquery('english', 'optimizing')",
     )
     .await;
     assert!(live > 0 && found > 0 && found <= live, "{found} of {live}");

@@ -618,3 +618,28 @@ fn beliefs_carry_markings_and_trait_types_their_sources() {
         assert_error_at(&text, "x", code, needle);
     }
 }
+
+#[test]
+fn a_slug_that_would_shadow_a_route_is_refused() {
+    // `/api/personas/search` is the search route: a persona called `search`
+    // could never be read at `/api/personas/{slug}`.
+    let text = persona(ID_A, "X");
+    let diagnostics = check(&text, "search");
+    let refusal = diagnostics
+        .iter()
+        .find(|d| d.code == Code::Slug)
+        .unwrap_or_else(|| panic!("{diagnostics:?}"));
+    assert!(refusal.message.contains("/api/personas/search"), "{}", refusal.message);
+    assert!(refusal.message.contains("rename the file"), "{}", refusal.message);
+    // A slug that only starts with the word is fine.
+    assert_eq!(check(&text, "search-party"), vec![]);
+
+    // And through the binary, as a contributor meets it: file:line:col and the code.
+    let registry = RegistryDir::new();
+    registry.write("personas/search.toml", &text);
+    let (code, stdout, stderr) = personas(&["check", "."], registry.path());
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    let report = format!("{stdout}{stderr}");
+    assert!(report.contains("personas/search.toml:1:1"), "{report}");
+    assert!(report.contains("slug"), "{report}");
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
-use personas::search::{SearchFilter, TraitRange};
+use personas::persona::search_filter::{SearchFilter, TraitRange};
 use personas::vectors::edge::EdgeIndex;
 use personas::vectors::index::{Hit, IndexError, Point, PointPayload, VectorIndex};
 use personas::vectors::server::QdrantIndex;
@@ -93,7 +93,7 @@ fn assert_ranked(
 ) {
     let mut expected: Vec<f32> = points
         .iter()
-        .filter(|point| Some(point.id) != exclude && filter.accepts(&point.payload))
+        .filter(|point| Some(point.id) != exclude && point.payload.meets(filter))
         .map(|point| cosine(query, &point.vector))
         .collect();
     expected.sort_by(|a, b| b.total_cmp(a));
@@ -105,7 +105,7 @@ fn assert_ranked(
         assert_ne!(Some(hit.id), exclude, "the excluded point came back");
         let point = points.iter().find(|point| point.id == hit.id).expect("a stored point");
         assert!(
-            filter.accepts(&point.payload),
+            point.payload.meets(filter),
             "{filter:?} let {} through",
             point.payload.name
         );

@@ -15,7 +15,8 @@ use std::time::Duration;
 use common::db::{TestDatabase, count, fresh};
 use common::qdrant::{Backend, TestIndex};
 use common::*;
-use personas::search::{self, Found, SearchFilter, Semantic};
+use personas::persona::search_filter::SearchFilter;
+use personas::search::{self, Found, Semantic};
 use personas::sync::{SyncOptions, sync_once};
 use personas::synthetic::SyntheticRegistry;
 use personas::vectors::embed::Embedder;
@@ -314,7 +315,7 @@ async fn filters_hold_on_every_semantic_result(backend: Backend) {
         // every filter use ("people"), so the check has hits to look at.
         let mentioning: Vec<String> = sqlx::query_scalar(
             "SELECT slug FROM personas WHERE NOT deleted
-               AND to_tsvector('english', search_text) @@ websearch_to_tsquery('english', 'people')",
+               AND search_vector @@ websearch_to_tsquery('english', 'people')",
         )
         .fetch_all(pool)
         .await

@@ -16,10 +16,10 @@ use common::db::{TestDatabase, fresh};
 use common::*;
 use http_body_util::BodyExt;
 use personas::sync::{SyncOptions, sync_once};
-use personas::vectors::edge::EdgeIndex;
 use personas::vectors::embed::Embedder;
+use personas::vectors::index::VectorIndex;
 use personas::vectors::projector::VectorProjector;
-use personas::vectors::setup::{AnyIndex, Vectors};
+use personas::vectors::setup::Vectors;
 use personas::web::{Shared, router};
 use scraper::{Html, Selector};
 use serde_json::Value;
@@ -85,17 +85,8 @@ async fn finish(mut site: Site, with_vectors: bool) -> Site {
         .await
         .unwrap();
     let vectors = if with_vectors {
-        let directory = tempfile::tempdir().unwrap();
         let embedder = embedder().await;
-        let index = Arc::new(AnyIndex::Edge(
-            EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
-                .await
-                .unwrap(),
-        ));
-        VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&embedder))
-            .drain()
-            .await
-            .unwrap();
+        let (directory, index) = indexed_on_edge(&pool, &embedder).await;
         site._vectors_dir = Some(directory);
         Some(Vectors { embedder, index })
     } else {
@@ -399,6 +390,7 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             "commit",
             "committed_at",
             "authored_at",
+            "created_at",
             "updated_at",
             "content_hash",
         ] {
@@ -449,6 +441,21 @@ async fn the_api_answers_every_route_with_cacheable_json() {
     );
     let mut first_body = first.json();
     assert_eq!(first_body["version"], 1);
+    // The persona's first and last commit times: created with version 1,
+    // changed last by version 2, in a later commit; the list says the same.
+    assert_eq!(first_body["created_at"], first_body["committed_at"]);
+    assert_eq!(current_body["created_at"], first_body["committed_at"]);
+    assert_ne!(current_body["committed_at"], first_body["committed_at"]);
+    let listed = get(app, "/api/personas?domain=physics&sort=name").await.json();
+    let einstein = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["slug"] == "albert-einstein")
+        .expect("Einstein is listed")
+        .clone();
+    assert_eq!(einstein["created_at"], first_body["committed_at"]);
+    assert_eq!(einstein["updated_at"], current_body["committed_at"]);
     // Every way to pin version 1 names the same content.
     let hash = first_body["content_hash"].as_str().unwrap().to_string();
     let tag_commit = site.repo.git(&["rev-parse", "v1.0"]);
@@ -542,14 +549,20 @@ async fn the_api_answers_every_route_with_cacheable_json() {
             "semantic_not_configured",
         ),
         (
-            "/api/personas/albert-einstein/similar",
+            "/api/personas/search?q=x&ranking=merged",
             StatusCode::SERVICE_UNAVAILABLE,
             "semantic_not_configured",
         ),
         (
-            "/api/personas/albert-einstein/embed",
+            "/api/personas/albert-einstein/similar",
             StatusCode::SERVICE_UNAVAILABLE,
             "semantic_not_configured",
+        ),
+        // Nothing was ever embedded here: the embedding cache is empty.
+        (
+            "/api/personas/albert-einstein/embed",
+            StatusCode::NOT_FOUND,
+            "not_embedded",
         ),
         (
             "/api/personas/albert-einstein/diff",
@@ -624,6 +637,9 @@ async fn the_api_answers_every_route_with_cacheable_json() {
         .await
         .json();
     assert_eq!(found["results"][0]["slug"], "albert-einstein");
+    // Without a model the default ranking is full text, and the answer says so.
+    assert_eq!(found["ranking"], "text");
+    assert_eq!(found["semantic"], false);
 
     // The OpenAPI document describes every route.
     let openapi = get(app, "/api/openapi.json").await.json();
@@ -704,6 +720,33 @@ async fn semantic_routes_use_the_real_model_and_index() {
     assert_eq!(select(&page, ".similar li").len(), 5);
     let search = get(app, "/search?q=space%20and%20time").await.html();
     assert!(!select(&search, ".semantic li").is_empty());
+
+    // One merged ranking first: the API's default with a model, and the page's first list.
+    let merged = get(app, "/api/personas/search?q=relativity").await.json();
+    assert_eq!(merged["ranking"], "merged");
+    assert_eq!(merged["results"][0]["slug"], "albert-einstein", "{merged}");
+    for (ranking, semantic) in [("text", false), ("semantic", true), ("merged", true)] {
+        let answer = get(app, &format!("/api/personas/search?q=relativity&ranking={ranking}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let body = answer.json();
+        assert_eq!(body["ranking"], ranking);
+        assert_eq!(body["semantic"], semantic);
+        assert!(!body["results"].as_array().unwrap().is_empty(), "{ranking}: {body}");
+    }
+    // Both spellings: `ranking` wins, and the answer says so.
+    let both = get(app, "/api/personas/search?q=relativity&ranking=text&semantic=true").await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.body);
+    assert_eq!(both.json()["ranking"], "text");
+    let unknown = get(app, "/api/personas/search?q=relativity&ranking=best").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    let page = get(app, "/search?q=relativity").await;
+    let html = page.html();
+    let best = select(&html, ".merged li a");
+    assert!(!best.is_empty(), "{}", page.body);
+    assert_eq!(best[0].value().attr("href"), Some("/p/albert-einstein"));
+    let merged_at = page.body.find("class=\"merged\"").unwrap();
+    let words_at = page.body.find("class=\"full-text\"").unwrap();
+    assert!(merged_at < words_at, "the merged list comes first");
 }
 
 #[tokio::test]
@@ -1140,4 +1183,168 @@ async fn the_cases_contract_fuzzing_found_stay_fixed() {
             .unwrap()
             .is_match("*")
     );
+}
+
+/// The seed's endpoint table, path for path: each answers with a permanent
+/// redirect (308, which keeps the method and body) to the same path under
+/// `/api`, and the API answers there.
+#[tokio::test]
+async fn the_seed_endpoints_lead_to_the_api() {
+    let site = site(false).await;
+    let app = &site.app;
+    let cases = [
+        (Method::GET, "/personas", "/api/personas"),
+        (
+            Method::GET,
+            "/personas?domain=physics&limit=2",
+            "/api/personas?domain=physics&limit=2",
+        ),
+        (
+            Method::GET,
+            "/personas/albert-einstein",
+            "/api/personas/albert-einstein",
+        ),
+        (
+            Method::GET,
+            "/personas/search?q=relativity",
+            "/api/personas/search?q=relativity",
+        ),
+        (
+            Method::GET,
+            "/personas/albert-einstein/embed",
+            "/api/personas/albert-einstein/embed",
+        ),
+        (
+            Method::PATCH,
+            "/personas/albert-einstein/settings",
+            "/api/personas/albert-einstein/settings",
+        ),
+    ];
+    for (method, seed_path, api_path) in cases {
+        let answer = request(app, method.clone(), seed_path, &[]).await;
+        assert_eq!(answer.status, StatusCode::PERMANENT_REDIRECT, "{method} {seed_path}");
+        assert_eq!(answer.headers[header::LOCATION], api_path, "{method} {seed_path}");
+    }
+    // Following the redirect reaches the API's own answer.
+    for (seed_path, expected_items) in [
+        ("/personas?domain=physics", 2usize),
+        ("/personas/search?q=relativity", 1),
+    ] {
+        let location = request(app, Method::GET, seed_path, &[]).await.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let answer = get(app, &location).await;
+        assert_eq!(answer.status, StatusCode::OK, "{location}: {}", answer.body);
+        let body = answer.json();
+        let items = body.get("items").or_else(|| body.get("results")).unwrap();
+        assert!(items.as_array().unwrap().len() >= expected_items, "{location}: {body}");
+    }
+    let einstein = get(app, "/api/personas/albert-einstein").await.json();
+    assert_eq!(einstein["persona"]["name"], "Albert Einstein");
+}
+
+/// A server without the model still reads stored vectors: similar personas
+/// come from the index, and `/embed` from the embedding cache, for the
+/// current version and for a pinned one whose content was ever embedded.
+#[tokio::test]
+async fn stored_vectors_answer_without_a_model() {
+    let path = "registry/personas/albert-einstein.toml";
+    // Version 1 is indexed before version 2 is committed, so the cache holds both.
+    let site = synced(sample_repository(), true).await;
+    let pool = site.database.pool.clone();
+    let state = site.state.as_ref().unwrap();
+    let vectors = state.vectors.as_ref().unwrap();
+    let index = Arc::clone(&vectors.index);
+    let projector = VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(&vectors.embedder));
+    // The description is part of the text the model reads (trait values are not).
+    let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
+    site.repo.write(
+        path,
+        &edit(&text, "the theory of relativity", "the theories of relativity"),
+    );
+    site.repo.commit("einstein: both theories");
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    projector.drain().await.unwrap();
+
+    let without_model = router(Arc::new(
+        Shared::new(pool.clone(), None, None).with_stored_index(Some(Arc::clone(&index))),
+    ));
+    let app = &without_model;
+
+    let similar = get(app, "/api/personas/marie-curie/similar?limit=3").await;
+    assert_eq!(similar.status, StatusCode::OK, "{}", similar.body);
+    let similar = similar.json();
+    let slugs: Vec<&str> = similar["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| found["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs.len(), 3, "{similar}");
+    assert!(!slugs.contains(&"marie-curie"));
+
+    let einstein_id = get(app, "/api/personas/albert-einstein").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let point = index.point(einstein_id).await.unwrap().expect("Einstein is indexed");
+    let current = get(app, "/api/personas/albert-einstein/embed").await;
+    assert_eq!(current.status, StatusCode::OK, "{}", current.body);
+    let current = current.json();
+    assert_eq!(current["version"], 2);
+    assert_eq!(current["pinned"], false);
+    let vector = |answer: &Value| -> Vec<f32> { serde_json::from_value(answer["vector"].clone()).unwrap() };
+    assert_eq!(
+        vector(&current),
+        point.vector,
+        "the index's vector, read from the cache"
+    );
+    assert_eq!(current["model_id"], point.payload.model_id.as_str());
+
+    for pinned_uri in [
+        "/api/personas/albert-einstein@1/embed",
+        "/api/personas/albert-einstein/embed?version=1",
+    ] {
+        let first = get(app, pinned_uri).await;
+        assert_eq!(first.status, StatusCode::OK, "{pinned_uri}: {}", first.body);
+        let first = first.json();
+        assert_eq!(first["version"], 1);
+        assert_eq!(first["pinned"], true);
+        assert_ne!(first["content_hash"], current["content_hash"]);
+        assert_eq!(vector(&first).len(), point.vector.len());
+        assert_ne!(vector(&first), point.vector, "version 1's own vector");
+    }
+
+    // A version committed and projected but not yet embedded says so.
+    let text = std::fs::read_to_string(site.repo.path().join(path)).unwrap();
+    site.repo.write(
+        path,
+        &edit(&text, "the theories of relativity", "special and general relativity"),
+    );
+    site.repo.commit("einstein: named theories");
+    sync_once(&pool, &SyncOptions::new(site.repo.path(), "main"))
+        .await
+        .unwrap();
+    let queued = get(app, "/api/personas/albert-einstein/embed").await;
+    assert_eq!(queued.status, StatusCode::NOT_FOUND, "{}", queued.body);
+    assert_eq!(queued.error_code(), "not_embedded");
+    assert!(
+        queued.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 3"),
+        "{}",
+        queued.body
+    );
+    let missing_pin = get(app, "/api/personas/albert-einstein@9/embed").await;
+    assert_eq!(missing_pin.status, StatusCode::NOT_FOUND, "{}", missing_pin.body);
+
+    // Searching by meaning does need the model, and says so.
+    let semantic = get(app, "/api/personas/search?q=space%20and%20time&semantic=true").await;
+    assert_eq!(semantic.status, StatusCode::SERVICE_UNAVAILABLE, "{}", semantic.body);
+    assert_eq!(semantic.error_code(), "semantic_not_configured");
 }

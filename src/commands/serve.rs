@@ -17,7 +17,7 @@ use crate::cli::Outcome;
 use crate::config::{Config, default_bot};
 use crate::git::write::RegistryWriter;
 use crate::store::Database;
-use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
+use crate::vectors::setup::{PROVISIONING_HINT, open_stored_index, open_vectors};
 use crate::web::access::Access;
 use crate::web::{Shared, router};
 use crate::webhooks::deliver::Worker;
@@ -55,8 +55,17 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
         );
         None
     };
+    let mut stored_index = None;
     if vectors.is_none() && (syncing || command.config.qdrant_url.is_some()) {
         tracing::warn!("semantic search is not configured: no embedding model; {PROVISIONING_HINT}");
+        // Similar personas and stored embeddings still answer from the index.
+        stored_index = match open_stored_index(command.config, data_dir, &database.pool).await {
+            Ok(index) => index.map(Arc::new),
+            Err(error) => {
+                tracing::warn!(%error, "similar personas are off: the vector index cannot be opened");
+                None
+            }
+        };
     }
     let (source, options) = source_and_options(
         command.repository,
@@ -76,6 +85,7 @@ async fn serve(command: &ServeCommand<'_>, data_dir: &Path, database: &Database)
     let webhooks = command.config.webhooks.as_deref();
     let state = Arc::new(
         Shared::new(database.pool.clone(), vectors, following)
+            .with_stored_index(stored_index)
             .with_writes(access, writer)
             .with_webhooks(webhooks.unwrap_or_default())
             .with_kept_answers(command.kept_answers_bytes),

@@ -22,7 +22,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tower::ServiceExt;
 
-use crate::search::{self, Found, SearchFilter};
+use crate::persona::search_filter::SearchFilter;
+use crate::search::{self, Found};
 use crate::store::queries::{self, InventoryEntry};
 use crate::vectors::index::VectorIndex;
 use crate::web::reads::{Batch, SiteSnapshot};

@@ -14,6 +14,7 @@ pub mod pin;
 pub mod profile;
 pub mod prompt;
 pub mod reader;
+pub mod search_filter;
 pub mod settings;
 pub mod settings_patch;
 pub mod snapshot;

@@ -45,6 +45,12 @@ pub struct Slug(String);
 
 pub const MAX_SLUG_LEN: usize = 64;
 
+/// Words the site's addresses use where a slug goes (`/api/personas/search`
+/// beside `/api/personas/{slug}`): a persona with one of these slugs could
+/// not be reached, so `check` refuses them. A test over the API document
+/// keeps this list complete.
+pub const RESERVED_SLUGS: &[&str] = &["search"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not a valid slug (lowercase a-z and 0-9 in groups joined by single dashes, 1..={MAX_SLUG_LEN} characters)"
@@ -335,16 +341,6 @@ pub struct Persona {
 }
 
 impl Persona {
-    /// The text full-text search matches: name, description, domains and
-    /// beliefs (the same fields as the `search_text` migration's backfill).
-    pub fn search_text(&self) -> String {
-        let mut parts: Vec<&str> = vec![&self.name, &self.description];
-        parts.extend(self.domains.iter().map(String::as_str));
-        parts.extend(self.beliefs.iter().map(|belief| belief.text.as_str()));
-        parts.retain(|part| !part.is_empty());
-        parts.join(" ")
-    }
-
     /// Every cited text with its source: signature phrases that carry one,
     /// then beliefs, each in file order.
     pub fn cited_texts(&self) -> impl Iterator<Item = (&str, &str)> {

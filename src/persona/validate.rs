@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::diagnostic::{Code, Diagnostic, Diagnostics};
 use super::model::{
     Belief, EDITORIAL_ESTIMATE, EMOTIONAL_STYLES, HUMOR_USAGES, LANGUAGE_STYLES, OCEAN_TRAITS, Persona, PersonaConfig,
-    PersonaId, PhraseCitation, QUOTE_MARKINGS, QuoteMarking, SCHEMA_VERSION, Slug, TraitSource, Traits,
+    PersonaId, PhraseCitation, QUOTE_MARKINGS, QuoteMarking, RESERVED_SLUGS, SCHEMA_VERSION, Slug, TraitSource, Traits,
 };
 use super::reader::{
     TableReader, expect_array, expect_bool, expect_choice, expect_integer, expect_table, expect_text,
@@ -254,6 +254,17 @@ fn read_slug(
     let span = written.map(|entry| entry.value.span.clone()).unwrap_or(0..0);
     parsed.slug_location = lines.position(span.start);
     let from_stem = match stem.parse::<Slug>() {
+        Ok(slug) if RESERVED_SLUGS.contains(&slug.as_str()) => {
+            diagnostics.push(
+                &span,
+                Code::Slug,
+                format!(
+                    "the slug {stem:?} (from the file name) is a word the site's addresses use \
+                     (/api/personas/{stem}), so the persona could not be reached; rename the file"
+                ),
+            );
+            None
+        }
         Ok(slug) => Some(slug),
         Err(error) => {
             diagnostics.push(

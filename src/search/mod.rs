@@ -1,8 +1,6 @@
 //! Finding personas: full-text (PostgreSQL), semantic (the vector index),
 //! both merged, and similar personas. What the CLI and the web call.
 
-mod filter;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,8 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use filter::{SearchFilter, TraitRange};
-
+use crate::persona::search_filter::SearchFilter;
 use crate::store::queries::find_persona;
 use crate::store::search::{TextMatch, full_text_search};
 use crate::vectors::embed::{EmbedError, Embedder};
@@ -28,6 +25,18 @@ pub struct Found {
     /// Full text: the rank; semantic: cosine similarity; hybrid: the
     /// reciprocal-rank-fusion score. Comparable within one result list only.
     pub score: f64,
+}
+
+/// Which ranking answers a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ranking {
+    /// Full text and meaning merged by reciprocal rank fusion.
+    Merged,
+    /// Full text only: the words as written, weighted by field.
+    Text,
+    /// Meaning only: nearest embeddings.
+    Semantic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +111,16 @@ pub async fn hybrid<I: VectorIndex>(
     filter: &SearchFilter,
     limit: usize,
 ) -> Result<Vec<Found>, SearchError> {
-    // Each side looks deeper than the page, so fusion has something to merge.
-    let depth = (limit * 3).max(20);
+    let depth = fusion_depth(limit);
     let texts = full_text(pool, query, filter, depth).await?;
     let meanings = semantic(semantic_side, query, filter, depth).await?;
     Ok(fuse(&[texts, meanings], limit))
+}
+
+/// How deep each side of a merged ranking looks for a page of `limit`: deeper
+/// than the page, so fusion has something to merge.
+pub fn fusion_depth(limit: usize) -> usize {
+    (limit * 3).max(20)
 }
 
 /// Reciprocal rank fusion (Cormack et al.): score = Σ 1 / (60 + rank).

@@ -285,10 +285,10 @@ async fn project_changes(
     let inserted: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "INSERT INTO persona_versions
              (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
-              message, change_kind, slug, path, content_hash, document, search_text)
+              message, change_kind, slug, path, content_hash, document)
          SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                               $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                              $13::jsonb[], $14::text[])
+                              $13::jsonb[])
          RETURNING persona_id, commit_sha, id",
     )
     .bind(&fresh.persona_ids)
@@ -304,7 +304,6 @@ async fn project_changes(
     .bind(&fresh.paths)
     .bind(&fresh.hashes)
     .bind(&fresh.documents)
-    .bind(&fresh.search_texts)
     .fetch_all(&mut *connection)
     .await?;
     let inserted_count = inserted.len() as u64;
@@ -457,7 +456,6 @@ struct NewVersions {
     paths: Vec<String>,
     hashes: Vec<Option<String>>,
     documents: Vec<Option<serde_json::Value>>,
-    search_texts: Vec<String>,
 }
 
 impl NewVersions {
@@ -478,8 +476,6 @@ impl NewVersions {
         self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
         self.documents
             .push(change.persona.as_deref().map(canonical::canonical_value));
-        self.search_texts
-            .push(change.persona.as_deref().map(Persona::search_text).unwrap_or_default());
     }
 }
 
@@ -554,7 +550,10 @@ struct ErrorRows<'a> {
 /// tokenizes each persona once however many versions the sync wrote.
 pub async fn refresh_search(connection: &mut PgConnection) -> sqlx::Result<u64> {
     let result = sqlx::query(
-        "UPDATE personas p SET search_text = CASE WHEN p.deleted THEN '' ELSE v.search_text END,
+        "UPDATE personas p SET search_vector = CASE WHEN p.deleted OR v.document IS NULL THEN ''::tsvector
+                                               ELSE persona_search_vector('english', v.document) END,
+                               exact_vector = CASE WHEN p.deleted OR v.document IS NULL THEN ''::tsvector
+                                              ELSE persona_search_vector('personas_exact', v.document) END,
                                search_version_id = v.id
          FROM persona_versions v
          WHERE v.id = p.current_version_id AND p.search_version_id IS DISTINCT FROM p.current_version_id",

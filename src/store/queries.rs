@@ -9,13 +9,13 @@ use uuid::Uuid;
 use crate::persona::Persona;
 use crate::persona::pin::Pin;
 use crate::persona::profile::Profile;
+use crate::persona::search_filter::SearchFilter;
 use crate::persona::settings::RegistrySettings;
-use crate::search::SearchFilter;
 
 /// Binds a [`SearchFilter`] as $1..$7 of a query that uses [`FILTER`].
 macro_rules! bind_filter {
     ($query:expr, $filter:expr) => {{
-        let filter: &$crate::search::SearchFilter = $filter;
+        let filter: &$crate::persona::search_filter::SearchFilter = $filter;
         let (trait_types, trait_names, minimums, maximums) = $crate::store::queries::trait_bounds(filter);
         $query
             .bind(filter.domain.clone())
@@ -42,6 +42,9 @@ pub struct PersonaSummary {
     pub modes: Vec<String>,
     pub version: i32,
     pub content_hash: String,
+    /// When the commit that first added the persona was made.
+    pub created_at: DateTime<Utc>,
+    /// When the commit that made the current version was made.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -158,7 +161,7 @@ pub async fn list_personas(
                 (v.document->>'is_real')::boolean AS is_real,
                 ARRAY(SELECT m.key FROM jsonb_each(v.document->'modes') m
                       WHERE m.value = 'true'::jsonb ORDER BY m.key) AS modes,
-                v.version_no AS version, v.content_hash, v.committed_at AS updated_at,
+                v.version_no AS version, v.content_hash, p.created_at, v.committed_at AS updated_at,
                 count(*) OVER () AS total
          FROM personas p JOIN persona_versions v ON v.id = p.current_version_id
          WHERE NOT p.deleted {FILTER}
@@ -267,12 +270,14 @@ pub struct PersonaRef {
     /// The current slug (differs from the reference for a former slug or an id).
     pub slug: String,
     pub deleted: bool,
+    /// When the commit that first added the persona was made.
+    pub created_at: DateTime<Utc>,
 }
 
 /// The one persona an id ($1), a current slug or a former slug ($2)
 /// names: an id first, then a live persona of the slug before a deleted
 /// one, the newest first, then a former slug.
-const PERSONA_BY_REFERENCE: &str = "SELECT id, slug, deleted FROM (
+const PERSONA_BY_REFERENCE: &str = "SELECT id, slug, deleted, created_at FROM (
          SELECT id, slug, deleted, created_at, 0 AS rank FROM personas WHERE id = $1
          UNION ALL
          SELECT id, slug, deleted, created_at, 1 FROM personas WHERE slug = $2
@@ -288,12 +293,17 @@ pub async fn find_persona(pool: &PgPool, reference: &str) -> sqlx::Result<Option
     let by_id = reference.parse::<Uuid>().ok();
     // Three indexed lookups rather than one OR, which PostgreSQL can only
     // answer by scanning every persona: this runs on every request.
-    let found: Option<(Uuid, String, bool)> = sqlx::query_as(PERSONA_BY_REFERENCE)
+    let found: Option<(Uuid, String, bool, DateTime<Utc>)> = sqlx::query_as(PERSONA_BY_REFERENCE)
         .bind(by_id)
         .bind(reference)
         .fetch_optional(pool)
         .await?;
-    Ok(found.map(|(id, slug, deleted)| PersonaRef { id, slug, deleted }))
+    Ok(found.map(|(id, slug, deleted, created_at)| PersonaRef {
+        id,
+        slug,
+        deleted,
+        created_at,
+    }))
 }
 
 /// The slugs a persona had before `current`, alphabetically.
@@ -339,13 +349,14 @@ pub async fn numbered_version(
     struct Row {
         current_slug: String,
         deleted: bool,
+        created_at: DateTime<Utc>,
         #[sqlx(flatten)]
         version: VersionRow,
     }
     let by_id = reference.parse::<Uuid>().ok();
     let row: Option<Row> = sqlx::query_as(&format!(
         "WITH persona AS ({PERSONA_BY_REFERENCE})
-         SELECT p.slug AS current_slug, p.deleted, {VERSION_COLUMNS}
+         SELECT p.slug AS current_slug, p.deleted, p.created_at, {VERSION_COLUMNS}
          FROM persona p JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = $3"
     ))
     .bind(by_id)
@@ -358,6 +369,7 @@ pub async fn numbered_version(
             id: row.version.persona_id,
             slug: row.current_slug,
             deleted: row.deleted,
+            created_at: row.created_at,
         };
         (persona, VersionRecord::from(row.version))
     }))
@@ -389,13 +401,18 @@ pub async fn versions_of(pool: &PgPool, personas: &[Uuid]) -> sqlx::Result<Vec<(
 
 /// Every persona, each slug's personas in the order [`find_persona`] prefers them.
 pub async fn personas_by_slug_rank(pool: &PgPool) -> sqlx::Result<Vec<PersonaRef>> {
-    let rows: Vec<(Uuid, String, bool)> =
-        sqlx::query_as("SELECT id, slug, deleted FROM personas ORDER BY slug, deleted, created_at DESC")
+    let rows: Vec<(Uuid, String, bool, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, slug, deleted, created_at FROM personas ORDER BY slug, deleted, created_at DESC")
             .fetch_all(pool)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, slug, deleted)| PersonaRef { id, slug, deleted })
+        .map(|(id, slug, deleted, created_at)| PersonaRef {
+            id,
+            slug,
+            deleted,
+            created_at,
+        })
         .collect())
 }
 

@@ -55,3 +55,45 @@ pub async fn store_vectors(
     .await?;
     Ok(())
 }
+
+/// One cached vector, with what made it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CachedEmbedding {
+    pub model_id: String,
+    pub text_format: String,
+    pub vector: Vec<f32>,
+}
+
+/// The cached vector of one content in `text_format`: the one
+/// `preferred_model` made when it made one, else the newest. `None` when the
+/// content was never embedded.
+pub async fn cached_embedding(
+    pool: &PgPool,
+    content_hash: &str,
+    text_format: &str,
+    preferred_model: Option<&str>,
+) -> sqlx::Result<Option<CachedEmbedding>> {
+    sqlx::query_as(
+        "SELECT model_id, text_format, vector FROM embeddings
+         WHERE content_hash = $1 AND text_format = $2
+         ORDER BY coalesce(model_id = $3, false) DESC, created_at DESC
+         LIMIT 1",
+    )
+    .bind(content_hash)
+    .bind(text_format)
+    .bind(preferred_model)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The length of the newest cached vector in `text_format`: the dimension
+/// of the index those vectors went into, known without loading the model.
+pub async fn cached_dimension(pool: &PgPool, text_format: &str) -> sqlx::Result<Option<usize>> {
+    let length: Option<Option<i32>> = sqlx::query_scalar(
+        "SELECT cardinality(vector) FROM embeddings WHERE text_format = $1 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(text_format)
+    .fetch_optional(pool)
+    .await?;
+    Ok(length.flatten().and_then(|length| usize::try_from(length).ok()))
+}

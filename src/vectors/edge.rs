@@ -18,7 +18,7 @@ use qdrant_edge::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 use super::index::{
     FILTERED_BOOLS, FILTERED_KEYWORDS, Hit, IndexError, Point, PointStamp, STAMP_FIELDS, VectorIndex,

@@ -16,6 +16,77 @@ pub const MODEL_FILES: [&str; 5] = [
     "tokenizer_config.json",
 ];
 
+/// Where a sentence-transformers model directory says how token vectors
+/// become one sentence vector.
+pub const POOLING_CONFIG: &str = "1_Pooling/config.json";
+
+/// How a model's token vectors become one vector per text. Models differ:
+/// all-MiniLM-L6-v2 averages the tokens, bge-small-en-v1.5 takes the first
+/// (CLS) token; pooling a model the other way gives vectors that still look
+/// fine and rank worse, so the model directory's own word decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolingChoice {
+    /// The mean of the token vectors (`pooling_mode_mean_tokens`), also the
+    /// choice when the directory has no pooling config.
+    Mean,
+    /// The first token's vector (`pooling_mode_cls_token`).
+    Cls,
+}
+
+impl PoolingChoice {
+    /// The pooling `model_dir` asks for in its `1_Pooling/config.json`; mean
+    /// when there is none. A config asking for a pooling fastembed cannot do
+    /// (max, weighted mean, last token), or for none or several, is an error.
+    pub fn of_model_dir(model_dir: &Path) -> Result<PoolingChoice, EmbedError> {
+        let path = model_dir.join(POOLING_CONFIG);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(PoolingChoice::Mean),
+            Err(error) => return Err(pooling_error(&path, &error.to_string())),
+        };
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|error| pooling_error(&path, &format!("not JSON: {error}")))?;
+        let asked: Vec<&str> = config
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, value)| key.starts_with("pooling_mode_") && value.as_bool() == Some(true))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        match asked.as_slice() {
+            ["pooling_mode_mean_tokens"] => Ok(PoolingChoice::Mean),
+            ["pooling_mode_cls_token"] => Ok(PoolingChoice::Cls),
+            [] => Err(pooling_error(&path, "no pooling_mode_* is true")),
+            [one] => Err(pooling_error(
+                &path,
+                &format!("{one} is not supported (only pooling_mode_mean_tokens and pooling_mode_cls_token are)"),
+            )),
+            several => Err(pooling_error(
+                &path,
+                &format!("asks for several poolings at once ({})", several.join(", ")),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolingChoice::Mean => "mean",
+            PoolingChoice::Cls => "cls",
+        }
+    }
+
+    fn fastembed(self) -> Pooling {
+        match self {
+            PoolingChoice::Mean => Pooling::Mean,
+            PoolingChoice::Cls => Pooling::Cls,
+        }
+    }
+}
+
+fn pooling_error(path: &Path, reason: &str) -> EmbedError {
+    EmbedError::Model(format!("{}: {reason}", path.display()))
+}
+
 /// Texts per forward pass. On two cores `bench embed` found 8 the fastest
 /// (larger batches pad more: lengths differ) and its working memory about a
 /// third of 32's (peak 291 MiB against 1,036 with the memory released).
@@ -161,8 +232,14 @@ impl Embedder {
         // (and re-indexed) even when its directory keeps the same name.
         let digest = Sha256::digest(&onnx);
         let name = model_dir.file_name().and_then(|name| name.to_str()).unwrap_or("model");
-        let model_id = format!("{name}@sha256:{}", hex(&digest[..8]));
-        let definition = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
+        let pooling = PoolingChoice::of_model_dir(model_dir)?;
+        // Mean pooling keeps the ids indexes were built with; another pooling
+        // makes other vectors from the same weights, so it is part of the id.
+        let model_id = match pooling {
+            PoolingChoice::Mean => format!("{name}@sha256:{}", hex(&digest[..8])),
+            other => format!("{name}@sha256:{}+{}", hex(&digest[..8]), other.name()),
+        };
+        let definition = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(pooling.fastembed());
         let mut options = InitOptionsUserDefined::default()
             .with_max_length(MAX_TOKENS)
             .with_execution_providers(vec![cpu_provider(tuning.memory)]);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::persona::Persona;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 /// Points per write: one WAL record or one request each, small enough that a
 /// failed batch costs little to redo.
@@ -36,6 +36,26 @@ pub struct PointPayload {
 }
 
 impl PointPayload {
+    /// Whether this point meets the filter: what the index is asked to do,
+    /// written out so tests can check an index's answers against it.
+    pub fn meets(&self, filter: &SearchFilter) -> bool {
+        filter
+            .domain
+            .as_ref()
+            .is_none_or(|domain| self.domains.contains(domain))
+            && filter.mode.as_ref().is_none_or(|mode| self.modes.contains(mode))
+            && filter.is_real.is_none_or(|is_real| self.is_real == is_real)
+            && filter.traits.iter().all(|range| {
+                let value = range
+                    .path
+                    .split_once('.')
+                    .and_then(|(kind, name)| self.traits.get(kind)?.get(name));
+                value.is_some_and(|value| {
+                    range.min.is_none_or(|min| *value >= min) && range.max.is_none_or(|max| *value <= max)
+                })
+            })
+    }
+
     pub fn new(persona: &Persona, version_no: i32, content_hash: &str, model_id: &str, text_format: &str) -> Self {
         PointPayload {
             name: persona.name.clone(),

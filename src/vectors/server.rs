@@ -10,7 +10,7 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
 
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 use super::index::{
     FILTERED_BOOLS, FILTERED_KEYWORDS, Hit, IndexError, Point, PointStamp, STAMP_FIELDS, VectorIndex,

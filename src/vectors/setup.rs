@@ -4,14 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::cache::cached_dimension;
 use super::edge::EdgeIndex;
 use super::embed::{EmbedError, Embedder, SessionMemory, SessionTuning};
 use super::index::{Hit, IndexError, Point, PointStamp, VectorIndex};
 use super::server::QdrantIndex;
+use super::text::TEXT_FORMAT;
 use crate::config::Config;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 
 /// The directory `scripts/fetch-model` unpacks the default model into,
 /// under the cache root.
@@ -112,6 +115,8 @@ pub enum SetupError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Loads the model and opens the index the configuration names (a Qdrant
@@ -127,6 +132,27 @@ pub async fn open_vectors(config: &Config, data_dir: &Path) -> Result<Option<Vec
         embedder,
         index: Arc::new(index),
     }))
+}
+
+/// The index alone, to read the vectors already stored in it on a host
+/// without the model (similar personas need no model). Its dimension is that
+/// of the vectors the embedding cache holds. `Ok(None)` when nothing was ever
+/// embedded, or when the embedded index was never created here.
+pub async fn open_stored_index(
+    config: &Config,
+    data_dir: &Path,
+    pool: &PgPool,
+) -> Result<Option<AnyIndex>, SetupError> {
+    let Some(dimension) = cached_dimension(pool, TEXT_FORMAT).await? else {
+        return Ok(None);
+    };
+    let location = IndexLocation::from_config(config, data_dir);
+    if let IndexLocation::Embedded(directory) = &location
+        && !directory.exists()
+    {
+        return Ok(None);
+    }
+    Ok(Some(AnyIndex::open(&location, dimension).await?))
 }
 
 /// Where the vectors are kept.

@@ -18,8 +18,11 @@ use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, diff};
 use crate::persona::profile::Profile;
-use crate::search::{self, Found, SearchFilter, Semantic, TraitRange};
+use crate::persona::search_filter::{SearchFilter, TraitRange};
+use crate::search::{self, Found, Ranking, Semantic};
 use crate::store::queries::{self, ChangeRecord, PersonaSummary, Sort};
+use crate::vectors::cache::cached_embedding;
+use crate::vectors::text::TEXT_FORMAT;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -77,6 +80,7 @@ pub fn routes() -> Router<AppState> {
         DiffResponse,
         DiffSide,
         SearchResponse,
+        Ranking,
         Found,
         EmbeddingResponse,
         crate::persona::prompt::PromptRecord,
@@ -90,13 +94,18 @@ pub fn routes() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
-async fn openapi(headers: HeaderMap) -> Response {
+/// The whole API's document, before [`super::contract::constrain`] adds the constraints.
+pub fn api_document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(super::webhooks::WebhooksDoc::openapi());
     document.merge(super::experiments::ExperimentsDoc::openapi());
     document.merge(super::profiles::ProfilesDoc::openapi());
     document.merge(super::label_write::LabelWriteDoc::openapi());
-    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    document
+}
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let mut document = serde_json::to_value(api_document()).unwrap_or_default();
     super::contract::constrain(&mut document);
     let document = serde_json::to_string_pretty(&document).unwrap_or_default();
     let validator = format!("openapi-{}", digest(document.as_bytes()));
@@ -266,9 +275,12 @@ async fn list(
 
 #[derive(Debug, Deserialize)]
 struct SearchParams {
-    /// Words to find in name, description, domains and beliefs, or (with
-    /// `semantic=true`) a description of what to find.
+    /// Words to find in name, description, domains and beliefs, or a
+    /// description of what to find.
     q: String,
+    ranking: Option<Ranking>,
+    /// The older spelling: `semantic=true` is `ranking=semantic`, `false` is
+    /// `ranking=text`; `ranking` wins when both are given.
     #[serde(default, deserialize_with = "strict_query_value")]
     semantic: Option<bool>,
     #[serde(flatten)]
@@ -280,18 +292,25 @@ struct SearchParams {
 #[derive(Serialize, utoipa::ToSchema)]
 struct SearchResponse {
     query: String,
+    /// The ranking that answered.
+    ranking: Ranking,
+    /// Whether the vector index took part.
     semantic: bool,
     results: Vec<Found>,
 }
 
-/// Full-text or semantic search over live personas.
+/// Search over live personas. By default one merged ranking (full text and
+/// meaning together) when the server has the model, else full text; the
+/// answer's `ranking` says which. `ranking=text` or `ranking=semantic` asks
+/// for one side alone.
 #[utoipa::path(get, path = "/api/personas/search",
-    params(("q" = String, Query, description = "words, or (semantic) a description of who to find"),
-           ("semantic" = Option<bool>, Query, description = "search by meaning through the vector index"),
+    params(("q" = String, Query, description = "words, or a description of who to find"),
+           ("ranking" = Option<Ranking>, Query, description = "merged (the default with a model), text (the default without) or semantic"),
+           ("semantic" = Option<bool>, Query, description = "older spelling of ranking: true is semantic, false is text; ignored when ranking is given"),
            FilterParams,
            ("limit" = Option<i64>, Query, description = "1 to 100; default 20")),
     responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody),
-              (status = 503, description = "semantic search without a model", body = ErrorBody)))]
+              (status = 503, description = "a ranking by meaning without a model", body = ErrorBody)))]
 async fn search_personas(
     State(state): State<AppState>,
     Query(params): Query<SearchParams>,
@@ -301,11 +320,20 @@ async fn search_personas(
     if !(1..=100).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 100"));
     }
-    let semantic = params.semantic.unwrap_or(false);
-    let results = run_search(&state, &params.q, semantic, &filter, limit as usize).await?;
+    // `ranking` is the word for it now; `semantic` stays for clients written
+    // before it, and gives way when both are sent (the answer says which ran).
+    let ranking = match (params.ranking, params.semantic) {
+        (Some(ranking), _) => ranking,
+        (None, Some(true)) => Ranking::Semantic,
+        (None, Some(false)) => Ranking::Text,
+        (None, None) if state.vectors.is_some() => Ranking::Merged,
+        (None, None) => Ranking::Text,
+    };
+    let results = run_search(&state, &params.q, ranking, &filter, limit as usize).await?;
     Ok(Json(SearchResponse {
         query: params.q,
-        semantic,
+        ranking,
+        semantic: ranking != Ranking::Text,
         results,
     })
     .into_response())
@@ -314,19 +342,19 @@ async fn search_personas(
 pub async fn run_search(
     state: &AppState,
     query: &str,
-    semantic: bool,
+    ranking: Ranking,
     filter: &SearchFilter,
     limit: usize,
 ) -> Result<Vec<Found>, WebError> {
-    if semantic {
-        let parts = Semantic {
-            embedder: state.vectors.as_ref().map(|vectors| &vectors.embedder),
-            index: state.vectors.as_ref().map(|vectors| &vectors.index),
-        };
-        Ok(search::semantic(&parts, query, filter, limit).await?)
-    } else {
-        Ok(search::full_text(&state.pool, query, filter, limit).await?)
-    }
+    let semantic = Semantic {
+        embedder: state.vectors.as_ref().map(|vectors| &vectors.embedder),
+        index: state.vectors.as_ref().map(|vectors| vectors.index.as_ref()),
+    };
+    Ok(match ranking {
+        Ranking::Text => search::full_text(&state.pool, query, filter, limit).await?,
+        Ranking::Semantic => search::semantic(&semantic, query, filter, limit).await?,
+        Ranking::Merged => search::hybrid(&state.pool, &semantic, query, filter, limit).await?,
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -345,6 +373,9 @@ pub(super) struct PersonaResponse {
     version: i32,
     content_hash: String,
     commit: String,
+    /// When the commit that first added the persona was made.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// When this version's commit was made (for the current version: the last change).
     committed_at: chrono::DateTime<chrono::Utc>,
     author: String,
     /// The id and version as a permanent pin: `id@version` (slugs can be renamed).
@@ -413,14 +444,7 @@ pub(super) fn persona_body(
 ) -> Result<(PersonaResponse, String, Freshness), WebError> {
     let version = &resolved.version;
     let (Some(document), Some(hash)) = (&version.persona, &version.content_hash) else {
-        return Err(WebError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!(
-                "version {} records the persona's deletion; it has no content",
-                version.version
-            ),
-        ));
+        return Err(WebError::deletion(version.version));
     };
     let (persona, validator, freshness) = match profile {
         // A profile can change later, so a profiled answer revalidates even when pinned.
@@ -447,6 +471,7 @@ pub(super) fn persona_body(
             version: version.version,
             content_hash: hash.clone(),
             commit: version.commit.clone(),
+            created_at: resolved.persona.created_at,
             committed_at: version.committed_at,
             author: version.author_name.clone(),
             permalink: format!("{}@{}", resolved.persona.id, version.version),
@@ -607,11 +632,12 @@ struct SimilarParams {
     limit: Option<i64>,
 }
 
-/// The personas nearest to this one in the vector index.
+/// The personas nearest to this one in the vector index, by the vectors
+/// stored there: no model is needed to answer.
 #[utoipa::path(get, path = "/api/personas/{reference}/similar",
     params(("reference" = String, Path, description = "id, slug or former slug"), SimilarParams),
-    responses((status = 200, body = SearchResponse), (status = 404, body = ErrorBody),
-              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, description = "no vector index here, or the persona is not indexed yet", body = ErrorBody)))]
 async fn similar(
     State(state): State<AppState>,
     Path(reference): Path<String>,
@@ -621,10 +647,11 @@ async fn similar(
     if !(1..=50).contains(&limit) {
         return Err(WebError::bad_request("bad_limit", "limit must be 1 to 50"));
     }
-    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+    let index = state.index.as_deref();
     let results = search::similar(&state.pool, index, &reference, &SearchFilter::default(), limit as usize).await?;
     Ok(Json(SearchResponse {
         query: reference,
+        ranking: Ranking::Semantic,
         semantic: true,
         results,
     })
@@ -636,37 +663,79 @@ struct EmbeddingResponse {
     id: Uuid,
     slug: String,
     version: i32,
+    /// Whether the request pinned the version.
+    pinned: bool,
     content_hash: String,
     model_id: String,
+    /// The layout of the persona text the model read (see the README).
+    text_format: String,
     dimension: usize,
     vector: Vec<f32>,
 }
 
-/// The stored embedding of a persona's current version and the model that made it.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EmbeddingParams {
+    /// A pin: version number, commit (7+ hex digits), `sha256:…`, label or tag.
+    version: Option<String>,
+}
+
+/// The stored embedding of a persona's version (current, or pinned with
+/// `{reference}@{pin}` / `?version=`) and the model that made it, read from
+/// the embedding cache: no model is needed to answer. A version whose content
+/// was never embedded is a 404 that says so.
 #[utoipa::path(get, path = "/api/personas/{reference}/embed",
-    params(("reference" = String, Path, description = "id, slug or former slug")),
-    responses((status = 200, body = EmbeddingResponse), (status = 404, body = ErrorBody),
-              (status = 503, description = "no model or not yet indexed", body = ErrorBody)))]
+    params(("reference" = String, Path, description = "id, slug or former slug, optionally `@pin`"), EmbeddingParams),
+    responses((status = 200, body = EmbeddingResponse), (status = 304, description = "not modified"),
+              (status = 400, body = ErrorBody),
+              (status = 404, description = "no such persona or version, or the version was never embedded", body = ErrorBody),
+              (status = 409, description = "ambiguous commit prefix", body = ErrorBody),
+              (status = 410, description = "the version records a deletion", body = ErrorBody)))]
 async fn embedding(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(reference): Path<String>,
+    Query(params): Query<EmbeddingParams>,
 ) -> Result<Response, WebError> {
-    let index = state.vectors.as_ref().map(|vectors| &vectors.index);
-    let point = search::stored_embedding(&state.pool, index, &reference).await?;
-    let validator = format!("{}@{}", point.payload.content_hash, point.payload.model_id);
+    let (reference, pin) = reference_and_pin(&reference, params.version.as_deref())?;
+    let resolved = resolve(&state, reference, pin).await?;
+    let version = &resolved.version;
+    let Some(content_hash) = &version.content_hash else {
+        return Err(WebError::deletion(version.version));
+    };
+    let loaded_model = state.vectors.as_ref().map(|vectors| vectors.embedder.model_id());
+    let Some(stored) = cached_embedding(&state.pool, content_hash, TEXT_FORMAT, loaded_model).await? else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "not_embedded",
+            format!(
+                "version {} of {} ({content_hash}) was never embedded: the index embeds each persona's \
+                 current version when it changes{}",
+                version.version,
+                resolved.persona.slug,
+                if resolved.pinned {
+                    ""
+                } else {
+                    ", and this one is still queued"
+                }
+            ),
+        ));
+    };
+    let validator = format!("{content_hash}@{}@{}", stored.model_id, stored.text_format);
     Ok(cached(
         &headers,
         &validator,
         Freshness::Revalidate,
         Json(EmbeddingResponse {
-            id: point.id,
-            slug: point.payload.slug,
-            version: point.payload.version_no,
-            content_hash: point.payload.content_hash,
-            model_id: point.payload.model_id,
-            dimension: point.vector.len(),
-            vector: point.vector,
+            id: resolved.persona.id,
+            slug: resolved.persona.slug.clone(),
+            version: version.version,
+            pinned: resolved.pinned,
+            content_hash: content_hash.clone(),
+            model_id: stored.model_id,
+            text_format: stored.text_format,
+            dimension: stored.vector.len(),
+            vector: stored.vector,
         }),
     ))
 }
@@ -700,4 +769,30 @@ async fn changes(
         Freshness::Revalidate,
         Json(ChangeList { changes }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persona::model::RESERVED_SLUGS;
+
+    /// A fixed word beside `{reference}` under `/api/personas/` takes the
+    /// place of a slug; `check` must refuse a persona of that slug, or the
+    /// route would shadow it.
+    #[test]
+    fn every_word_beside_a_persona_reference_is_a_reserved_slug() {
+        let document = api_document();
+        let words: Vec<&str> = document
+            .paths
+            .paths
+            .keys()
+            .filter_map(|path| path.strip_prefix("/api/personas/"))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|segment| !segment.starts_with('{'))
+            .collect();
+        assert!(words.contains(&"search"), "{words:?}");
+        for word in words {
+            assert!(RESERVED_SLUGS.contains(&word), "{word:?} is not in RESERVED_SLUGS");
+        }
+    }
 }

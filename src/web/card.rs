@@ -3,7 +3,7 @@
 //! whole persona document under `data.extensions` (see `crate::interchange`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -43,11 +43,7 @@ pub async fn persona_card(
         .map_err(|_| WebError::bad_request("bad_spec", "spec must be v2 or v3"))?;
     let resolved = resolve(&state, reference, pin).await?;
     let Some(persona) = &resolved.version.persona else {
-        return Err(WebError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!("version {} records the persona's deletion", resolved.version.version),
-        ));
+        return Err(WebError::deletion(resolved.version.version));
     };
     // A registry without a template still exports; the card then leaves the
     // prompt to the front-end, as the card specs allow.

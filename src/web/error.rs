@@ -47,6 +47,15 @@ impl WebError {
         WebError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A pin named a version that records the persona's deletion: nothing to show.
+    pub fn deletion(version: i32) -> WebError {
+        WebError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!("version {version} records the persona's deletion; it has no content"),
+        )
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> WebError {
         WebError::new(StatusCode::BAD_REQUEST, code, message)
     }

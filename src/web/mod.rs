@@ -19,6 +19,7 @@ pub mod profile_pages;
 pub mod profiles;
 pub mod prompt;
 pub mod reads;
+pub mod seed_paths;
 pub mod settings;
 pub mod webhooks;
 pub mod write_request;
@@ -39,7 +40,7 @@ use tower_http::trace::TraceLayer;
 use crate::git::write::RegistryWriter;
 use crate::persona::pin::Pin;
 use crate::store::queries::{self, PersonaRef, VersionRecord};
-use crate::vectors::setup::Vectors;
+use crate::vectors::setup::{AnyIndex, Vectors};
 use error::WebError;
 
 /// What every handler can reach.
@@ -47,6 +48,10 @@ pub struct Shared {
     pub pool: PgPool,
     /// The model and index, when a model is provisioned.
     pub vectors: Option<Vectors>,
+    /// The index alone: `vectors`' when there is a model, else one opened
+    /// without it, so that reads of stored vectors (similar personas)
+    /// answer on a host without the model.
+    pub index: Option<Arc<AnyIndex>>,
     pub metrics: metrics::Metrics,
     /// The repository and branch this process syncs in-process, if it does
     /// (sync lag is then measured against the branch tip).
@@ -82,6 +87,7 @@ impl Shared {
         let answers = answers::Answers::default();
         Shared {
             pool,
+            index: vectors.as_ref().map(|vectors| Arc::clone(&vectors.index)),
             vectors,
             metrics: metrics::Metrics::new(answers.lookups()),
             following,
@@ -99,6 +105,14 @@ impl Shared {
     pub fn with_kept_answers(self, max_bytes: usize) -> Shared {
         Shared {
             answers: self.answers.limited_to(max_bytes),
+            ..self
+        }
+    }
+
+    /// Reads stored vectors from `index` when no model is loaded.
+    pub fn with_stored_index(self, index: Option<Arc<AnyIndex>>) -> Shared {
+        Shared {
+            index: self.index.or(index),
             ..self
         }
     }
@@ -142,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .merge(experiment_pages::routes())
         .merge(profile_pages::routes())
         .nest("/api", api::routes())
+        .merge(seed_paths::routes())
         .merge(webhooks::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -17,7 +17,8 @@ use super::reads;
 use super::{AppState, Path, Query, Resolved, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, describe, diff};
-use crate::search::{self, Found, SearchFilter};
+use crate::persona::search_filter::SearchFilter;
+use crate::search::{self, Found, Ranking};
 use crate::store::queries::{self, ChangeRecord, Facets, FileError, PersonaSummary, Sort, SyncStatus, VersionRecord};
 
 const STYLE: &str = include_str!("../../templates/style.css");
@@ -310,7 +311,7 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
     let (similar, similar_note) = if pinned {
         (Vec::new(), None)
     } else {
-        let index = state.vectors.as_ref().map(|vectors| &vectors.index);
+        let index = state.index.as_deref();
         // A static copy must be the same for the same commit, whatever the index's past.
         let exhaustive = state.static_site.is_some();
         match reads::similar_in_snapshot(state, reference.id) {
@@ -511,11 +512,23 @@ struct SearchPage {
     query: String,
     filter: SearchFilter,
     facets: Facets,
+    /// Full text and meaning merged: empty when there is no model.
+    merged: Vec<Found>,
     full_text: Vec<Found>,
     semantic: Vec<Found>,
     semantic_note: Option<String>,
     /// The static copy searches in the browser (`search.js` over `search-index.js`).
     static_site: bool,
+}
+
+/// How many results each list of the search page shows.
+const MERGED_SHOWN: usize = 10;
+const WORDS_SHOWN: usize = 20;
+const MEANING_SHOWN: usize = 10;
+
+fn head(mut found: Vec<Found>, shown: usize) -> Vec<Found> {
+    found.truncate(shown);
+    found
 }
 
 async fn search_page(
@@ -525,19 +538,35 @@ async fn search_page(
     let filter = params.filter.filter()?;
     let query = params.q.trim().to_string();
     let facets = queries::facets(&state.pool).await?;
-    let (full_text, semantic, semantic_note) = if query.is_empty() {
-        (Vec::new(), Vec::new(), None)
+    let (merged, full_text, semantic, semantic_note) = if query.is_empty() {
+        (Vec::new(), Vec::new(), Vec::new(), None)
     } else {
-        let full_text = run_search(&state, &query, false, &filter, 20).await?;
-        match run_search(&state, &query, true, &filter, 10).await {
-            Ok(found) => (full_text, found, None),
-            Err(error) => (full_text, Vec::new(), Some(error.message)),
+        // Both sides once, deep enough to merge; each list shows its head.
+        let depth = search::fusion_depth(MERGED_SHOWN);
+        let full_text = run_search(&state, &query, Ranking::Text, &filter, depth).await?;
+        match run_search(&state, &query, Ranking::Semantic, &filter, depth).await {
+            Ok(semantic) => {
+                let merged = search::fuse(&[full_text.clone(), semantic.clone()], MERGED_SHOWN);
+                (
+                    merged,
+                    head(full_text, WORDS_SHOWN),
+                    head(semantic, MEANING_SHOWN),
+                    None,
+                )
+            }
+            Err(error) => (
+                Vec::new(),
+                head(full_text, WORDS_SHOWN),
+                Vec::new(),
+                Some(error.message),
+            ),
         }
     };
     Ok(page(&SearchPage {
         query,
         filter,
         facets,
+        merged,
         full_text,
         semantic,
         semantic_note,

@@ -18,7 +18,7 @@ use super::{AppState, Path, reads, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, describe, diff};
 use crate::persona::prompt::PromptRecord;
-use crate::search::SearchFilter;
+use crate::persona::search_filter::SearchFilter;
 use crate::store::queries::{PersonaSummary, Sort, VersionRecord};
 
 pub fn routes() -> Router<AppState> {

@@ -81,11 +81,7 @@ pub async fn render(
 ) -> Result<PromptRecord, WebError> {
     let version = &resolved.version;
     let (Some(persona), Some(hash)) = (&version.persona, &version.content_hash) else {
-        return Err(WebError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!("version {} records the persona's deletion", version.version),
-        ));
+        return Err(WebError::deletion(version.version));
     };
     let at_commit = resolved.pinned.then_some(version.commit.as_str());
     let stored = super::reads::prompt_template(state, at_commit).await?.ok_or_else(|| {

@@ -18,8 +18,8 @@ use super::error::WebError;
 use super::{Resolved, Shared, parse_pin};
 use crate::persona::pin::Pin;
 use crate::persona::profile::Profile;
+use crate::persona::search_filter::SearchFilter;
 use crate::search::Found;
-use crate::search::SearchFilter;
 use crate::store::labels::{LabelPointer, label_pointers};
 use crate::store::queries::{self, Facets, PersonaRef, PersonaSummary, Sort, StoredTemplate, VersionRecord};
 

@@ -486,7 +486,7 @@ pub mod db {
                                    ORDER BY v.persona_id, v.version_no, t.position))
                    FROM persona_phrases t JOIN persona_versions v ON v.id = t.version_id),
                 (SELECT count(*) FROM persona_slugs), (SELECT count(*) FROM vector_outbox),
-            (SELECT string_agg(concat_ws(',', id, md5(search_text)), ';' ORDER BY id) FROM personas),
+            (SELECT string_agg(concat_ws(',', id, md5(search_vector::text), md5(exact_vector::text)), ';' ORDER BY id) FROM personas),
                 (SELECT string_agg(concat_ws(',', o.persona_id, v.version_no, o.op), ';' ORDER BY o.id)
                FROM vector_outbox o LEFT JOIN persona_versions v ON v.id = o.version_id)))",
         )
@@ -542,4 +542,25 @@ pub fn generate_history(repo: &TestRepo, personas_count: usize, commits: usize) 
         history.commit(&format!("change {step}"), &files, time(step));
     }
     history.import_into(repo.path()).expect("git fast-import");
+}
+
+/// The current versions in `pool` embedded with the real model into a fresh
+/// qdrant-edge index (kept in the returned directory), the outbox drained.
+pub async fn indexed_on_edge(
+    pool: &sqlx::PgPool,
+    embedder: &std::sync::Arc<personas::vectors::embed::Embedder>,
+) -> (TempDir, std::sync::Arc<personas::vectors::setup::AnyIndex>) {
+    use personas::vectors::setup::AnyIndex;
+    use std::sync::Arc;
+    let directory = tempfile::tempdir().unwrap();
+    let index = Arc::new(AnyIndex::Edge(
+        personas::vectors::edge::EdgeIndex::open(&directory.path().join("vectors"), embedder.dimension())
+            .await
+            .unwrap(),
+    ));
+    personas::vectors::projector::VectorProjector::new(pool.clone(), Arc::clone(&index), Arc::clone(embedder))
+        .drain()
+        .await
+        .unwrap();
+    (directory, index)
 }

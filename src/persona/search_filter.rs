@@ -1,8 +1,7 @@
 //! What a search may be narrowed to: domain, enabled mode, real or
 //! fictional, and ranges over trait values. Shared by the full-text search
-//! in PostgreSQL and both vector indexes.
-
-use crate::vectors::index::PointPayload;
+//! in PostgreSQL, both vector indexes and the search front ends, so it lives
+//! here, below all of them: it speaks only of persona attributes.
 
 /// An inclusive range over one trait, e.g. `ocean.openness` in 0.6..=1.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,27 +64,6 @@ pub struct SearchFilter {
     pub mode: Option<String>,
     pub is_real: Option<bool>,
     pub traits: Vec<TraitRange>,
-}
-
-impl SearchFilter {
-    /// Whether a payload meets the filter (what the index is asked to do;
-    /// used to check results and by the full-text side of hybrid search).
-    pub fn accepts(&self, payload: &PointPayload) -> bool {
-        self.domain
-            .as_ref()
-            .is_none_or(|domain| payload.domains.contains(domain))
-            && self.mode.as_ref().is_none_or(|mode| payload.modes.contains(mode))
-            && self.is_real.is_none_or(|is_real| payload.is_real == is_real)
-            && self.traits.iter().all(|range| {
-                let value = range
-                    .path
-                    .split_once('.')
-                    .and_then(|(kind, name)| payload.traits.get(kind)?.get(name));
-                value.is_some_and(|value| {
-                    range.min.is_none_or(|min| *value >= min) && range.max.is_none_or(|max| *value <= max)
-                })
-            })
-    }
 }
 
 #[cfg(test)]
