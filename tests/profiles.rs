@@ -9,16 +9,14 @@ mod common;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
+use common::app::{get, request};
 use common::db::{TestDatabase, fresh};
 use common::*;
-use http_body_util::BodyExt;
 use personas::sync::{SyncOptions, sync_once};
 use personas::web::{Shared, router};
 use scraper::{Html, Selector};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const DEBATE_READY: &str = "registry/profiles/debate-ready.toml";
 
@@ -71,51 +69,6 @@ async fn synced(repo: &TestRepo) -> (Router, TestDatabase) {
     (router(state), database)
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}), status {}: {:?}", self.status, self.body))
-    }
-
-    fn html(&self) -> Html {
-        assert!(
-            self.headers[header::CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html"),
-            "{:?}",
-            self.headers
-        );
-        Html::parse_document(&self.body)
-    }
-}
-
-async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut builder = Request::builder().uri(uri);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = app.clone().oneshot(builder.body(Body::empty()).unwrap()).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-async fn get(app: &Router, uri: &str) -> Answer {
-    get_with(app, uri, &[]).await
-}
-
 fn texts(html: &Html, selector: &str) -> Vec<String> {
     html.select(&Selector::parse(selector).unwrap())
         .map(|element| {
@@ -148,7 +101,7 @@ async fn the_api_lists_profiles_with_what_they_set_and_their_history() {
     );
     let etag = list.headers[header::ETAG].to_str().unwrap().to_string();
     assert_eq!(
-        get_with(&app, "/api/profiles", &[("if-none-match", &etag)])
+        request(&app, Method::GET, "/api/profiles", &[("if-none-match", &etag)])
             .await
             .status,
         StatusCode::NOT_MODIFIED

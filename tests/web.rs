@@ -10,11 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
+use common::app::{Answer, get, request};
 use common::db::{TestDatabase, fresh};
 use common::*;
-use http_body_util::BodyExt;
 use personas::sync::{SyncOptions, sync_once};
 use personas::vectors::embed::Embedder;
 use personas::vectors::index::VectorIndex;
@@ -23,7 +22,6 @@ use personas::vectors::setup::Vectors;
 use personas::web::{Shared, router};
 use scraper::{Html, Selector};
 use serde_json::Value;
-use tower::ServiceExt;
 
 struct Site {
     app: Router,
@@ -100,55 +98,6 @@ async fn finish(mut site: Site, with_vectors: bool) -> Site {
     site.app = router(Arc::clone(&state));
     site.state = Some(state);
     site
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}), status {}: {:?}", self.status, self.body))
-    }
-
-    fn html(&self) -> Html {
-        assert!(
-            self.headers[header::CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html"),
-            "{:?}",
-            self.headers
-        );
-        Html::parse_document(&self.body)
-    }
-
-    fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-async fn request(app: &Router, method: Method, uri: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut builder = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = app.clone().oneshot(builder.body(Body::empty()).unwrap()).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-async fn get(app: &Router, uri: &str) -> Answer {
-    request(app, Method::GET, uri, &[]).await
 }
 
 fn select<'a>(html: &'a Html, selector: &str) -> Vec<scraper::ElementRef<'a>> {

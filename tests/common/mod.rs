@@ -7,6 +7,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
+pub mod app;
 pub mod qdrant;
 pub mod server;
 
