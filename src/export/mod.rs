@@ -184,7 +184,8 @@ impl SiteInputs {
         for stamp in queries::version_stamps(&state.pool).await? {
             stamps.entry(stamp.persona_slug.clone()).or_default().push(stamp);
         }
-        let profiles = queries::profiles(&state.pool).await?;
+        // Through the snapshot, so the digest names the very profiles the pages apply.
+        let profiles = crate::web::reads::profiles(state).await?;
         Ok(SiteInputs {
             inventory,
             site_map,
