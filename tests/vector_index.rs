@@ -277,6 +277,57 @@ async fn qdrant_edge_passes_the_conformance_suite() {
     conformance_after_restart(&reopened, &stored).await;
 }
 
+fn closed_wal_segments(vectors: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(vectors.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("closed-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Many points, each with a long name, so that a few upserts fill WAL segments.
+fn bulky_points(round: usize) -> Vec<Point> {
+    (0..2_000)
+        .map(|n| Point {
+            id: Uuid::from_u128(0x9000 + n as u128),
+            vector: vector(n, round as f32 / 10.0),
+            payload: PointPayload {
+                version_no: round as i32 + 1,
+                ..payload(&format!("Bulk {n} {}", "x".repeat(200)), &["bulk"], &[], false, 0.5)
+            },
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn qdrant_edge_keeps_one_closed_wal_segment_across_a_reopen_and_later_updates_still_apply() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("vectors");
+    let index = EdgeIndex::open(&path, DIMENSION).await.unwrap();
+    let mut round = 0;
+    while closed_wal_segments(&path).len() < 3 {
+        assert!(round < 200, "the WAL never closed three segments");
+        index.upsert(bulky_points(round)).await.unwrap();
+        round += 1;
+    }
+    drop(index);
+
+    let reopened = EdgeIndex::open(&path, DIMENSION).await.unwrap();
+    let closed = closed_wal_segments(&path);
+    assert_eq!(closed.len(), 1, "closed segments after reopening: {closed:?}");
+    assert_eq!(reopened.count().await.unwrap(), 2_000);
+    // The WAL numbers operations on from where it was; were it to start
+    // over, the segments would ignore this update as older than what they hold.
+    reopened.upsert(bulky_points(round)).await.unwrap();
+    drop(reopened);
+    let again = EdgeIndex::open(&path, DIMENSION).await.unwrap();
+    let point = again.point(Uuid::from_u128(0x9000)).await.unwrap().unwrap();
+    assert_eq!(point.payload.version_no, round as i32 + 1);
+    assert_eq!(again.count().await.unwrap(), 2_000);
+}
+
 #[tokio::test]
 async fn qdrant_edge_refuses_a_second_writer_and_rebuilds_for_a_new_vector_size() {
     let directory = tempfile::tempdir().unwrap();
