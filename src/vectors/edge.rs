@@ -141,11 +141,17 @@ fn open_shard(directory: PathBuf, dimension: usize) -> Result<EdgeIndex, IndexEr
 /// personas). The newest closed segment stays because the WAL takes its next
 /// operation number from it, and the segments ignore operations numbered
 /// below what they already hold; that is also what qdrant's own
-/// `prefix_truncate` keeps.
+/// `prefix_truncate` keeps. Only under the WAL's own lock (the `flock` on its
+/// directory that qdrant-edge takes), so a second process, which the load
+/// then refuses, never touches the files of a shard in use.
 fn prune_closed_wal_segments(wal: &Path) -> std::io::Result<()> {
-    let Ok(entries) = std::fs::read_dir(wal) else {
+    let Ok(directory) = std::fs::File::open(wal) else {
         return Ok(()); // no WAL yet: qdrant-edge creates it
     };
+    if directory.try_lock().is_err() {
+        return Ok(()); // in use: the load reports it
+    }
+    let entries = std::fs::read_dir(wal)?;
     let mut closed: Vec<(u64, PathBuf)> = Vec::new();
     for entry in entries {
         let path = entry?.path();

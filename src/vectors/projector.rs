@@ -170,7 +170,8 @@ impl<I: VectorIndex> VectorProjector<I> {
             }
         }
         if summary.embedded > 0 {
-            return_freed_heap();
+            // Off the async threads: trimming walks every arena under its lock.
+            tokio::task::spawn_blocking(return_freed_heap);
         }
         summary.elapsed = started.elapsed();
         Ok(summary)
@@ -440,7 +441,7 @@ impl<I: VectorIndex> VectorProjector<I> {
 /// system. ONNX Runtime's buffers come from glibc's malloc, which keeps freed
 /// pages in its per-thread arenas: a server on 10,000 personas that had just
 /// embedded 500 kept 129 MiB of anonymous memory without this and 119 MiB
-/// with it. The outbox is empty when this runs, so the next embedding is far
+/// with it. No outbox row is due when this runs, so the next embedding is far
 /// enough away that giving the pages back costs nothing.
 /// The crate's one unsafe call: glibc has no safe binding for it.
 #[allow(unsafe_code)]
