@@ -79,7 +79,12 @@ fn each_kind_of_change_is_recognised() {
     );
     let change = &modified.changes[0];
     assert_eq!(change.persona_id, id(ID_A));
-    assert_eq!(change.previous.as_ref().unwrap().traits["ocean"]["openness"], 0.9);
+    // The walk remembers what the replaced version was, not its content.
+    let added = &record_for(&records, &commits[0]).changes[0];
+    let previous = change.previous.as_ref().unwrap();
+    assert_eq!(Some(previous.content_hash), added.content_hash);
+    assert_eq!(previous.slug, added.persona.as_ref().unwrap().slug.to_string());
+    assert_ne!(change.content_hash, added.content_hash);
     assert_eq!(change.persona.as_ref().unwrap().traits["ocean"]["openness"], 0.95);
 
     assert!(
@@ -307,4 +312,41 @@ fn this_repository_history_is_a_valid_registry_history() {
         replay.personas.len()
     );
     assert!(replay.open_problems.is_empty(), "{:?}", replay.open_problems);
+}
+
+#[test]
+fn when_one_side_of_an_id_clash_goes_the_other_file_becomes_the_version() {
+    // The walk keeps no persona content between commits, so the survivor,
+    // untouched by the commit that settles the clash, is read again from git.
+    let repo = TestRepo::new();
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    let added = repo.commit("add bob");
+    repo.write(
+        "registry/personas/bob-copy.toml",
+        &edit(&persona(ID_B, "Bob copy"), "wit = 0.5", "wit = 0.8"),
+    );
+    let clash = repo.commit("copy bob (same id)");
+    repo.remove("registry/personas/bob.toml");
+    let settled = repo.commit("remove the original");
+
+    // (A walk primed at the clash itself knows no version of bob: the sync
+    // restores it from the projection, see `restore_current`.)
+    for after in [None, Some(added.as_str())] {
+        let records = walk(&repo, after);
+        assert!(record_for(&records, &clash).changes.is_empty(), "nobody wins a clash");
+        let record = record_for(&records, &settled);
+        assert_eq!(
+            kinds(record),
+            vec![(ChangeKind::Renamed, "registry/personas/bob-copy.toml")],
+            "walked after {after:?}"
+        );
+        let change = &record.changes[0];
+        assert_eq!(change.persona_id, id(ID_B));
+        assert_eq!(change.previous_path.as_deref(), Some("registry/personas/bob.toml"));
+        let survivor = change.persona.as_ref().unwrap();
+        assert_eq!(survivor.name, "Bob copy");
+        assert_eq!(survivor.traits["humor"]["wit"], 0.8);
+        assert_eq!(change.previous.as_ref().unwrap().name, "Bob");
+        assert!(record.problems.is_empty(), "{:?}", record.problems);
+    }
 }

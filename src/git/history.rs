@@ -84,8 +84,20 @@ pub struct PersonaChange {
     /// later, the `previous` of the next change.
     pub persona: Option<Arc<Persona>>,
     pub content_hash: Option<ContentHash>,
-    /// The content this change replaces, if the persona existed before.
-    pub previous: Option<Arc<Persona>>,
+    /// The version this change replaces, if the persona existed before.
+    pub previous: Option<PreviousVersion>,
+}
+
+/// What the walk remembers of the version a change replaces: what files and
+/// names it. The content itself is not kept between commits; at 10,000
+/// personas a parsed copy of each was most of a following server's memory.
+/// Whoever needs the old content has it already (a replay keeps every
+/// version; the projection has each in PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviousVersion {
+    pub slug: String,
+    pub name: String,
+    pub content_hash: ContentHash,
 }
 
 /// A registry file that is invalid at this commit. The persona it belongs to
@@ -148,14 +160,17 @@ pub struct KnownVersion {
 /// pays for handing them to other threads.
 const PARALLEL_FROM: usize = 32;
 
-/// One registry file as of the last commit processed. A valid file's
-/// persona is shared with [`Current`] rather than copied, and hashed once:
-/// the state is kept between syncs (the resume cache), so at 10,000
-/// personas a second copy of each would be most of a server's memory.
+/// One registry file as of the last commit processed. The state is kept
+/// between syncs (the resume cache), so it holds what the next commit is
+/// decided by (the id, the slug, the problems and the content hash) and not
+/// the persona: a file whose content is needed again is read again from
+/// its blob.
 struct TrackedFile {
-    /// Everything but the persona, which is taken out into `valid`.
+    /// The reading, without its persona.
     parsed: ParsedPersona,
-    valid: Option<(Arc<Persona>, ContentHash)>,
+    blob: Option<ObjectId>,
+    /// The content hash of a valid file.
+    valid: Option<ContentHash>,
 }
 
 /// The reading of a persona path that is not a regular file: one problem, at its start.
@@ -183,20 +198,39 @@ fn not_a_file(path: &str, kind: NotRegular) -> ParsedPersona {
 }
 
 impl TrackedFile {
-    fn new(mut parsed: ParsedPersona) -> TrackedFile {
-        let valid = parsed.persona.take().map(|persona| {
-            let hash = content_hash(&persona);
-            (Arc::new(persona), hash)
-        });
-        TrackedFile { parsed, valid }
+    /// The tracked file and, for a valid one, the persona it holds.
+    fn new(mut parsed: ParsedPersona, blob: Option<ObjectId>) -> (TrackedFile, Option<Persona>) {
+        let persona = parsed.persona.take();
+        let valid = persona.as_ref().map(content_hash);
+        (TrackedFile { parsed, blob, valid }, persona)
     }
 }
 
 /// The last valid version of a live persona.
 struct Current {
     path: String,
-    persona: Arc<Persona>,
+    slug: String,
+    name: String,
     hash: ContentHash,
+}
+
+impl Current {
+    fn of(path: String, persona: &Persona, hash: ContentHash) -> Current {
+        Current {
+            path,
+            slug: persona.slug.to_string(),
+            name: persona.name.clone(),
+            hash,
+        }
+    }
+
+    fn as_previous(&self) -> PreviousVersion {
+        PreviousVersion {
+            slug: self.slug.clone(),
+            name: self.name.clone(),
+            content_hash: self.hash,
+        }
+    }
 }
 
 /// The registry as of the last processed commit.
@@ -382,11 +416,8 @@ impl HistoryWalk {
             self.state.set_current(*id, None);
         }
         for known in known {
-            let current = Current {
-                path: known.path,
-                hash: content_hash(&known.persona),
-                persona: Arc::new(known.persona),
-            };
+            let hash = content_hash(&known.persona);
+            let current = Current::of(known.path, &known.persona, hash);
             self.state.set_current(known.persona_id, Some(current));
         }
     }
@@ -625,17 +656,25 @@ impl HistoryWalk {
         }
         let settings = &self.state.settings;
         let validate = |(path, bytes): &(&String, Option<Vec<u8>>)| match bytes {
-            Some(bytes) => TrackedFile::new(validate_persona(path, bytes, stem_of(path), settings)),
-            None => TrackedFile::new(not_a_file(path, not_regular[*path])),
+            Some(bytes) => TrackedFile::new(
+                validate_persona(path, bytes, stem_of(path), settings),
+                Some(changed[*path]),
+            ),
+            None => TrackedFile::new(not_a_file(path, not_regular[*path]), None),
         };
-        let tracked: Vec<TrackedFile> = if read.len() >= PARALLEL_FROM {
+        let tracked: Vec<(TrackedFile, Option<Persona>)> = if read.len() >= PARALLEL_FROM {
             read.par_iter().map(validate).collect()
         } else {
             read.iter().map(validate).collect()
         };
-        for ((path, _), file) in read.into_iter().zip(tracked) {
+        // The personas read this commit, by path, until the decisions below take them.
+        let mut fresh: HashMap<String, Persona> = HashMap::new();
+        for ((path, _), (file, persona)) in read.into_iter().zip(tracked) {
             if let Some(id) = file.parsed.id {
                 affected.insert(id);
+            }
+            if let Some(persona) = persona {
+                fresh.insert(path.clone(), persona);
             }
             self.state.insert_file(path.clone(), file);
         }
@@ -644,21 +683,21 @@ impl HistoryWalk {
         let mut problems: BTreeMap<String, FileProblem> = BTreeMap::new();
         let mut next_current: Vec<(PersonaId, Option<Current>)> = Vec::new();
         for id in &affected {
-            let claimants: Vec<&TrackedFile> = self
-                .state
+            let state = &self.state;
+            let claimants: Vec<&TrackedFile> = state
                 .claims
                 .get(id)
                 .into_iter()
                 .flatten()
-                .map(|path| &self.state.files[path])
+                .map(|path| &state.files[path])
                 .collect();
-            let previous = self.state.current.get(id);
+            let previous = state.current.get(id);
             match claimants.as_slice() {
                 [] => {
                     // A file whose id can no longer be read is broken, not gone:
                     // the persona keeps its last valid version.
                     let broken_in_place = previous
-                        .and_then(|previous| self.state.files.get(&previous.path))
+                        .and_then(|previous| state.files.get(&previous.path))
                         .is_some_and(|file| file.parsed.id.is_none());
                     if let Some(previous) = previous.filter(|_| !broken_in_place) {
                         record.changes.push(PersonaChange {
@@ -668,18 +707,25 @@ impl HistoryWalk {
                             previous_path: None,
                             persona: None,
                             content_hash: None,
-                            previous: Some(Arc::clone(&previous.persona)),
+                            previous: Some(previous.as_previous()),
                         });
                         next_current.push((*id, None));
                     }
                 }
-                [file] => match &file.valid {
-                    Some((persona, hash)) => {
-                        let (persona, hash) = (Arc::clone(persona), *hash);
+                [file] => match file.valid {
+                    Some(hash) => {
                         let path = file.parsed.file.clone();
                         if previous.is_some_and(|previous| previous.hash == hash) {
                             continue;
                         }
+                        // A file this commit did not touch can still become its
+                        // persona's version (the other claimant of its id went away).
+                        let persona = match fresh.remove(&path) {
+                            Some(persona) => persona,
+                            None => self.reread(file)?,
+                        };
+                        let current = Current::of(path.clone(), &persona, hash);
+                        let persona = Arc::new(persona);
                         let kind = match previous {
                             None => ChangeKind::Added,
                             Some(previous) if previous.path != path => ChangeKind::Renamed,
@@ -690,11 +736,11 @@ impl HistoryWalk {
                             kind,
                             path: path.clone(),
                             previous_path: previous.filter(|p| p.path != path).map(|p| p.path.clone()),
-                            persona: Some(Arc::clone(&persona)),
+                            persona: Some(persona),
                             content_hash: Some(hash),
-                            previous: previous.map(|p| Arc::clone(&p.persona)),
+                            previous: previous.map(Current::as_previous),
                         });
-                        next_current.push((*id, Some(Current { path, persona, hash })));
+                        next_current.push((*id, Some(current)));
                     }
                     None => {
                         problems.insert(
@@ -746,6 +792,20 @@ impl HistoryWalk {
         record.checked_paths.extend(removed);
         record.checked_paths.sort();
         Ok(record)
+    }
+
+    /// A valid file's persona, read again from its blob (the state keeps
+    /// only its hash). The settings are those it was validated against, since
+    /// new settings re-read every file, so the reading is the one it had.
+    fn reread(&self, file: &TrackedFile) -> Result<Persona, GitError> {
+        let path = &file.parsed.file;
+        let blob = file
+            .blob
+            .ok_or_else(|| Self::object_error(path, "a valid persona file without a blob"))?;
+        let bytes = self.blob(blob)?;
+        validate_persona(path, &bytes, stem_of(path), &self.state.settings)
+            .persona
+            .ok_or_else(|| Self::object_error(blob, format!("{path} no longer reads as the valid file it was")))
     }
 
     fn update_prompt_template(&mut self, listing: &RegistryListing, record: &mut CommitRecord) -> Result<(), GitError> {

@@ -167,7 +167,13 @@ impl Replay {
                         id: change.persona_id,
                         versions: Vec::new(),
                     });
-                let changes = match (&change.previous, &change.persona) {
+                // The replay keeps every version, so the one replaced is its own last.
+                let replaced = change
+                    .previous
+                    .as_ref()
+                    .and_then(|_| history.versions.last())
+                    .and_then(|version| version.persona.as_ref());
+                let changes = match (replaced, &change.persona) {
                     (Some(old), Some(new)) => diff(old, new),
                     _ => Vec::new(),
                 };

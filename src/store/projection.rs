@@ -203,12 +203,11 @@ pub async fn retract_unreachable_commits(connection: &mut PgConnection, reachabl
 /// The slug a change is filed under: the persona's own, or for a file that
 /// never parsed, its file name.
 fn slug_of(change: &PersonaChange) -> String {
-    change
-        .persona
-        .as_ref()
-        .or(change.previous.as_ref())
-        .map(|persona| persona.slug.to_string())
-        .unwrap_or_else(|| slug_of_path(&change.path))
+    match (&change.persona, &change.previous) {
+        (Some(persona), _) => persona.slug.to_string(),
+        (None, Some(previous)) => previous.slug.clone(),
+        (None, None) => slug_of_path(&change.path),
+    }
 }
 
 /// Writes the version rows of `changes` (in commit order) and everything that
@@ -409,11 +408,10 @@ async fn project_changes(
 /// `version.created` or `persona.deleted`, with everything a consumer needs.
 fn version_event(record: &CommitRecord, change: &PersonaChange, number: i32, slug: &str) -> NewEvent {
     let deleted = change.kind == ChangeKind::Deleted;
-    let name = change
-        .persona
-        .as_ref()
-        .or(change.previous.as_ref())
-        .map(|persona| persona.name.as_str());
+    let name = match (&change.persona, &change.previous) {
+        (Some(persona), _) => Some(persona.name.as_str()),
+        (None, previous) => previous.as_ref().map(|previous| previous.name.as_str()),
+    };
     let persona_id = change.persona_id.0;
     NewEvent::new(
         if deleted { "persona.deleted" } else { "version.created" },
