@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod export;
 pub mod git;
+pub mod heap;
 pub mod interchange;
 pub mod persona;
 pub mod search;

@@ -160,6 +160,19 @@ pub struct KnownVersion {
 /// pays for handing them to other threads.
 const PARALLEL_FROM: usize = 32;
 
+/// Files read and validated together in a big commit: enough to keep every
+/// core busy, few enough that their text and parse trees stay small.
+const READ_CHUNK: usize = 512;
+
+/// Whether a commit's record carries the new personas (a walk's commits) or
+/// only the state is wanted (priming at the resume point, whose record is
+/// dropped: holding every persona of the registry at once was its peak).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Kept,
+    Dropped,
+}
+
 /// One registry file as of the last commit processed. The state is kept
 /// between syncs (the resume cache), so it holds what the next commit is
 /// decided by (the id, the slug, the problems and the content hash) and not
@@ -169,8 +182,14 @@ struct TrackedFile {
     /// The reading, without its persona.
     parsed: ParsedPersona,
     blob: Option<ObjectId>,
-    /// The content hash of a valid file.
-    valid: Option<ContentHash>,
+    valid: Option<ValidFile>,
+}
+
+/// What a valid file's persona is known by between commits.
+struct ValidFile {
+    hash: ContentHash,
+    slug: String,
+    name: String,
 }
 
 /// The reading of a persona path that is not a regular file: one problem, at its start.
@@ -201,7 +220,11 @@ impl TrackedFile {
     /// The tracked file and, for a valid one, the persona it holds.
     fn new(mut parsed: ParsedPersona, blob: Option<ObjectId>) -> (TrackedFile, Option<Persona>) {
         let persona = parsed.persona.take();
-        let valid = persona.as_ref().map(content_hash);
+        let valid = persona.as_ref().map(|persona| ValidFile {
+            hash: content_hash(persona),
+            slug: persona.slug.to_string(),
+            name: persona.name.clone(),
+        });
         (TrackedFile { parsed, blob, valid }, persona)
     }
 }
@@ -215,12 +238,12 @@ struct Current {
 }
 
 impl Current {
-    fn of(path: String, persona: &Persona, hash: ContentHash) -> Current {
+    fn of(path: String, file: &ValidFile) -> Current {
         Current {
             path,
-            slug: persona.slug.to_string(),
-            name: persona.name.clone(),
-            hash,
+            slug: file.slug.clone(),
+            name: file.name.clone(),
+            hash: file.hash,
         }
     }
 
@@ -364,7 +387,7 @@ impl HistoryWalk {
         };
         if let Some(after) = after {
             // Prime the state with the registry as it stood, yielding nothing for it.
-            walk.process(after)?;
+            walk.process(after, Content::Dropped)?;
         }
         Ok(walk)
     }
@@ -416,8 +439,12 @@ impl HistoryWalk {
             self.state.set_current(*id, None);
         }
         for known in known {
-            let hash = content_hash(&known.persona);
-            let current = Current::of(known.path, &known.persona, hash);
+            let current = Current {
+                path: known.path,
+                slug: known.persona.slug.to_string(),
+                hash: content_hash(&known.persona),
+                name: known.persona.name,
+            };
             self.state.set_current(known.persona_id, Some(current));
         }
     }
@@ -560,8 +587,9 @@ impl HistoryWalk {
         })
     }
 
-    /// Applies one commit to the state and describes what changed.
-    fn process(&mut self, id: ObjectId) -> Result<CommitRecord, GitError> {
+    /// Applies one commit to the state and describes what changed; with
+    /// [`Content::Dropped`], only the state (the record has no changes).
+    fn process(&mut self, id: ObjectId, content: Content) -> Result<CommitRecord, GitError> {
         let commit = self
             .repository
             .find_commit(id)
@@ -643,40 +671,48 @@ impl HistoryWalk {
         }
         // Blobs are read in order (the object store is one handle); parsing,
         // validating and hashing them is independent per file, so a big
-        // commit spreads it over every core.
-        let mut read = Vec::with_capacity(checked.len());
-        for path in &checked {
-            // A link's object is its target's name, a submodule's a commit of
-            // another repository: neither is the file's text.
-            let bytes = match not_regular.get(path) {
-                Some(_) => None,
-                None => Some(self.blob(changed[path])?),
-            };
-            read.push((path, bytes));
-        }
-        let settings = &self.state.settings;
-        let validate = |(path, bytes): &(&String, Option<Vec<u8>>)| match bytes {
-            Some(bytes) => TrackedFile::new(
-                validate_persona(path, bytes, stem_of(path), settings),
-                Some(changed[*path]),
-            ),
-            None => TrackedFile::new(not_a_file(path, not_regular[*path]), None),
-        };
-        let tracked: Vec<(TrackedFile, Option<Persona>)> = if read.len() >= PARALLEL_FROM {
-            read.par_iter().map(validate).collect()
-        } else {
-            read.iter().map(validate).collect()
-        };
-        // The personas read this commit, by path, until the decisions below take them.
+        // commit spreads it over every core. A chunk at a time, so that
+        // reading a whole registry (priming, new settings) never holds every
+        // file's text at once.
         let mut fresh: HashMap<String, Persona> = HashMap::new();
-        for ((path, _), (file, persona)) in read.into_iter().zip(tracked) {
-            if let Some(id) = file.parsed.id {
-                affected.insert(id);
+        let paths: Vec<&String> = checked.iter().collect();
+        for chunk in paths.chunks(READ_CHUNK) {
+            let mut read = Vec::with_capacity(chunk.len());
+            for &path in chunk {
+                // A link's object is its target's name, a submodule's a commit of
+                // another repository: neither is the file's text.
+                let bytes = match not_regular.get(path) {
+                    Some(_) => None,
+                    None => Some(self.blob(changed[path])?),
+                };
+                read.push((path, bytes));
             }
-            if let Some(persona) = persona {
-                fresh.insert(path.clone(), persona);
+            let settings = &self.state.settings;
+            let validate = |(path, bytes): &(&String, Option<Vec<u8>>)| {
+                let (file, persona) = match bytes {
+                    Some(bytes) => TrackedFile::new(
+                        validate_persona(path, bytes, stem_of(path), settings),
+                        Some(changed[*path]),
+                    ),
+                    None => TrackedFile::new(not_a_file(path, not_regular[*path]), None),
+                };
+                (file, persona.filter(|_| content == Content::Kept))
+            };
+            let tracked: Vec<(TrackedFile, Option<Persona>)> = if read.len() >= PARALLEL_FROM {
+                read.par_iter().map(validate).collect()
+            } else {
+                read.iter().map(validate).collect()
+            };
+            for ((path, _), (file, persona)) in read.into_iter().zip(tracked) {
+                if let Some(id) = file.parsed.id {
+                    affected.insert(id);
+                }
+                // The personas read this commit, by path, until the decisions below take them.
+                if let Some(persona) = persona {
+                    fresh.insert(path.clone(), persona);
+                }
+                self.state.insert_file(path.clone(), file);
             }
-            self.state.insert_file(path.clone(), file);
         }
 
         // Decide each affected persona's fate from the files now claiming its id.
@@ -712,10 +748,16 @@ impl HistoryWalk {
                         next_current.push((*id, None));
                     }
                 }
-                [file] => match file.valid {
-                    Some(hash) => {
+                [file] => match &file.valid {
+                    Some(valid) => {
                         let path = file.parsed.file.clone();
+                        let hash = valid.hash;
                         if previous.is_some_and(|previous| previous.hash == hash) {
+                            continue;
+                        }
+                        let current = Current::of(path.clone(), valid);
+                        if content == Content::Dropped {
+                            next_current.push((*id, Some(current)));
                             continue;
                         }
                         // A file this commit did not touch can still become its
@@ -724,7 +766,6 @@ impl HistoryWalk {
                             Some(persona) => persona,
                             None => self.reread(file)?,
                         };
-                        let current = Current::of(path.clone(), &persona, hash);
                         let persona = Arc::new(persona);
                         let kind = match previous {
                             None => ChangeKind::Added,
@@ -948,7 +989,7 @@ impl Iterator for HistoryWalk {
     fn next(&mut self) -> Option<Self::Item> {
         let id = *self.commits.get(self.next)?;
         self.next += 1;
-        Some(self.process(id))
+        Some(self.process(id, Content::Kept))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -345,6 +345,11 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
     }
     drop(receiver);
     let finished = reader.await.map_err(|error| SyncError::Reader(error.to_string()))?;
+    if priming || summary.versions >= BURST_VERSIONS {
+        // Priming read every file at the cursor, a catch-up many: the heap
+        // they used is free now, and a followed branch brings little at a time.
+        tokio::task::spawn_blocking(crate::heap::return_freed_heap);
+    }
     refresh_search(&mut *connection).await?;
     // Every commit up to the tip is projected: the walk's state is the cursor's.
     if let Some(point) = finished {
@@ -403,6 +408,9 @@ async fn project_run(connection: &mut PgConnection, branch: &str, run: &[CommitR
     transaction.commit().await?;
     Ok(stats)
 }
+
+/// Versions from which a sync counts as a burst whose freed heap is handed back.
+const BURST_VERSIONS: u64 = 1_000;
 
 /// What the walk must do, decided from the cursor and the branch tip.
 struct WalkPlan {

@@ -171,7 +171,7 @@ impl<I: VectorIndex> VectorProjector<I> {
         }
         if summary.embedded > 0 {
             // Off the async threads: trimming walks every arena under its lock.
-            tokio::task::spawn_blocking(return_freed_heap);
+            tokio::task::spawn_blocking(crate::heap::return_freed_heap);
         }
         summary.elapsed = started.elapsed();
         Ok(summary)
@@ -434,22 +434,5 @@ impl<I: VectorIndex> VectorProjector<I> {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-    }
-}
-
-/// Hands the heap pages freed by a batch of forward passes back to the
-/// system. ONNX Runtime's buffers come from glibc's malloc, which keeps freed
-/// pages in its per-thread arenas: a server on 10,000 personas that had just
-/// embedded 500 kept 129 MiB of anonymous memory without this and 119 MiB
-/// with it. No outbox row is due when this runs, so the next embedding is far
-/// enough away that giving the pages back costs nothing.
-/// The crate's one unsafe call: glibc has no safe binding for it.
-#[allow(unsafe_code)]
-fn return_freed_heap() {
-    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks;
-    // any thread may call it at any time.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
