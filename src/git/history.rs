@@ -79,9 +79,8 @@ pub struct PersonaChange {
     pub path: String,
     /// For a rename: the file it moved from.
     pub previous_path: Option<String>,
-    /// The new content; `None` for a deletion.
-    /// Shared, not copied: the same version is the walk's current one and,
-    /// later, the `previous` of the next change.
+    /// The new content; `None` for a deletion. Behind an `Arc` so that
+    /// whoever keeps it (a replay's versions) takes it without a copy.
     pub persona: Option<Arc<Persona>>,
     pub content_hash: Option<ContentHash>,
     /// The version this change replaces, if the persona existed before.
@@ -175,9 +174,9 @@ enum Content {
 
 /// One registry file as of the last commit processed. The state is kept
 /// between syncs (the resume cache), so it holds what the next commit is
-/// decided by (the id, the slug, the problems and the content hash) and not
-/// the persona: a file whose content is needed again is read again from
-/// its blob.
+/// decided by (the id, the slug, the problems, the content hash, and the
+/// name a deletion is announced with) and not the persona: a file whose
+/// content is needed again is read again from its blob.
 struct TrackedFile {
     /// The reading, without its persona.
     parsed: ParsedPersona,
