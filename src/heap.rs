@@ -8,11 +8,16 @@
 //! had just embedded 500 kept 129 MiB of anonymous memory without a trim and
 //! 119 MiB with it.
 
-/// Returns the heap pages malloc holds free. It walks every arena under its
-/// lock, so call it off the async threads and when no more work of the same
-/// burst is due. The crate's one unsafe call: glibc has no safe binding for it.
+/// Returns the heap pages malloc holds free, once a burst is over, on
+/// tokio's blocking pool: the trim walks every arena under its lock, which
+/// must not stall an async worker.
+pub fn return_freed_heap_after_burst() {
+    tokio::task::spawn_blocking(return_freed_heap);
+}
+
+/// The crate's one unsafe call: glibc has no safe binding for it.
 #[allow(unsafe_code)]
-pub fn return_freed_heap() {
+fn return_freed_heap() {
     // SAFETY: malloc_trim only walks glibc's own arenas, under their locks;
     // any thread may call it at any time.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

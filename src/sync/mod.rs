@@ -348,7 +348,7 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
     if priming || summary.versions >= BURST_VERSIONS {
         // Priming read every file at the cursor, a catch-up many: the heap
         // they used is free now, and a followed branch brings little at a time.
-        tokio::task::spawn_blocking(crate::heap::return_freed_heap);
+        crate::heap::return_freed_heap_after_burst();
     }
     refresh_search(&mut *connection).await?;
     // Every commit up to the tip is projected: the walk's state is the cursor's.

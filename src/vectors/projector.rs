@@ -170,8 +170,7 @@ impl<I: VectorIndex> VectorProjector<I> {
             }
         }
         if summary.embedded > 0 {
-            // Off the async threads: trimming walks every arena under its lock.
-            tokio::task::spawn_blocking(crate::heap::return_freed_heap);
+            crate::heap::return_freed_heap_after_burst();
         }
         summary.elapsed = started.elapsed();
         Ok(summary)
