@@ -279,6 +279,9 @@ async fn serve_rides_out_a_postgresql_restart() {
         let (status, body) = readiness(&serve);
         status == 200 && body["listening"] == true && description(&serve).is_some()
     });
+    // A version pinned by id takes the coalesced reads, on their own connections.
+    let pinned = |serve: &Server| http_get(&serve.url(&format!("/api/personas/{ID_A}@1")));
+    assert_eq!(pinned(&serve).0, 200, "{}", pinned(&serve).1);
     // Kept: the second read is answered from memory.
     let before = description(&serve).unwrap();
     assert_eq!(description(&serve).as_deref(), Some(before.as_str()));
@@ -308,6 +311,9 @@ async fn serve_rides_out_a_postgresql_restart() {
         let (status, body) = http_get(&serve.url("/api/personas/alice"));
         assert_ne!(status, 200, "a kept answer was served with the database down: {body}");
         assert!(body.contains("\"error\""), "{body}");
+        let (status, body) = pinned(&serve);
+        assert_eq!(status, 503, "a pinned read with the database down: {body}");
+        assert!(body.contains("database"), "{body}");
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -326,6 +332,10 @@ async fn serve_rides_out_a_postgresql_restart() {
             status == 200 && body["listening"] == true
         },
     );
+    // The first pinned read after the restart answers, though the coalesced
+    // reads' connections went away with the old server.
+    let (status, body) = pinned(&serve);
+    assert_eq!(status, 200, "the first pinned read after the restart: {body}");
     wait_for("the outage's commit to appear", Duration::from_secs(60), || {
         description(&serve).as_deref() == Some("Written during the outage.")
     });

@@ -271,6 +271,101 @@ async fn renamed_personas_redirect_and_deleted_ones_are_gone() {
     assert_eq!(get(app, "/api/personas/jane-austen@1").await.status, StatusCode::OK);
 }
 
+/// The value of one counter on `/metrics`.
+async fn counter(app: &Router, name: &str) -> u64 {
+    let metrics = get(app, "/metrics").await.body;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in {metrics}"))
+}
+
+/// Pins by id asked for together are answered by shared queries, and each
+/// asker gets its own version: the same pin twice, missing versions, an
+/// unknown id, a deleted persona and a slug mixed in.
+#[tokio::test]
+async fn concurrent_pinned_reads_share_queries_and_each_gets_its_own_version() {
+    let mut site = site(false).await;
+    site.repo.remove("registry/personas/jane-austen.toml");
+    site.repo.commit("remove austen");
+    site = finish(site, false).await;
+    let app = &site.app;
+
+    // What each pin must answer, read one at a time from each persona's history.
+    let mut expected: Vec<(String, Option<(i64, String)>)> = Vec::new();
+    let list = get(app, "/api/personas?limit=100").await.json();
+    let mut ids: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_string())
+        .collect();
+    let austen = site.database.pool.clone();
+    let austen: uuid::Uuid = sqlx::query_scalar("SELECT id FROM personas WHERE slug = 'jane-austen'")
+        .fetch_one(&austen)
+        .await
+        .unwrap();
+    ids.push(austen.to_string());
+    for id in &ids {
+        let history = get(app, &format!("/api/personas/{id}/versions")).await.json();
+        for version in history["versions"].as_array().unwrap() {
+            let (Some(number), Some(hash)) = (version["version"].as_i64(), version["content_hash"].as_str()) else {
+                continue; // the deletion: no content to pin
+            };
+            expected.push((format!("/api/personas/{id}@{number}"), Some((number, hash.to_string()))));
+        }
+        expected.push((format!("/api/personas/{id}@99"), None));
+    }
+    expected.push(("/api/personas/00000000-0000-4000-8000-0000000000aa@1".to_string(), None));
+    let by_slug = get(app, "/api/personas/albert-einstein@1").await.json();
+    let by_id_count = expected.len() * 2;
+    expected.push((
+        "/api/personas/albert-einstein@1".to_string(),
+        Some((1, by_slug["content_hash"].as_str().unwrap().to_string())),
+    ));
+    let asks: Vec<(String, Option<(i64, String)>)> = expected.iter().chain(expected.iter()).cloned().collect();
+    assert!(asks.len() > 40, "enough pins to share queries: {}", asks.len());
+
+    let (pins_before, queries_before) = (
+        counter(app, "personas_pinned_reads_total").await,
+        counter(app, "personas_pinned_read_queries_total").await,
+    );
+    // All asked at once: spawned before any of them runs.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (uri, _)) in asks.iter().enumerate() {
+        let (app, uri) = (app.clone(), uri.clone());
+        tasks.spawn(async move { (index, get(&app, &uri).await) });
+    }
+    let answers = tasks.join_all().await;
+    assert_eq!(answers.len(), asks.len());
+    for (index, answer) in answers {
+        let (uri, wanted) = &asks[index];
+        match wanted {
+            Some((number, hash)) => {
+                assert_eq!(answer.status, StatusCode::OK, "{uri}: {}", answer.body);
+                let body = answer.json();
+                assert_eq!(body["version"].as_i64(), Some(*number), "{uri}");
+                assert_eq!(body["content_hash"].as_str(), Some(hash.as_str()), "{uri}");
+                assert_eq!(body["pinned"], true, "{uri}");
+            }
+            None => {
+                assert_eq!(answer.status, StatusCode::NOT_FOUND, "{uri}: {}", answer.body);
+                assert_eq!(answer.error_code(), "not_found", "{uri}");
+            }
+        }
+    }
+    let pins = counter(app, "personas_pinned_reads_total").await - pins_before;
+    let queries = counter(app, "personas_pinned_read_queries_total").await - queries_before;
+    assert_eq!(
+        pins as usize, by_id_count,
+        "every pin by id, and only those, went to the shared reads"
+    );
+    assert!(
+        queries * 4 <= pins,
+        "{pins} pins took {queries} queries: they did not share"
+    );
+}
+
 #[tokio::test]
 async fn pins_into_rewritten_history_still_answer_and_say_so() {
     let repo = TestRepo::new();
@@ -808,8 +903,15 @@ async fn answers_are_kept_in_memory_until_the_projection_changes() {
 #[tokio::test]
 async fn a_database_gone_away_is_a_clear_503_and_no_panic() {
     let site = site(false).await;
+    let einstein = get(&site.app, "/api/personas/albert-einstein").await.json();
+    let pinned_by_id = format!("/api/personas/{}@1", einstein["id"].as_str().unwrap());
     site.database.pool.close().await;
-    for uri in ["/api/personas", "/api/personas/albert-einstein", "/api/changes"] {
+    for uri in [
+        "/api/personas",
+        "/api/personas/albert-einstein",
+        "/api/changes",
+        pinned_by_id.as_str(),
+    ] {
         let answer = get(&site.app, uri).await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {}", answer.body);
         assert_eq!(answer.error_code(), "unavailable");

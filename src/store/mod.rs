@@ -4,6 +4,7 @@
 pub mod events;
 pub mod labels;
 pub mod local_pg;
+pub mod pinned_reads;
 pub mod pool;
 pub mod profiles;
 pub mod projection;

@@ -338,6 +338,28 @@ pub async fn versions(pool: &PgPool, persona: Uuid) -> sqlx::Result<Vec<VersionR
     Ok(rows.into_iter().map(VersionRecord::from).collect())
 }
 
+/// A persona with one of its versions, as the pinned reads return them.
+#[derive(sqlx::FromRow)]
+struct PersonaVersionRow {
+    current_slug: String,
+    deleted: bool,
+    created_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    version: VersionRow,
+}
+
+impl From<PersonaVersionRow> for (PersonaRef, VersionRecord) {
+    fn from(row: PersonaVersionRow) -> Self {
+        let persona = PersonaRef {
+            id: row.version.persona_id,
+            slug: row.current_slug,
+            deleted: row.deleted,
+            created_at: row.created_at,
+        };
+        (persona, VersionRecord::from(row.version))
+    }
+}
+
 /// The persona `reference` names (as [`find_persona`] ranks them) with its
 /// version `number`, in one round trip; `None` when either is missing.
 pub async fn numbered_version(
@@ -345,16 +367,8 @@ pub async fn numbered_version(
     reference: &str,
     number: i32,
 ) -> sqlx::Result<Option<(PersonaRef, VersionRecord)>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        current_slug: String,
-        deleted: bool,
-        created_at: DateTime<Utc>,
-        #[sqlx(flatten)]
-        version: VersionRow,
-    }
     let by_id = reference.parse::<Uuid>().ok();
-    let row: Option<Row> = sqlx::query_as(&format!(
+    let row: Option<PersonaVersionRow> = sqlx::query_as(&format!(
         "WITH persona AS ({PERSONA_BY_REFERENCE})
          SELECT p.slug AS current_slug, p.deleted, p.created_at, {VERSION_COLUMNS}
          FROM persona p JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = $3"
@@ -364,15 +378,28 @@ pub async fn numbered_version(
     .bind(number)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|row| {
-        let persona = PersonaRef {
-            id: row.version.persona_id,
-            slug: row.current_slug,
-            deleted: row.deleted,
-            created_at: row.created_at,
-        };
-        (persona, VersionRecord::from(row.version))
-    }))
+    Ok(row.map(Into::into))
+}
+
+/// Each of `pins` (a persona id and a version number) that exists, with its
+/// persona, in one round trip; the missing ones are left out. An id outranks
+/// every slug, so what this finds is what [`numbered_version`] would.
+pub async fn numbered_versions_by_id(
+    pool: &PgPool,
+    pins: &[(Uuid, i32)],
+) -> sqlx::Result<Vec<(PersonaRef, VersionRecord)>> {
+    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = pins.iter().copied().unzip();
+    let rows: Vec<PersonaVersionRow> = sqlx::query_as(&format!(
+        "SELECT p.slug AS current_slug, p.deleted, p.created_at, {VERSION_COLUMNS}
+         FROM unnest($1::uuid[], $2::int4[]) AS pin(id, version_no)
+         JOIN personas p ON p.id = pin.id
+         JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = pin.version_no"
+    ))
+    .bind(ids)
+    .bind(numbers)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// Every version of each of `personas` (newest first per persona), each

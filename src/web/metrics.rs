@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use super::AppState;
 use super::error::WebError;
 use crate::git::{open_repository, resolve_commit};
+use crate::store::pinned_reads::PinnedReadCounts;
 use crate::store::queries::{self, SyncStatus};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,12 +51,22 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// The metrics, with the kept answers' lookup counters among them.
-    pub fn new(answer_lookups: Family<super::answers::LookupLabels, Counter>) -> Self {
+    pub fn new(answer_lookups: Family<super::answers::LookupLabels, Counter>, pinned_reads: PinnedReadCounts) -> Self {
         let mut registry = Registry::with_prefix("personas");
         registry.register(
             "answer_lookups",
             "Answers looked up in memory: kept (answered from memory) or computed (read from the database)",
             answer_lookups,
+        );
+        registry.register(
+            "pinned_reads",
+            "Versions pinned by id and number read from the database, coalesced into pinned_read_queries",
+            pinned_reads.pins,
+        );
+        registry.register(
+            "pinned_read_queries",
+            "Queries that answered pinned_reads (fewer than the reads when concurrent reads coalesce)",
+            pinned_reads.queries,
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());

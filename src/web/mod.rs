@@ -39,6 +39,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::git::write::RegistryWriter;
 use crate::persona::pin::Pin;
+use crate::store::pinned_reads::PinnedReads;
 use crate::store::queries::{self, PersonaRef, VersionRecord};
 use crate::vectors::setup::{AnyIndex, Vectors};
 use error::WebError;
@@ -46,6 +47,8 @@ use error::WebError;
 /// What every handler can reach.
 pub struct Shared {
     pub pool: PgPool,
+    /// Reads of versions pinned by id, coalesced under load.
+    pub pinned_reads: PinnedReads,
     /// The model and index, when a model is provisioned.
     pub vectors: Option<Vectors>,
     /// The index alone: `vectors`' when there is a model, else one opened
@@ -85,11 +88,13 @@ pub struct StaticSite {
 impl Shared {
     pub fn new(pool: PgPool, vectors: Option<Vectors>, following: Option<(PathBuf, String)>) -> Shared {
         let answers = answers::Answers::default();
+        let pinned_reads = PinnedReads::new(pool.clone());
         Shared {
+            metrics: metrics::Metrics::new(answers.lookups(), pinned_reads.counts()),
+            pinned_reads,
             pool,
             index: vectors.as_ref().map(|vectors| Arc::clone(&vectors.index)),
             vectors,
-            metrics: metrics::Metrics::new(answers.lookups()),
             following,
             answers,
             static_site: None,

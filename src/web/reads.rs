@@ -297,16 +297,26 @@ pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Resu
     let immutable = pin.as_ref().is_some_and(Pin::is_immutable);
     if let Some(Pin::Number(number)) = &pin
         && state.snapshot.is_none()
-        && let Some((persona, version)) = queries::numbered_version(&state.pool, reference, *number).await?
     {
         // The A/B tester's hot path, `{id}@3`: the persona and its version in
-        // one round trip. A miss takes the path below, which says why.
-        return Ok(Resolved {
-            persona,
-            version,
-            pinned: true,
-            immutable,
-        });
+        // one round trip, shared with the other pins asked for meanwhile. A
+        // miss takes the path below, which says why.
+        let by_id = match reference.parse::<Uuid>() {
+            Ok(id) => state.pinned_reads.read(id, *number).await.flatten(),
+            Err(_) => None,
+        };
+        let found = match by_id {
+            Some(found) => Some(found),
+            None => queries::numbered_version(&state.pool, reference, *number).await?,
+        };
+        if let Some((persona, version)) = found {
+            return Ok(Resolved {
+                persona,
+                version,
+                pinned: true,
+                immutable,
+            });
+        }
     }
     let persona = find_persona(state, reference)
         .await?
