@@ -322,3 +322,47 @@ async fn syncing_commit_by_commit_from_the_kept_state_matches_one_full_sync() {
         .unwrap();
     assert_eq!(digest(&following.pool).await, digest(&whole.pool).await);
 }
+
+/// A process that follows a branch reads the registry at the cursor on its
+/// first sync even when there is nothing to project, so that its first
+/// commit costs only its own changes; a one-off sync leaves no state. The
+/// state primed that way must project the next commit as a full sync does.
+#[tokio::test]
+async fn a_following_process_primes_its_walk_even_when_up_to_date() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let tip = repo.git(&["rev-parse", "main"]);
+    let database = fresh().await;
+    sync_once(&database.pool, &options(repo.path(), "main")).await.unwrap();
+
+    let one_off = options(repo.path(), "main");
+    assert_eq!(sync_once(&database.pool, &one_off).await.unwrap().commits, 0);
+    assert_eq!(format!("{:?}", one_off.resume), "ResumeCache(None)");
+
+    let following = SyncOptions {
+        keep_walk_primed: true,
+        ..options(repo.path(), "main")
+    };
+    assert_eq!(sync_once(&database.pool, &following).await.unwrap().commits, 0);
+    assert!(
+        format!("{:?}", following.resume).contains(tip.as_str()),
+        "nothing primed at {tip}: {:?}",
+        following.resume
+    );
+
+    // The Critic mode back (the story's last commit dropped it, which broke
+    // the personas that use it), and Bob changed besides.
+    repo.write("registry/registry.toml", SETTINGS);
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(&persona(ID_B, "Bob"), "openness = 0.9", "openness = 0.5"),
+    );
+    let next = repo.commit("the Critic mode back; bob: less open");
+    let summary = sync_once(&database.pool, &following).await.unwrap();
+    assert_eq!(summary.commits, 1);
+    assert!(summary.versions > 0, "{summary}");
+    assert!(format!("{:?}", following.resume).contains(next.as_str()));
+    let whole = fresh().await;
+    sync_once(&whole.pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(digest(&database.pool).await, digest(&whole.pool).await);
+}

@@ -547,6 +547,16 @@ struct ErrorRows<'a> {
 /// the end of every sync (and so after a crash, by the next one), it
 /// tokenizes each persona once however many versions the sync wrote.
 pub async fn refresh_search(connection: &mut PgConnection) -> sqlx::Result<u64> {
+    // The stale personas first, then only those by id: in one statement the
+    // planner cannot tell that few are stale (after a followed commit, one),
+    // and hashes every version of the registry to find theirs.
+    let stale: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM personas WHERE search_version_id IS DISTINCT FROM current_version_id")
+            .fetch_all(&mut *connection)
+            .await?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
     let result = sqlx::query(
         "UPDATE personas p SET search_vector = CASE WHEN p.deleted OR v.document IS NULL THEN ''::tsvector
                                                ELSE persona_search_vector('english', v.document) END,
@@ -554,8 +564,10 @@ pub async fn refresh_search(connection: &mut PgConnection) -> sqlx::Result<u64> 
                                               ELSE persona_search_vector('personas_exact', v.document) END,
                                search_version_id = v.id
          FROM persona_versions v
-         WHERE v.id = p.current_version_id AND p.search_version_id IS DISTINCT FROM p.current_version_id",
+         WHERE p.id = ANY($1) AND v.id = p.current_version_id
+           AND p.search_version_id IS DISTINCT FROM p.current_version_id",
     )
+    .bind(&stale)
     .execute(connection)
     .await?;
     Ok(result.rows_affected())

@@ -23,8 +23,11 @@ pub enum Source {
 }
 
 /// How long ref events must be quiet before syncing: a `git commit` or
-/// `git pull` touches several refs in quick succession.
-const DEBOUNCE: Duration = Duration::from_millis(30);
+/// `git pull` touches several refs within a millisecond or two. Every
+/// commit waits this long before it is synced, so it is short; a sync that
+/// starts mid-burst is still correct (it reads the branch tip, and the next
+/// event brings another).
+const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Longest wait after the first event, so a busy repository still syncs.
 const DEBOUNCE_LIMIT: Duration = Duration::from_millis(250);
 /// The safety net when file events are missed (network file systems, a
@@ -43,6 +46,11 @@ pub async fn follow(
     mut on_sync: impl FnMut(&SyncSummary),
 ) -> Result<(), SyncError> {
     tokio::pin!(shutdown);
+    // Each commit then costs only its own changes, the first one too.
+    let options = &SyncOptions {
+        keep_walk_primed: true,
+        ..options.clone()
+    };
     let mut watcher = match source {
         Source::Local => match RefWatcher::start(&options.repository) {
             Ok(watcher) => Some(watcher),

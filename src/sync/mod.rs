@@ -42,6 +42,10 @@ pub struct SyncOptions {
     pub progress: indicatif::ProgressBar,
     /// Where the last sync in this process left the walk, shared by clones of these options.
     pub resume: ResumeCache,
+    /// Read the registry at the cursor into `resume` even when there is
+    /// nothing to project, so that the next commit does not wait for it: for
+    /// a process that follows the branch.
+    pub keep_walk_primed: bool,
 }
 
 /// The walk state at the projection's cursor, as the last successful sync
@@ -59,6 +63,11 @@ impl ResumeCache {
     fn take_at(&self, cursor: ObjectId) -> Option<ResumePoint> {
         let mut kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         kept.take().filter(|point| point.commit == cursor)
+    }
+
+    fn holds(&self, cursor: ObjectId) -> bool {
+        let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.as_ref().is_some_and(|point| point.commit == cursor)
     }
 
     fn keep(&self, point: ResumePoint) {
@@ -85,6 +94,7 @@ impl SyncOptions {
             wait_for_lock: false,
             progress: indicatif::ProgressBar::hidden(),
             resume: ResumeCache::default(),
+            keep_walk_primed: false,
         }
     }
 }
@@ -248,11 +258,14 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
     let mut transaction = connection.begin().await?;
     replace_tags(&mut transaction, &plan.tags).await?;
     transaction.commit().await?;
-    if plan.up_to_date {
+    let unprimed = plan.after.is_some_and(|after| !options.resume.holds(after));
+    if plan.up_to_date && !(options.keep_walk_primed && unprimed) {
         // A sync that crashed before its last step left the index behind.
         refresh_search(&mut *connection).await?;
         return Ok(summary);
     }
+    // Up to date but unprimed, the walk below has no commit to project: it
+    // primes itself at the cursor and its state is kept.
 
     // Git is read on a blocking thread while this task writes: the two overlap.
     // gix's repository handle stays on that thread, so resuming is a short
