@@ -208,11 +208,14 @@ fn stop_nginx(nginx: Running, port: u16) -> anyhow::Result<()> {
     })
 }
 
-/// The server's kept-answer counters, from `/metrics`.
+/// The server's kept-answer counters, and how its reads pinned by id were
+/// coalesced, from `/metrics`.
 #[derive(Debug, Clone, Copy)]
 struct AnswerLookups {
     kept: u64,
     computed: u64,
+    pinned_reads: u64,
+    pinned_read_queries: u64,
 }
 
 impl AnswerLookups {
@@ -220,6 +223,8 @@ impl AnswerLookups {
         AnswerLookups {
             kept: self.kept - earlier.kept,
             computed: self.computed - earlier.computed,
+            pinned_reads: self.pinned_reads - earlier.pinned_reads,
+            pinned_read_queries: self.pinned_read_queries - earlier.pinned_read_queries,
         }
     }
 }
@@ -230,16 +235,18 @@ fn answer_lookups(port: u16) -> anyhow::Result<AnswerLookups> {
         bail!("/metrics answered {status}");
     }
     let text = String::from_utf8_lossy(&body);
-    let count = |outcome: &str| -> u64 {
-        let prefix = format!("personas_answer_lookups_total{{outcome=\"{outcome}\"}} ");
+    let count = |series: &str| -> u64 {
+        let prefix = format!("{series} ");
         text.lines()
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(0)
     };
     Ok(AnswerLookups {
-        kept: count("kept"),
-        computed: count("computed"),
+        kept: count("personas_answer_lookups_total{outcome=\"kept\"}"),
+        computed: count("personas_answer_lookups_total{outcome=\"computed\"}"),
+        pinned_reads: count("personas_pinned_reads_total"),
+        pinned_read_queries: count("personas_pinned_read_queries_total"),
     })
 }
 
@@ -465,13 +472,15 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
     }
     println!(
         "api database    {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx json (version 1 of a random persona \
-         from a replica that keeps no answers: {} of {} read from the database)",
+         from a replica that keeps no answers: {} of {} read from the database, {} pins by id in {} queries)",
         uncached.requests_per_second,
         uncached.p50_ms,
         uncached.p99_ms,
         uncached.requests_per_second / reference.requests_per_second,
         lookups.computed,
-        lookups.kept + lookups.computed
+        lookups.kept + lookups.computed,
+        lookups.pinned_reads,
+        lookups.pinned_read_queries
     );
     terminate(replica)?;
     let page = wrk(&format!("http://127.0.0.1:{port}{slug_page}"), seconds, connections)?;
