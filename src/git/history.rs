@@ -22,7 +22,7 @@ use crate::persona::prompt::{PROMPT_FILE, PromptTemplate};
 use crate::persona::settings::{RegistrySettings, SETTINGS_FILE, parse_settings};
 use crate::persona::snapshot::{PERSONAS_DIR, PROFILES_DIR, duplicate_diagnostics};
 use crate::persona::{
-    Code, ContentHash, Diagnostic, ParsedPersona, Persona, PersonaId, content_hash, validate_persona,
+    Code, ContentHash, Diagnostic, FileReading, ParsedPersona, Persona, PersonaId, content_hash, validate_persona,
 };
 
 /// The directory of the repository that holds the registry.
@@ -178,8 +178,7 @@ enum Content {
 /// name a deletion is announced with) and not the persona: a file whose
 /// content is needed again is read again from its blob.
 struct TrackedFile {
-    /// The reading, without its persona.
-    parsed: ParsedPersona,
+    reading: FileReading,
     blob: Option<ObjectId>,
     valid: Option<ValidFile>,
 }
@@ -217,14 +216,14 @@ fn not_a_file(path: &str, kind: NotRegular) -> ParsedPersona {
 
 impl TrackedFile {
     /// The tracked file and, for a valid one, the persona it holds.
-    fn new(mut parsed: ParsedPersona, blob: Option<ObjectId>) -> (TrackedFile, Option<Persona>) {
-        let persona = parsed.persona.take();
+    fn new(parsed: ParsedPersona, blob: Option<ObjectId>) -> (TrackedFile, Option<Persona>) {
+        let (reading, persona) = parsed.split();
         let valid = persona.as_ref().map(|persona| ValidFile {
             hash: content_hash(persona),
             slug: persona.slug.to_string(),
             name: persona.name.clone(),
         });
-        (TrackedFile { parsed, blob, valid }, persona)
+        (TrackedFile { reading, blob, valid }, persona)
     }
 }
 
@@ -294,7 +293,7 @@ impl RegistryState {
 
     fn insert_file(&mut self, path: String, file: TrackedFile) {
         self.remove_file(&path);
-        if let Some(id) = file.parsed.id {
+        if let Some(id) = file.reading.id {
             self.claims.entry(id).or_default().insert(path.clone());
         }
         self.files.insert(path, file);
@@ -302,7 +301,7 @@ impl RegistryState {
 
     fn remove_file(&mut self, path: &str) {
         let Some(file) = self.files.remove(path) else { return };
-        if let Some(id) = file.parsed.id
+        if let Some(id) = file.reading.id
             && let Some(paths) = self.claims.get_mut(&id)
         {
             paths.remove(path);
@@ -658,7 +657,7 @@ impl HistoryWalk {
         // Ids whose fate this commit may change: those of files read or removed, before and after.
         let mut affected: BTreeSet<PersonaId> = BTreeSet::new();
         for path in checked.iter().chain(&removed) {
-            if let Some(id) = self.state.files.get(path).and_then(|file| file.parsed.id) {
+            if let Some(id) = self.state.files.get(path).and_then(|file| file.reading.id) {
                 affected.insert(id);
             }
             if let Some(id) = self.state.current_at.get(path) {
@@ -703,7 +702,7 @@ impl HistoryWalk {
                 read.iter().map(validate).collect()
             };
             for ((path, _), (file, persona)) in read.into_iter().zip(tracked) {
-                if let Some(id) = file.parsed.id {
+                if let Some(id) = file.reading.id {
                     affected.insert(id);
                 }
                 // The personas read this commit, by path, until the decisions below take them.
@@ -733,7 +732,7 @@ impl HistoryWalk {
                     // the persona keeps its last valid version.
                     let broken_in_place = previous
                         .and_then(|previous| state.files.get(&previous.path))
-                        .is_some_and(|file| file.parsed.id.is_none());
+                        .is_some_and(|file| file.reading.id.is_none());
                     if let Some(previous) = previous.filter(|_| !broken_in_place) {
                         record.changes.push(PersonaChange {
                             persona_id: *id,
@@ -749,7 +748,7 @@ impl HistoryWalk {
                 }
                 [file] => match &file.valid {
                     Some(valid) => {
-                        let path = file.parsed.file.clone();
+                        let path = file.reading.file.clone();
                         let hash = valid.hash;
                         if previous.is_some_and(|previous| previous.hash == hash) {
                             continue;
@@ -784,23 +783,23 @@ impl HistoryWalk {
                     }
                     None => {
                         problems.insert(
-                            file.parsed.file.clone(),
+                            file.reading.file.clone(),
                             FileProblem {
-                                path: file.parsed.file.clone(),
+                                path: file.reading.file.clone(),
                                 persona_id: Some(*id),
-                                diagnostics: file.parsed.diagnostics.clone(),
+                                diagnostics: file.reading.diagnostics.clone(),
                             },
                         );
                     }
                 },
                 several => {
                     // Nobody wins a clash: every claimant is an error, the persona stays as it was.
-                    for diagnostic in duplicate_diagnostics(several.iter().map(|file| &file.parsed)) {
-                        let file = several.iter().find(|file| file.parsed.file == diagnostic.file);
+                    for diagnostic in duplicate_diagnostics(several.iter().map(|file| &file.reading)) {
+                        let file = several.iter().find(|file| file.reading.file == diagnostic.file);
                         let entry = problems.entry(diagnostic.file.clone()).or_insert_with(|| FileProblem {
                             path: diagnostic.file.clone(),
                             persona_id: Some(*id),
-                            diagnostics: file.map(|f| f.parsed.diagnostics.clone()).unwrap_or_default(),
+                            diagnostics: file.map(|f| f.reading.diagnostics.clone()).unwrap_or_default(),
                         });
                         entry.diagnostics.push(diagnostic);
                     }
@@ -810,14 +809,14 @@ impl HistoryWalk {
         // Files read this commit whose id is unreadable still need reporting.
         for path in &checked {
             let file = &self.state.files[path];
-            if file.parsed.id.is_none() {
+            if file.reading.id.is_none() {
                 let persona_id = self.state.current_at.get(path).copied();
                 problems.insert(
                     path.clone(),
                     FileProblem {
                         path: path.clone(),
                         persona_id,
-                        diagnostics: file.parsed.diagnostics.clone(),
+                        diagnostics: file.reading.diagnostics.clone(),
                     },
                 );
             }
@@ -838,7 +837,7 @@ impl HistoryWalk {
     /// only its hash). The settings are those it was validated against, since
     /// new settings re-read every file, so the reading is the one it had.
     fn reread(&self, file: &TrackedFile) -> Result<Persona, GitError> {
-        let path = &file.parsed.file;
+        let path = &file.reading.file;
         let blob = file
             .blob
             .ok_or_else(|| Self::object_error(path, "a valid persona file without a blob"))?;

@@ -26,4 +26,4 @@ pub use diagnostic::{Code, Diagnostic, OutputFormat};
 pub use model::{ContentHash, Persona, PersonaId, Slug};
 pub use settings::RegistrySettings;
 pub use snapshot::{Snapshot, SourceFile};
-pub use validate::{ParsedPersona, validate_persona};
+pub use validate::{FileReading, ParsedPersona, validate_persona};

@@ -8,7 +8,7 @@ use super::model::{Persona, PersonaId, Slug};
 use super::profile::{ParsedProfile, Profile, validate_profile};
 use super::settings::{RegistrySettings, SETTINGS_FILE, names_persona, parse_settings};
 use super::source::LineIndex;
-use super::validate::{ParsedPersona, validate_persona};
+use super::validate::{FileReading, ParsedPersona, validate_persona};
 
 pub const PERSONAS_DIR: &str = "personas";
 pub const PROFILES_DIR: &str = "profiles";
@@ -108,7 +108,8 @@ impl Snapshot {
                 RegistryFile::Settings | RegistryFile::Other => {}
             }
         }
-        let cross_file = duplicate_diagnostics(snapshot.personas.iter());
+        let readings: Vec<FileReading> = snapshot.personas.iter().map(ParsedPersona::reading).collect();
+        let cross_file = duplicate_diagnostics(readings.iter());
         snapshot.diagnostics.extend(cross_file);
         if let Some(file) = settings_file {
             snapshot
@@ -153,9 +154,9 @@ impl Snapshot {
 
 /// Ids and slugs must be unique across the registry. Every file involved in a
 /// clash gets an error pointing at its own `id` (or slug), naming the others.
-pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a ParsedPersona>) -> Vec<Diagnostic> {
-    let mut by_id: BTreeMap<PersonaId, Vec<&ParsedPersona>> = BTreeMap::new();
-    let mut by_slug: BTreeMap<&Slug, Vec<&ParsedPersona>> = BTreeMap::new();
+pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a FileReading>) -> Vec<Diagnostic> {
+    let mut by_id: BTreeMap<PersonaId, Vec<&FileReading>> = BTreeMap::new();
+    let mut by_slug: BTreeMap<&Slug, Vec<&FileReading>> = BTreeMap::new();
     for parsed in personas {
         if let Some(id) = parsed.id {
             by_id.entry(id).or_default().push(parsed);
@@ -190,10 +191,10 @@ pub fn duplicate_diagnostics<'a>(personas: impl Iterator<Item = &'a ParsedPerson
 /// when there is more than one file.
 fn clash_diagnostics(
     diagnostics: &mut Vec<Diagnostic>,
-    group: &[&ParsedPersona],
+    group: &[&FileReading],
     code: Code,
     (what, plural): (&str, &str),
-    location: impl Fn(&ParsedPersona) -> (usize, usize),
+    location: impl Fn(&FileReading) -> (usize, usize),
 ) {
     if group.len() < 2 {
         return;

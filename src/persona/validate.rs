@@ -60,6 +60,56 @@ pub struct ParsedPersona {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// A file's reading without its persona: what the registry's uniqueness
+/// checks need, and what the history keeps of every file between commits
+/// (a persona is most of a reading's size even when absent, since
+/// `Option<Persona>` is as large as one).
+#[derive(Debug, Clone)]
+pub struct FileReading {
+    pub file: String,
+    pub id: Option<PersonaId>,
+    pub id_location: Location,
+    pub slug: Option<Slug>,
+    pub slug_location: Location,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ParsedPersona {
+    /// The reading and the persona, apart.
+    pub fn split(self) -> (FileReading, Option<Persona>) {
+        let ParsedPersona {
+            file,
+            persona,
+            id,
+            id_location,
+            slug,
+            slug_location,
+            diagnostics,
+        } = self;
+        let reading = FileReading {
+            file,
+            id,
+            id_location,
+            slug,
+            slug_location,
+            diagnostics,
+        };
+        (reading, persona)
+    }
+
+    /// A copy of the reading, without the persona.
+    pub fn reading(&self) -> FileReading {
+        FileReading {
+            file: self.file.clone(),
+            id: self.id,
+            id_location: self.id_location,
+            slug: self.slug.clone(),
+            slug_location: self.slug_location,
+            diagnostics: self.diagnostics.clone(),
+        }
+    }
+}
+
 /// Reports a file that could not be parsed into a tree.
 pub fn source_error(diagnostics: &mut Diagnostics, error: &SourceError) {
     match error {
