@@ -211,16 +211,16 @@ fn stop_nginx(nginx: Running, port: u16) -> anyhow::Result<()> {
 /// The server's kept-answer counters, and how its reads pinned by id were
 /// coalesced, from `/metrics`.
 #[derive(Debug, Clone, Copy)]
-struct AnswerLookups {
+struct ReadCounters {
     kept: u64,
     computed: u64,
     pinned_reads: u64,
     pinned_read_queries: u64,
 }
 
-impl AnswerLookups {
-    fn since(self, earlier: AnswerLookups) -> AnswerLookups {
-        AnswerLookups {
+impl ReadCounters {
+    fn since(self, earlier: ReadCounters) -> ReadCounters {
+        ReadCounters {
             kept: self.kept - earlier.kept,
             computed: self.computed - earlier.computed,
             pinned_reads: self.pinned_reads - earlier.pinned_reads,
@@ -229,7 +229,7 @@ impl AnswerLookups {
     }
 }
 
-fn answer_lookups(port: u16) -> anyhow::Result<AnswerLookups> {
+fn read_counters(port: u16) -> anyhow::Result<ReadCounters> {
     let (status, body, _) = get(port, "/metrics")?;
     if status != 200 {
         bail!("/metrics answered {status}");
@@ -242,7 +242,7 @@ fn answer_lookups(port: u16) -> anyhow::Result<AnswerLookups> {
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(0)
     };
-    Ok(AnswerLookups {
+    Ok(ReadCounters {
         kept: count("personas_answer_lookups_total{outcome=\"kept\"}"),
         computed: count("personas_answer_lookups_total{outcome=\"computed\"}"),
         pinned_reads: count("personas_pinned_reads_total"),
@@ -391,9 +391,9 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
     );
     stop_nginx(nginx, nginx_port)?;
 
-    let before = answer_lookups(port)?;
+    let before = read_counters(port)?;
     let api = wrk(&format!("http://127.0.0.1:{port}{pinned}"), seconds, connections)?;
-    let lookups = answer_lookups(port)?.since(before);
+    let lookups = read_counters(port)?.since(before);
     println!(
         "api pinned      {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.2}× nginx json (one pinned answer over and over: \
          {} of {} answered from memory)",
@@ -456,14 +456,14 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
             personas = bench.shape.personas
         ),
     )?;
-    let before = answer_lookups(replica_port)?;
+    let before = read_counters(replica_port)?;
     let uncached = wrk_with(
         &format!("http://127.0.0.1:{replica_port}/"),
         seconds,
         connections,
         Some(&script),
     )?;
-    let lookups = answer_lookups(replica_port)?.since(before);
+    let lookups = read_counters(replica_port)?.since(before);
     if lookups.kept > 0 {
         bail!(
             "the replica answered {} requests from memory: not the database path",

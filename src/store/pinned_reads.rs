@@ -25,10 +25,15 @@ const MAX_PINS: usize = 64;
 
 /// A persona id and one of its version numbers.
 type PinById = (Uuid, i32);
-/// `Some(None)`: there is no such version by that id. `None`: the query
-/// failed, and the caller reads on its own, so that the error it reports is
-/// its own.
-pub type PinnedRead = Option<Option<(PersonaRef, VersionRecord)>>;
+/// What a pinned read by id found.
+pub enum PinnedRead {
+    Found(Box<(PersonaRef, VersionRecord)>),
+    /// No persona has that id, or it has no such version.
+    Missing,
+    /// The shared query failed (or the reads are closed): the asker reads on
+    /// its own, so that the error it reports is its own.
+    Failed,
+}
 type Queue = mpsc::UnboundedSender<(PinById, oneshot::Sender<PinnedRead>)>;
 type Waiting = Arc<Mutex<mpsc::UnboundedReceiver<(PinById, oneshot::Sender<PinnedRead>)>>>;
 
@@ -64,11 +69,13 @@ impl PinnedReads {
     pub async fn read(&self, id: Uuid, number: i32) -> PinnedRead {
         // Once the owner closed its pool, reads go its way and fail as it says.
         if self.pool.is_closed() {
-            return None;
+            return PinnedRead::Failed;
         }
         let (reply, answer) = oneshot::channel();
-        self.queue().send(((id, number), reply)).ok()?;
-        answer.await.ok()?
+        if self.queue().send(((id, number), reply)).is_err() {
+            return PinnedRead::Failed;
+        }
+        answer.await.unwrap_or(PinnedRead::Failed)
     }
 
     fn queue(&self) -> &Queue {
@@ -136,18 +143,18 @@ async fn answer_pins(pool: PgPool, waiting: Waiting, counts: PinnedReadCounts) {
                     if let Some(replies) = askers.remove(&(persona.id, version.version)) {
                         for reply in replies {
                             // An asker that gave up (a timed-out request) no longer listens.
-                            let _ = reply.send(Some(Some((persona.clone(), version.clone()))));
+                            let _ = reply.send(PinnedRead::Found(Box::new((persona.clone(), version.clone()))));
                         }
                     }
                 }
                 for reply in askers.into_values().flatten() {
-                    let _ = reply.send(Some(None));
+                    let _ = reply.send(PinnedRead::Missing);
                 }
             }
             Err(error) => {
                 tracing::debug!(%error, pins = pins.len(), "a coalesced pinned read failed; each asker reads on its own");
                 for reply in askers.into_values().flatten() {
-                    let _ = reply.send(None);
+                    let _ = reply.send(PinnedRead::Failed);
                 }
             }
         }

@@ -21,6 +21,7 @@ use crate::persona::profile::Profile;
 use crate::persona::search_filter::SearchFilter;
 use crate::search::Found;
 use crate::store::labels::{LabelPointer, label_pointers};
+use crate::store::pinned_reads::PinnedRead;
 use crate::store::queries::{self, Facets, PersonaRef, PersonaSummary, Sort, StoredTemplate, VersionRecord};
 
 /// Every live persona in one order, and how many there are.
@@ -300,14 +301,15 @@ pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Resu
     {
         // The A/B tester's hot path, `{id}@3`: the persona and its version in
         // one round trip, shared with the other pins asked for meanwhile. A
-        // miss takes the path below, which says why.
-        let by_id = match reference.parse::<Uuid>() {
-            Ok(id) => state.pinned_reads.read(id, *number).await.flatten(),
-            Err(_) => None,
-        };
-        let found = match by_id {
-            Some(found) => Some(found),
-            None => queries::numbered_version(&state.pool, reference, *number).await?,
+        // miss takes the path below, which says why (and finds a persona
+        // whose slug merely looks like an id).
+        let found = match reference.parse::<Uuid>() {
+            Ok(id) => match state.pinned_reads.read(id, *number).await {
+                PinnedRead::Found(found) => Some(*found),
+                PinnedRead::Missing => None,
+                PinnedRead::Failed => queries::numbered_version(&state.pool, reference, *number).await?,
+            },
+            Err(_) => queries::numbered_version(&state.pool, reference, *number).await?,
         };
         if let Some((persona, version)) = found {
             return Ok(Resolved {
