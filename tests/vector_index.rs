@@ -186,7 +186,44 @@ async fn conformance_before_restart<I: VectorIndex>(index: &I) -> Vec<Point> {
             assert_ranked(&exact, &stored, &reference.vector, &filter, Some(reference.id), 3);
         }
     }
+    // Scores without payloads (a build in place's pass over the registry):
+    // every other point, each scored as the exhaustive search scores it.
+    for reference in &stored {
+        let scores = index.scores_exact(reference.id, stored.len()).await.unwrap();
+        let others: Vec<&Point> = stored.iter().filter(|point| point.id != reference.id).collect();
+        assert_eq!(
+            scores.len(),
+            others.len(),
+            "{}: every other point is scored",
+            index.location()
+        );
+        let exact = index
+            .similar_exact(reference.id, &SearchFilter::default(), stored.len())
+            .await
+            .unwrap();
+        for (id, score) in &scores {
+            let point = others
+                .iter()
+                .find(|point| point.id == *id)
+                .expect("a scored point is stored");
+            let expected = cosine(&reference.vector, &point.vector);
+            assert!(
+                (score - expected).abs() < 1e-4,
+                "{id}: scored {score}, cosine {expected}"
+            );
+            let hit = exact
+                .iter()
+                .find(|hit| hit.id == *id)
+                .expect("the exact search finds it too");
+            assert!(
+                (score - hit.score).abs() < 1e-6,
+                "{id}: {score} against the exact search's {}",
+                hit.score
+            );
+        }
+    }
     let unknown = Uuid::from_u128(0xdead);
+    assert!(matches!(index.scores_exact(unknown, 3).await, Err(IndexError::NotIndexed(id)) if id == unknown));
     assert!(
         matches!(index.similar(unknown, &SearchFilter::default(), 3).await, Err(IndexError::NotIndexed(id)) if id == unknown)
     );

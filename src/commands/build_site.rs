@@ -15,7 +15,7 @@ use super::sync::vector_projector;
 use crate::cli::Outcome;
 use crate::config::Config;
 use crate::export::preview::{Preview, PreviewChange};
-use crate::export::{SiteBuild, build};
+use crate::export::{SiteBuild, SiteInputs, build};
 use crate::git::{open_repository, resolve_commit};
 use crate::store::queries;
 use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
@@ -153,21 +153,39 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             Some(plan) => Some(Arc::new(preview_of(&database.pool, plan).await?)),
             None => None,
         };
-        let vectors = open_vectors(config, data_dir).await?;
-        match vector_projector(database, vectors.as_ref()) {
-            Some(projector) => {
-                let bar = progress_bar("indexing", "personas");
-                let summary = projector.reconcile(false, &bar).await?;
-                bar.finish_and_clear();
-                eprintln!("vectors: {summary}");
+        // The index is brought up to date while the build's inputs are
+        // read: neither waits for the other, and the similar lists, the one
+        // part of the build that reads the index, come after both.
+        let indexing = async {
+            let vectors = open_vectors(config, data_dir).await?;
+            match vector_projector(database, vectors.as_ref()) {
+                Some(projector) => {
+                    let bar = progress_bar("indexing", "personas");
+                    let summary = projector.reconcile(false, &bar).await?;
+                    bar.finish_and_clear();
+                    eprintln!("vectors: {summary}");
+                }
+                None => eprintln!("note: no embedding model, so pages list no similar personas; {PROVISIONING_HINT}"),
             }
-            None => eprintln!("note: no embedding model, so pages list no similar personas; {PROVISIONING_HINT}"),
-        }
-        let state = Arc::new(Shared {
-            snapshot: match command.through_database {
+            anyhow::Ok(vectors)
+        };
+        let reading = async {
+            let snapshot = match command.through_database {
                 true => None,
                 false => Some(Arc::new(SiteSnapshot::load(&database.pool).await?)),
-            },
+            };
+            let inputs = SiteInputs::read(
+                &database.pool,
+                snapshot.as_deref(),
+                command.base_url,
+                preview.as_deref(),
+            )
+            .await?;
+            anyhow::Ok((snapshot, inputs))
+        };
+        let (vectors, (snapshot, inputs)) = tokio::try_join!(indexing, reading)?;
+        let state = Arc::new(Shared {
+            snapshot,
             ..Shared::for_static_site(
                 database.pool.clone(),
                 vectors,
@@ -180,10 +198,11 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
         let progress = progress_bar("rendering", "files");
         let summary = build(
             state,
-            &SiteBuild {
+            SiteBuild {
                 out: command.out,
                 progress: progress.clone(),
                 preview,
+                inputs,
             },
         )
         .await?;

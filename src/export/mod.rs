@@ -31,6 +31,7 @@ use crate::web::{AppState, router};
 use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
 use manifest::{MANIFEST_FILE, Manifest, ShownSimilar, owner};
 use preview::Preview;
+use sqlx::PgPool;
 
 /// Marks a directory as a copy made by `build-site`, so a rebuild may replace it.
 pub const MARKER_FILE: &str = ".personas-site";
@@ -47,6 +48,8 @@ pub struct SiteBuild<'a> {
     pub progress: ProgressBar,
     /// Set for a pull request's preview: every page carries its banner.
     pub preview: Option<Arc<Preview>>,
+    /// Read with [`SiteInputs::read`] before the build, from the state the build renders.
+    pub inputs: SiteInputs,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -105,10 +108,8 @@ struct Rendered {
 /// personas are deleted. Anything else is a full build into a fresh
 /// directory beside `out`, put in place at the end, so a failed build leaves
 /// the previous copy untouched.
-pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<BuildSummary> {
-    let started = std::time::Instant::now();
-    let inputs = SiteInputs::read(&state, build.preview.as_deref()).await?;
-    tracing::debug!(elapsed = ?started.elapsed(), "read the site's inputs");
+pub async fn build(state: AppState, build: SiteBuild<'_>) -> anyhow::Result<BuildSummary> {
+    let inputs = build.inputs;
     // A preview's banner, on every page, names the change: nothing carries
     // over; nor does it without a snapshot, which a build in place needs.
     let previous = if build.preview.is_none() && state.snapshot.is_some() && build.out.join(MARKER_FILE).is_file() {
@@ -150,8 +151,10 @@ pub async fn build(state: AppState, build: &SiteBuild<'_>) -> anyhow::Result<Bui
     }
 }
 
-/// What the build reads of the registry before rendering anything.
-struct SiteInputs {
+/// What the build reads of the registry before rendering anything. It is
+/// read apart from the build so that the caller can read it while the
+/// vector index is brought up to date: none of it depends on the index.
+pub struct SiteInputs {
     inventory: Vec<InventoryEntry>,
     site_map: Arc<SiteMap>,
     /// The digest of what every file depends on (see [`manifest::site_inputs`]).
@@ -164,15 +167,30 @@ struct SiteInputs {
 }
 
 impl SiteInputs {
-    async fn read(state: &AppState, preview: Option<&Preview>) -> anyhow::Result<SiteInputs> {
-        let (inventory, former) = queries::site_inventory(&state.pool).await?;
+    /// Reads the inputs of a build of the projection in `pool`, whose pages
+    /// read through `snapshot` (when the build has one) and link under `base_url`.
+    pub async fn read(
+        pool: &PgPool,
+        snapshot: Option<&SiteSnapshot>,
+        base_url: Option<&str>,
+        preview: Option<&Preview>,
+    ) -> anyhow::Result<SiteInputs> {
+        let started = std::time::Instant::now();
+        // Independent passes over the registry, each on its own connection:
+        // the database answers them side by side.
+        let (inventory, templates, version_stamps, profiles) = tokio::try_join!(
+            queries::site_inventory(pool),
+            queries::prompt_template_history(pool),
+            queries::version_stamps(pool),
+            // Through the snapshot, so the digest names the very profiles the pages apply.
+            crate::web::reads::profiles_through(pool, snapshot),
+        )?;
+        let (inventory, former) = inventory;
         let slugs: HashMap<uuid::Uuid, String> = inventory.iter().map(|entry| (entry.id, entry.slug.clone())).collect();
         let renamed: BTreeMap<String, String> = former
             .into_iter()
             .filter_map(|(old, id)| Some((old, slugs.get(&id)?.clone())))
             .collect();
-        let base_url = state.static_site.as_ref().and_then(|site| site.base_url.as_deref());
-        let templates = queries::prompt_template_history(&state.pool).await?;
         let site = manifest::site_inputs(&[
             base_url.unwrap_or(""),
             &format!("{preview:?}"),
@@ -181,11 +199,10 @@ impl SiteInputs {
         ])?;
         let site_map = Arc::new(SiteMap::new(renamed.into_iter().collect(), base_url));
         let mut stamps: BTreeMap<String, Vec<queries::VersionStamp>> = BTreeMap::new();
-        for stamp in queries::version_stamps(&state.pool).await? {
+        for stamp in version_stamps {
             stamps.entry(stamp.persona_slug.clone()).or_default().push(stamp);
         }
-        // Through the snapshot, so the digest names the very profiles the pages apply.
-        let profiles = crate::web::reads::profiles(state).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "read the site's inputs");
         Ok(SiteInputs {
             inventory,
             site_map,
@@ -608,22 +625,25 @@ async fn similar_changes(
         return Ok(Vec::new());
     };
     let total = usize::try_from(vectors.index.count().await?).unwrap_or(usize::MAX);
-    // Each changed live persona's score against every stored persona.
-    let mut entering: HashMap<String, f64> = HashMap::new();
+    // Each changed live persona's score against every stored persona; the
+    // index is current, so a point's persona goes by its current slug.
+    let slug_of: HashMap<uuid::Uuid, &str> = manifest
+        .personas
+        .keys()
+        .filter_map(|slug| Some((snapshot.persona(slug)?.id, slug.as_str())))
+        .collect();
+    let mut entering: HashMap<&str, f64> = HashMap::new();
     for slug in changed {
         let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
             continue;
         };
-        let Ok(hits) = vectors
-            .index
-            .similar_exact(persona.id, &SearchFilter::default(), total)
-            .await
-        else {
+        let Ok(scores) = vectors.index.scores_exact(persona.id, total).await else {
             continue;
         };
-        for hit in hits {
-            let best = entering.entry(hit.payload.slug).or_insert(f64::MIN);
-            *best = best.max(f64::from(hit.score));
+        for (id, score) in scores {
+            let Some(slug) = slug_of.get(&id) else { continue };
+            let best = entering.entry(slug).or_insert(f64::MIN);
+            *best = best.max(f64::from(score));
         }
     }
     let mut candidates = Vec::new();
@@ -644,7 +664,7 @@ async fn similar_changes(
                 .and_then(|last| last.score.parse::<f64>().ok())
                 .map_or(f64::MIN, |score| score - ENTRY_MARGIN)
         };
-        let may_enter = entering.get(slug).is_some_and(|score| *score >= threshold);
+        let may_enter = entering.get(slug.as_str()).is_some_and(|score| *score >= threshold);
         if shows_changed || may_enter || (entry.similar.len() < SIMILAR_SHOWN && !changed.is_empty()) {
             candidates.push((slug.clone(), persona.id));
         }

@@ -103,7 +103,11 @@ impl EdgeIndex {
         self.run(move |shard| {
             let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
             let vector = dense_vector(id, record.vector)?;
-            shard.search(vector, filter?, limit, exact)
+            shard
+                .search(vector, filter?, limit, exact, true)?
+                .into_iter()
+                .map(hit)
+                .collect()
         })
     }
 }
@@ -234,9 +238,9 @@ impl Shard {
         filter: Option<Filter>,
         limit: usize,
         exact: bool,
-    ) -> Result<Vec<Hit>, IndexError> {
-        let found = self
-            .shard
+        with_payload: bool,
+    ) -> Result<Vec<ScoredPoint>, IndexError> {
+        self.shard
             .search(SearchRequest {
                 query: QueryEnum::Nearest(NamedQuery {
                     query: VectorInternal::Dense(query),
@@ -249,12 +253,11 @@ impl Shard {
                 }),
                 limit,
                 offset: 0,
-                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_payload: Some(WithPayloadInterface::Bool(with_payload)),
                 with_vector: None,
                 score_threshold: None,
             })
-            .map_err(unavailable)?;
-        found.into_iter().map(hit).collect()
+            .map_err(unavailable)
     }
 
     fn retrieve(&self, id: Uuid) -> Result<Option<Record>, IndexError> {
@@ -308,7 +311,13 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         let filter = edge_filter(filter, None);
-        self.run(move |shard| shard.search(vector, filter?, limit, false))
+        self.run(move |shard| {
+            shard
+                .search(vector, filter?, limit, false, true)?
+                .into_iter()
+                .map(hit)
+                .collect()
+        })
     }
 
     fn similar(
@@ -327,6 +336,23 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         self.similar_by(id, filter, limit, true)
+    }
+
+    fn scores_exact(
+        &self,
+        id: Uuid,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
+        let filter = edge_filter(&SearchFilter::default(), Some(id));
+        self.run(move |shard| {
+            let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
+            let vector = dense_vector(id, record.vector)?;
+            shard
+                .search(vector, filter?, limit, true, false)?
+                .into_iter()
+                .map(|point| Ok((uuid_of(point.id)?, point.score)))
+                .collect()
+        })
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {

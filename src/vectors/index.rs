@@ -150,6 +150,14 @@ pub trait VectorIndex: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send;
 
+    /// The score against the stored point `id` of the `limit` points
+    /// nearest to it (itself excluded), searched exhaustively as
+    /// [`VectorIndex::similar_exact`] but without payloads: a build in place
+    /// scores each changed persona against the whole registry, and reading
+    /// every point's payload for that was most of its search time.
+    fn scores_exact(&self, id: Uuid, limit: usize)
+    -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send;
+
     /// The stored vector and payload of one point.
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send;
 
@@ -226,6 +234,14 @@ impl<T: VectorIndex> VectorIndex for std::sync::Arc<T> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         (**self).similar_exact(id, filter, limit)
+    }
+
+    fn scores_exact(
+        &self,
+        id: Uuid,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
+        (**self).scores_exact(id, limit)
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {

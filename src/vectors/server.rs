@@ -268,6 +268,30 @@ impl VectorIndex for QdrantIndex {
         self.similar_by(id, filter, limit, true).await
     }
 
+    async fn scores_exact(&self, id: Uuid, limit: usize) -> Result<Vec<(Uuid, f32)>, IndexError> {
+        if self.point(id).await?.is_none() {
+            return Err(IndexError::NotIndexed(id));
+        }
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(VectorInput::new_id(PointId::from(id.to_string()))))
+            .limit(limit as u64)
+            .with_payload(false)
+            .params(SearchParamsBuilder::default().exact(true));
+        if let Some(filter) = server_filter(&SearchFilter::default(), Some(id)) {
+            request = request.filter(filter);
+        }
+        let response = self
+            .client
+            .query(request)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        response
+            .result
+            .into_iter()
+            .map(|point| Ok((uuid_of(point.id)?, point.score)))
+            .collect()
+    }
+
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
         let response = self
             .client

@@ -288,6 +288,13 @@ impl VectorIndex for AnyIndex {
         }
     }
 
+    async fn scores_exact(&self, id: Uuid, limit: usize) -> Result<Vec<(Uuid, f32)>, IndexError> {
+        match self {
+            AnyIndex::Edge(index) => index.scores_exact(id, limit).await,
+            AnyIndex::Server(index) => index.scores_exact(id, limit).await,
+        }
+    }
+
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
         match self {
             AnyIndex::Edge(index) => index.point(id).await,

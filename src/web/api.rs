@@ -522,17 +522,17 @@ async fn versions(
     let validator = projection_validator(&state, &format!("versions/{}", persona.id)).await?;
     let versions = super::reads::versions(&state, persona.id).await?;
     let entries = versions
-        .into_iter()
+        .iter()
         .map(|version| VersionEntry {
             version: version.version,
-            change: version.change,
-            slug: version.slug,
-            commit: version.commit,
-            author_name: version.author_name,
+            change: version.change.clone(),
+            slug: version.slug.clone(),
+            commit: version.commit.clone(),
+            author_name: version.author_name.clone(),
             authored_at: version.authored_at,
             committed_at: version.committed_at,
-            message: version.message,
-            content_hash: version.content_hash,
+            message: version.message.clone(),
+            content_hash: version.content_hash.clone(),
             retracted: version.retracted,
         })
         .collect();

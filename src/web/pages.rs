@@ -537,7 +537,7 @@ async fn search_page(
 ) -> Result<Response, WebError> {
     let filter = params.filter.filter()?;
     let query = params.q.trim().to_string();
-    let facets = queries::facets(&state.pool).await?;
+    let facets = reads::facets(&state).await?;
     let (merged, full_text, semantic, semantic_note) = if query.is_empty() {
         (Vec::new(), Vec::new(), Vec::new(), None)
     } else {

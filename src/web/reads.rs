@@ -44,7 +44,7 @@ pub struct SiteSnapshot {
     /// of a large registry's index pages shows them, and each read is a
     /// pass over the whole registry.
     facets: tokio::sync::OnceCell<Facets>,
-    lists: Mutex<HashMap<Sort, Arc<ListedPersonas>>>,
+    lists: Mutex<HashMap<Sort, Arc<tokio::sync::OnceCell<ListedPersonas>>>>,
     /// The current profiles, read once: every persona page lists them and
     /// every page of a persona with a profile applied reads one.
     profiles: tokio::sync::OnceCell<Vec<Profile>>,
@@ -54,7 +54,11 @@ pub struct SiteSnapshot {
 /// The versions (newest first) and "similar personas" of the personas being rendered.
 #[derive(Default)]
 pub struct Batch {
-    versions: HashMap<Uuid, Vec<VersionRecord>>,
+    /// Shared, not copied, with each page that reads them: a persona's
+    /// pinned pages read one version each, and copying all its versions
+    /// (documents included) for every one of them was a tenth of a full
+    /// build's time.
+    versions: HashMap<Uuid, Arc<[VersionRecord]>>,
     current: HashMap<Uuid, i32>,
     similar: HashMap<Uuid, Vec<Found>>,
 }
@@ -66,12 +70,17 @@ impl Batch {
             similar,
             ..Batch::default()
         };
+        let mut versions: HashMap<Uuid, Vec<VersionRecord>> = HashMap::new();
         for (version, is_current) in queries::versions_of(pool, personas).await? {
             if is_current {
                 batch.current.insert(version.persona_id, version.version);
             }
-            batch.versions.entry(version.persona_id).or_default().push(version);
+            versions.entry(version.persona_id).or_default().push(version);
         }
+        batch.versions = versions
+            .into_iter()
+            .map(|(persona, versions)| (persona, versions.into()))
+            .collect();
         Ok(batch)
     }
 }
@@ -141,10 +150,10 @@ pub async fn find_persona(state: &Shared, reference: &str) -> sqlx::Result<Optio
 }
 
 /// Every version of a persona, newest first.
-pub async fn versions(state: &Shared, persona: Uuid) -> sqlx::Result<Vec<VersionRecord>> {
+pub async fn versions(state: &Shared, persona: Uuid) -> sqlx::Result<Arc<[VersionRecord]>> {
     match versions_in_snapshot(state, persona) {
         Some(versions) => Ok(versions),
-        None => queries::versions(&state.pool, persona).await,
+        None => Ok(queries::versions(&state.pool, persona).await?.into()),
     }
 }
 
@@ -230,13 +239,18 @@ pub async fn facets(state: &Shared) -> sqlx::Result<Facets> {
 
 /// The registry's current profiles, by slug.
 pub async fn profiles(state: &Shared) -> sqlx::Result<Vec<Profile>> {
-    match &state.snapshot {
+    profiles_through(&state.pool, state.snapshot.as_deref()).await
+}
+
+/// The registry's current profiles, read once into `snapshot` when there is one.
+pub async fn profiles_through(pool: &PgPool, snapshot: Option<&SiteSnapshot>) -> sqlx::Result<Vec<Profile>> {
+    match snapshot {
         Some(snapshot) => snapshot
             .profiles
-            .get_or_try_init(|| queries::profiles(&state.pool))
+            .get_or_try_init(|| queries::profiles(pool))
             .await
             .cloned(),
-        None => queries::profiles(&state.pool).await,
+        None => queries::profiles(pool).await,
     }
 }
 
@@ -262,25 +276,19 @@ pub async fn list_personas(
     let Some(snapshot) = state.snapshot.as_ref().filter(|_| *filter == SearchFilter::default()) else {
         return queries::list_personas(&state.pool, filter, sort, limit, offset).await;
     };
-    let known = snapshot
-        .lists
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&sort)
-        .cloned();
-    let list = match known {
-        Some(list) => list,
-        None => {
-            let list = Arc::new(queries::list_personas(&state.pool, filter, sort, i64::MAX, 0).await?);
-            snapshot
-                .lists
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(sort, Arc::clone(&list));
-            list
-        }
-    };
-    let (all, total) = list.as_ref();
+    // One cell per sort, so that pages asking at once wait for one read
+    // instead of each making its own pass over the registry.
+    let cell = Arc::clone(
+        snapshot
+            .lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(sort)
+            .or_default(),
+    );
+    let (all, total) = cell
+        .get_or_try_init(|| queries::list_personas(&state.pool, filter, sort, i64::MAX, 0))
+        .await?;
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
     let end = start.saturating_add(usize::try_from(limit).unwrap_or(0)).min(all.len());
     Ok((all[start..end].to_vec(), *total))
@@ -361,6 +369,6 @@ pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Resu
     })
 }
 
-fn versions_in_snapshot(state: &Shared, persona: Uuid) -> Option<Vec<VersionRecord>> {
-    state.snapshot.as_ref()?.batch().versions.get(&persona).cloned()
+fn versions_in_snapshot(state: &Shared, persona: Uuid) -> Option<Arc<[VersionRecord]>> {
+    state.snapshot.as_ref()?.batch().versions.get(&persona).map(Arc::clone)
 }
