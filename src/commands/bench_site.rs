@@ -139,8 +139,12 @@ const EDITED: usize = 10;
 fn edit_personas(repository: &Path, personas: usize, count: usize) -> anyhow::Result<usize> {
     let round = git(repository, &["rev-list", "--count", "HEAD"])?.trim().to_string();
     let count = count.min(personas);
+    // Other personas each round: on a kept repository, editing the same ones
+    // every run would grow their histories, and with them what the build
+    // in place renders, so that runs would not measure the same work.
+    let shift: usize = round.parse().unwrap_or(0);
     for slot in 0..count {
-        let n = slot * personas / count;
+        let n = (slot * personas / count + shift) % personas;
         let path = repository.join(format!("registry/personas/synthetic-{n}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let start = text.find("\ndescription = ").context("a description line")? + 1;
