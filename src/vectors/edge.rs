@@ -101,10 +101,8 @@ impl EdgeIndex {
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send + 'static {
         let filter = edge_filter(filter, Some(id));
         self.run(move |shard| {
-            let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
-            let vector = dense_vector(id, record.vector)?;
             shard
-                .search(vector, filter?, limit, exact, true)?
+                .search(shard.stored_vector(id)?, filter?, limit, exact, true)?
                 .into_iter()
                 .map(hit)
                 .collect()
@@ -260,6 +258,12 @@ impl Shard {
             .map_err(unavailable)
     }
 
+    /// The vector stored for `id`: the query of a search for its neighbours.
+    fn stored_vector(&self, id: Uuid) -> Result<Vec<f32>, IndexError> {
+        let record = self.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
+        dense_vector(id, record.vector)
+    }
+
     fn retrieve(&self, id: Uuid) -> Result<Option<Record>, IndexError> {
         let mut records = self
             .shard
@@ -345,10 +349,8 @@ impl VectorIndex for EdgeIndex {
     ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
         let filter = edge_filter(&SearchFilter::default(), Some(id));
         self.run(move |shard| {
-            let record = shard.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
-            let vector = dense_vector(id, record.vector)?;
             shard
-                .search(vector, filter?, limit, true, false)?
+                .search(shard.stored_vector(id)?, filter?, limit, true, false)?
                 .into_iter()
                 .map(|point| Ok((uuid_of(point.id)?, point.score)))
                 .collect()

@@ -4,7 +4,7 @@
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
-    QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorInput,
+    QueryPointsBuilder, Range, ScoredPoint, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorInput,
     VectorParamsBuilder, point_id::PointIdOptions, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
@@ -185,10 +185,32 @@ impl QdrantIndex {
         limit: usize,
         exact: bool,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.query_points(input, filter, limit, exact, true)
+            .await?
+            .into_iter()
+            .map(|point| {
+                let id = uuid_of(point.id)?;
+                Ok(Hit {
+                    id,
+                    score: point.score,
+                    payload: payload_from_json(id, Payload::from(point.payload).into())?,
+                })
+            })
+            .collect()
+    }
+
+    async fn query_points(
+        &self,
+        input: VectorInput,
+        filter: Option<Filter>,
+        limit: usize,
+        exact: bool,
+        with_payload: bool,
+    ) -> Result<Vec<ScoredPoint>, IndexError> {
         let mut request = QueryPointsBuilder::new(&self.collection)
             .query(Query::new_nearest(input))
             .limit(limit as u64)
-            .with_payload(true);
+            .with_payload(with_payload);
         if exact {
             request = request.params(SearchParamsBuilder::default().exact(true));
         }
@@ -200,18 +222,7 @@ impl QdrantIndex {
             .query(request)
             .await
             .map_err(|error| self.unavailable(error))?;
-        response
-            .result
-            .into_iter()
-            .map(|point| {
-                let id = uuid_of(point.id)?;
-                Ok(Hit {
-                    id,
-                    score: point.score,
-                    payload: payload_from_json(id, Payload::from(point.payload).into())?,
-                })
-            })
-            .collect()
+        Ok(response.result)
     }
 }
 
@@ -272,24 +283,18 @@ impl VectorIndex for QdrantIndex {
         if self.point(id).await?.is_none() {
             return Err(IndexError::NotIndexed(id));
         }
-        let mut request = QueryPointsBuilder::new(&self.collection)
-            .query(Query::new_nearest(VectorInput::new_id(PointId::from(id.to_string()))))
-            .limit(limit as u64)
-            .with_payload(false)
-            .params(SearchParamsBuilder::default().exact(true));
-        if let Some(filter) = server_filter(&SearchFilter::default(), Some(id)) {
-            request = request.filter(filter);
-        }
-        let response = self
-            .client
-            .query(request)
-            .await
-            .map_err(|error| self.unavailable(error))?;
-        response
-            .result
-            .into_iter()
-            .map(|point| Ok((uuid_of(point.id)?, point.score)))
-            .collect()
+        let input = VectorInput::new_id(PointId::from(id.to_string()));
+        self.query_points(
+            input,
+            server_filter(&SearchFilter::default(), Some(id)),
+            limit,
+            true,
+            false,
+        )
+        .await?
+        .into_iter()
+        .map(|point| Ok((uuid_of(point.id)?, point.score)))
+        .collect()
     }
 
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
