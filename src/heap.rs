@@ -15,7 +15,49 @@ pub fn return_freed_heap_after_burst() {
     tokio::task::spawn_blocking(return_freed_heap);
 }
 
-/// The crate's one unsafe call: glibc has no safe binding for it.
+/// Settles how malloc holds memory for a process that lives long and serves
+/// requests on a few threads: at most two arenas, and blocks of 128 KiB or
+/// more in mappings of their own, so a burst's large buffers (a sync's
+/// batches, the embedder's tensors) go back to the system when freed instead
+/// of leaving holes in an arena. Measured by `bench http` at 10,000 personas:
+/// the server's anonymous memory fell from 80.6 to 74.7 MiB with requests/s
+/// unchanged; one arena cost a fifth of the pinned answers' throughput.
+/// A `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` in the environment is
+/// the operator's choice and is left to glibc. Call it before any thread
+/// starts.
+pub fn settle_malloc_for_a_server() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        set_malloc_option(MallocOption::ArenaMax, 2);
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        set_malloc_option(MallocOption::MmapThreshold, 128 * 1024);
+    }
+}
+
+enum MallocOption {
+    ArenaMax,
+    MmapThreshold,
+}
+
+#[allow(unsafe_code)]
+fn set_malloc_option(option: MallocOption, value: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let parameter = match option {
+            MallocOption::ArenaMax => libc::M_ARENA_MAX,
+            MallocOption::MmapThreshold => libc::M_MMAP_THRESHOLD,
+        };
+        // SAFETY: mallopt only changes glibc's allocation policy for later
+        // calls; it is called before the runtime's threads exist.
+        unsafe {
+            libc::mallopt(parameter, value);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (option, value);
+}
+
+/// glibc has no safe binding for the trim.
 #[allow(unsafe_code)]
 fn return_freed_heap() {
     // SAFETY: malloc_trim only walks glibc's own arenas, under their locks;

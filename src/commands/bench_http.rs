@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use super::bench::prepare_repository;
 use super::http_probe::request;
-use super::process_memory::{ProcessMemory, mib};
+use super::process_memory::{ProcessMemory, mib, resident_by_mapping};
 use crate::cli::Outcome;
 use crate::synthetic::SyntheticRegistry;
 
@@ -519,6 +519,20 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
             mib(memory.anonymous_kib)
         ),
         None => println!("server RSS      unknown"),
+    }
+    if let Some(parts) = resident_by_mapping(server.0.id()) {
+        // Where the resident memory is: the largest parts, then the rest together.
+        let shown: Vec<String> = parts
+            .iter()
+            .take(6)
+            .map(|(label, kib)| format!("{label} {:.1}", mib(*kib)))
+            .collect();
+        let rest: u64 = parts.iter().skip(6).map(|(_, kib)| kib).sum();
+        println!(
+            "server RSS by mapping, MiB: {}, the rest {:.1}",
+            shown.join(", "),
+            mib(rest)
+        );
     }
     Ok(Outcome::Clean)
 }

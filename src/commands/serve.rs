@@ -36,6 +36,7 @@ pub struct ServeCommand<'a> {
 }
 
 pub fn run(command: ServeCommand<'_>) -> anyhow::Result<Outcome> {
+    crate::heap::settle_malloc_for_a_server();
     // The database closes after `serve` returned: in-flight requests are done by then.
     with_database(command.repository, command.config, async |database, data_dir| {
         serve(&command, data_dir, database).await.map(|()| Outcome::Clean)
