@@ -357,3 +357,71 @@ async fn serve_rides_out_a_postgresql_restart() {
     .await
     .unwrap();
 }
+
+/// A catch-up is a burst: the walk state it grew is dropped (its small
+/// allocations would pin the pages of the burst's garbage), and a follower
+/// primes a fresh one at the tip right away, before a commit waits for it.
+/// The next commit is then projected from that primed state.
+#[tokio::test]
+async fn a_follower_primes_a_fresh_walk_state_after_a_catch_up() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    // 1,200 versions: over the 1,000 from which a sync is a burst.
+    let shape = SyntheticRegistry {
+        personas: 400,
+        revisions: 3,
+        personas_per_commit: 40,
+    };
+    shape.write_repository(repo_dir.path(), "main").unwrap();
+    let TestDatabase { url, pool } = fresh().await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_personas"))
+        .args(["sync", "--no-vectors", "--watch", "--repo"])
+        .arg(repo_dir.path())
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn,personas::sync=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .expect("personas runs");
+    eventually(&pool, "SELECT count(*) FROM persona_versions", 1_200).await;
+    let started = Instant::now();
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains("walk primed at the cursor")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the follower did not prime a walk state after the catch-up: {}",
+            std::fs::read_to_string(log.path()).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let file = repo_dir.path().join("registry/personas/synthetic-7.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("Persona 7", "Persona seven")).unwrap();
+    let status = Command::new("git")
+        .args(["commit", "--quiet", "-am", "rename persona 7 in its description"])
+        .current_dir(repo_dir.path())
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(&pool, "SELECT count(*) FROM persona_versions", 1_201).await;
+    let id = SyntheticRegistry::persona_id(7);
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) FROM persona_versions WHERE persona_id = '{id}'")
+        )
+        .await,
+        4,
+        "the new version is persona 7's fourth"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM sync_errors").await, 0);
+    let status = terminate(&mut child);
+    assert!(status.success(), "sync --watch exited with {status} on SIGTERM");
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use super::bench::prepare_repository;
 use super::http_probe::request;
-use super::process_memory::{ProcessMemory, mib, resident_by_mapping};
+use super::process_memory::{ProcessMemory, mib, proportional_kib, resident_by_mapping};
 use crate::cli::Outcome;
 use crate::synthetic::SyntheticRegistry;
 
@@ -519,6 +519,12 @@ pub fn http(bench: HttpBench<'_>) -> anyhow::Result<Outcome> {
             mib(memory.anonymous_kib)
         ),
         None => println!("server RSS      unknown"),
+    }
+    if let Some(proportional) = proportional_kib(server.0.id()) {
+        println!(
+            "server PSS      {:>9.1} MiB (each page counted once, however many times it is mapped)",
+            mib(proportional)
+        );
     }
     if let Some(parts) = resident_by_mapping(server.0.id()) {
         // Where the resident memory is: the largest parts, then the rest together.

@@ -35,6 +35,18 @@ impl ProcessMemory {
     }
 }
 
+/// The process's proportional set size in KiB (`/proc/PID/smaps_rollup`):
+/// a page mapped twice (qdrant-edge maps its vectors once for random and
+/// once for sequential reads) or shared with another process counts once,
+/// split between its mappings, where RSS counts it at every mapping.
+pub fn proportional_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
 /// Resident memory in KiB by what is mapped (`/proc/PID/smaps`): each
 /// mapped file by name (the binary, each shared library, the index's files
 /// under one label per directory), and anonymous memory as one entry, largest

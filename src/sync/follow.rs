@@ -73,6 +73,11 @@ pub async fn follow(
                 if summary.commits > 0 || summary.retracted > 0 {
                     on_sync(&summary);
                 }
+                if !options.resume.holds(tip) {
+                    // A catch-up leaves no walk state (see `sync_locked`): it is
+                    // primed now, not when the next commit waits for it.
+                    sync_with_retry(pool, options, RETRY_ATTEMPTS).await?;
+                }
                 last_tip = Some(tip);
             }
             Ok(_) => {}

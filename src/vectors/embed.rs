@@ -305,7 +305,11 @@ impl Embedder {
         for batch in texts.chunks(self.batch_size) {
             let embedded = model.embed(batch, Some(self.batch_size));
             if self.memory == SessionMemory::Released {
-                release_freed_memory();
+                // A forward pass frees its buffers, but the C allocator keeps
+                // freed pages of its heaps resident (several hundred MiB after
+                // one batch of long texts, measured by `bench embed`). A server
+                // embeds in bursts, so the trim's cost (milliseconds) is rare.
+                crate::heap::return_freed_heap();
             }
             vectors.extend(embedded.map_err(|error| EmbedError::Model(error.to_string()))?);
         }
@@ -325,22 +329,6 @@ impl Embedder {
             .encode_batch(inputs, true)
             .map_err(|error| EmbedError::Model(error.to_string()))?;
         Ok(encodings.iter().map(|encoding| encoding.len()).sum())
-    }
-}
-
-/// A forward pass frees its buffers, but the C allocator keeps freed pages
-/// of its heaps resident (several hundred MiB after one batch of long texts,
-/// measured by `bench embed`); trimming hands them back. A server embeds in
-/// bursts, so the cost (milliseconds) is paid rarely.
-#[allow(
-    unsafe_code,
-    reason = "the one call into the C library; nothing else in the crate is unsafe"
-)]
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the system; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
