@@ -1,5 +1,5 @@
-//! A process's memory as the kernel counts it (`/proc/PID/status`), for the
-//! benchmarks' RSS lines.
+//! A process's memory as the kernel counts it (`/proc/PID/status`,
+//! `smaps` and `smaps_rollup`), for the benchmarks' memory lines.
 
 use std::path::Path;
 
