@@ -366,3 +366,55 @@ async fn a_following_process_primes_its_walk_even_when_up_to_date() {
     sync_once(&whole.pool, &options(repo.path(), "main")).await.unwrap();
     assert_eq!(digest(&database.pool).await, digest(&whole.pool).await);
 }
+
+/// A one-off sync after a commit primes its walk at the cursor from the file
+/// readings an earlier run saved, instead of reading and validating every
+/// file there again: it must not read the blobs of unchanged files at all
+/// (here they are deleted from the object store), and must project the
+/// commit exactly as a full sync does, broken file included.
+#[tokio::test]
+async fn a_one_off_sync_primes_from_saved_readings_without_reading_unchanged_files() {
+    let repo = TestRepo::new();
+    repo.write("registry/personas/alice.toml", &persona(ID_A, "Alice"));
+    repo.write("registry/personas/bob.toml", &persona(ID_B, "Bob"));
+    repo.write("registry/personas/carol.toml", &persona(ID_C, "Carol"));
+    repo.write("registry/personas/broken.toml", "schema = 1\nname = [\n");
+    repo.commit("alice, bob, carol and a broken file");
+    let saved = tempfile::tempdir().unwrap();
+    let readings = saved.path().join("readings.json");
+    let one_off = || SyncOptions {
+        readings_file: Some(readings.clone()),
+        ..options(repo.path(), "main")
+    };
+    let database = fresh().await;
+    sync_once(&database.pool, &one_off()).await.unwrap();
+    assert!(readings.is_file(), "the sync saved no readings");
+
+    repo.write(
+        "registry/personas/bob.toml",
+        &edit(&persona(ID_B, "Bob"), "openness = 0.9", "openness = 0.5"),
+    );
+    repo.commit("bob: less open");
+    let whole = fresh().await;
+    sync_once(&whole.pool, &options(repo.path(), "main")).await.unwrap();
+
+    // The unchanged files' contents are gone: only their saved readings remain.
+    for file in ["carol.toml", "broken.toml"] {
+        let blob = repo.git(&["rev-parse", &format!("main:registry/personas/{file}")]);
+        let object = repo.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+        assert!(
+            object.is_file(),
+            "{file}'s blob is not a loose object at {}",
+            object.display()
+        );
+        std::fs::remove_file(&object).unwrap();
+    }
+    let summary = sync_once(&database.pool, &one_off()).await.unwrap();
+    assert_eq!((summary.commits, summary.versions), (1, 1), "{summary}");
+    assert_eq!(digest(&database.pool).await, digest(&whole.pool).await);
+    let broken: Vec<String> = sqlx::query_scalar("SELECT path FROM sync_errors")
+        .fetch_all(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(broken, vec!["registry/personas/broken.toml".to_string()]);
+}

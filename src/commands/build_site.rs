@@ -142,13 +142,22 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
         None => (command.config, command.branch),
     };
     with_database(command.repository, config, async |database, data_dir| {
-        if !command.no_sync {
-            let mut options = SyncOptions::new(command.repository, branch);
-            options.progress = progress_bar("syncing", "commits");
-            let summary = sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS).await?;
-            options.progress.finish_and_clear();
-            eprintln!("sync: {summary}");
-        }
+        // The model and the index are opened while the sync runs: loading
+        // the model (about half a second) needs neither the database nor git,
+        // and a build after one commit is otherwise a chain of such waits.
+        let syncing = async {
+            if !command.no_sync {
+                let mut options = SyncOptions::new(command.repository, branch);
+                options.readings_file = crate::git::readings::location(data_dir);
+                options.progress = progress_bar("syncing", "commits");
+                let summary = sync_with_retry(&database.pool, &options, RETRY_ATTEMPTS).await?;
+                options.progress.finish_and_clear();
+                eprintln!("sync: {summary}");
+            }
+            anyhow::Ok(())
+        };
+        let opening = async { anyhow::Ok(open_vectors(config, data_dir).await?) };
+        let ((), vectors) = tokio::try_join!(syncing, opening)?;
         let preview = match &plan {
             Some(plan) => Some(Arc::new(preview_of(&database.pool, plan).await?)),
             None => None,
@@ -157,7 +166,6 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
         // read: neither waits for the other, and the similar lists, the one
         // part of the build that reads the index, come after both.
         let indexing = async {
-            let vectors = open_vectors(config, data_dir).await?;
             match vector_projector(database, vectors.as_ref()) {
                 Some(projector) => {
                     let bar = progress_bar("indexing", "personas");

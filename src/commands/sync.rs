@@ -91,7 +91,9 @@ pub fn source_and_options(
         }
         None => (Source::Local, repository.to_path_buf()),
     };
-    (source, SyncOptions::new(repository, branch))
+    let mut options = SyncOptions::new(repository, branch);
+    options.readings_file = crate::git::readings::location(data_dir);
+    (source, options)
 }
 
 async fn sync(command: &SyncCommand<'_>, data_dir: &Path, database: &Database) -> anyhow::Result<()> {

@@ -112,11 +112,13 @@ pub async fn build(state: AppState, build: SiteBuild<'_>) -> anyhow::Result<Buil
     let inputs = build.inputs;
     // A preview's banner, on every page, names the change: nothing carries
     // over; nor does it without a snapshot, which a build in place needs.
+    let started = std::time::Instant::now();
     let previous = if build.preview.is_none() && state.snapshot.is_some() && build.out.join(MARKER_FILE).is_file() {
         Manifest::read(build.out).filter(|manifest| manifest.site == inputs.site)
     } else {
         None
     };
+    tracing::debug!(elapsed = ?started.elapsed(), found = previous.is_some(), "read the copy's manifest");
     match previous {
         Some(previous) => {
             // Until the new manifest is written, the copy is between two
@@ -248,6 +250,7 @@ async fn render_into(
     // Without one, every read goes to the database (see `--through-database`).
     let snapshot = state.snapshot.clone();
     let app = router(Arc::clone(&state));
+    let started = std::time::Instant::now();
     let status = queries::sync_status(&state.pool).await?;
     let in_place = previous.is_some();
     let mut manifest = Manifest::new(site, profiles_digest);
@@ -282,6 +285,7 @@ async fn render_into(
                     }
                 }
             }
+            tracing::debug!(elapsed = ?started.elapsed(), "compared the inputs of every slug");
             let changed: BTreeSet<&str> = scopes
                 .keys()
                 .map(String::as_str)
@@ -293,7 +297,9 @@ async fn render_into(
                         .map(String::as_str),
                 )
                 .collect();
-            for (slug, found) in similar_changes(&state, snapshot, &manifest, &changed).await? {
+            let similar_changed = similar_changes(&state, snapshot, &manifest, &changed).await?;
+            tracing::debug!(elapsed = ?started.elapsed(), lists = similar_changed.len(), "found the similar lists that changed");
+            for (slug, found) in similar_changed {
                 if let Some(entry) = manifest.personas.get_mut(&slug) {
                     entry.similar = ShownSimilar::list(&found);
                 }
@@ -546,7 +552,9 @@ async fn render_into(
     }
     // Without a snapshot the inputs were not read: no manifest, so the next build is a full one.
     if snapshot.is_some() {
+        let started = std::time::Instant::now();
         crawl.write(MANIFEST_FILE, &manifest.to_bytes()?)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "wrote the manifest");
     }
     summary.not_ok.sort();
     Ok(summary)

@@ -177,17 +177,26 @@ enum Content {
 /// decided by (the id, the slug, the problems, the content hash, and the
 /// name a deletion is announced with) and not the persona: a file whose
 /// content is needed again is read again from its blob.
-struct TrackedFile {
-    reading: FileReading,
-    blob: Option<ObjectId>,
-    valid: Option<ValidFile>,
+pub(super) struct TrackedFile {
+    pub(super) reading: FileReading,
+    pub(super) blob: Option<ObjectId>,
+    pub(super) valid: Option<ValidFile>,
 }
 
 /// What a valid file's persona is known by between commits.
-struct ValidFile {
-    hash: ContentHash,
-    slug: Arc<str>,
-    name: Arc<str>,
+pub(super) struct ValidFile {
+    pub(super) hash: ContentHash,
+    pub(super) slug: Arc<str>,
+    pub(super) name: Arc<str>,
+}
+
+/// Readings of persona files an earlier process saved (see
+/// [`super::readings`]): a walk priming itself takes a file's reading from
+/// here instead of reading and validating its blob again, when the path, the
+/// blob and the registry's settings are the same.
+pub struct KnownReadings {
+    pub(super) settings: RegistrySettings,
+    pub(super) files: HashMap<String, TrackedFile>,
 }
 
 /// The reading of a persona path that is not a regular file: one problem, at its start.
@@ -359,6 +368,8 @@ struct PersonasDelta {
 /// An iterator over the commit records of a branch's first-parent history.
 pub struct HistoryWalk {
     repository: gix::Repository,
+    /// Readings saved by an earlier process, for priming; dropped after it.
+    known: Option<KnownReadings>,
     /// Where the walk starts: its state is the registry as of this commit.
     after: Option<ObjectId>,
     commits: Vec<ObjectId>,
@@ -374,8 +385,25 @@ pub struct ResumePoint {
     state: RegistryState,
 }
 
+impl ResumePoint {
+    /// The registry's settings at the commit, and every persona file's reading.
+    pub(super) fn readings(&self) -> (&RegistrySettings, impl Iterator<Item = (&str, &TrackedFile)>) {
+        let files = self.state.files.iter().map(|(path, file)| (&**path, file));
+        (&self.state.settings, files)
+    }
+}
+
 impl HistoryWalk {
     pub fn new(repository: gix::Repository, options: &WalkOptions) -> Result<Self, GitError> {
+        HistoryWalk::new_with_known(repository, options, None)
+    }
+
+    /// [`HistoryWalk::new`], priming from `known` readings where they still hold.
+    pub fn new_with_known(
+        repository: gix::Repository,
+        options: &WalkOptions,
+        known: Option<KnownReadings>,
+    ) -> Result<Self, GitError> {
         let tip = resolve_commit(&repository, &options.tip)?;
         let after = options
             .after
@@ -385,6 +413,7 @@ impl HistoryWalk {
         let commits = first_parent_chain(&repository, tip, after)?;
         let mut walk = HistoryWalk {
             repository,
+            known,
             after,
             commits,
             next: 0,
@@ -404,6 +433,7 @@ impl HistoryWalk {
         let commits = first_parent_chain(&repository, tip, Some(point.commit))?;
         Ok(HistoryWalk {
             repository,
+            known: None,
             after: Some(point.commit),
             commits,
             next: 0,
@@ -680,6 +710,12 @@ impl HistoryWalk {
         // reading a whole registry (priming, new settings) never holds every
         // file's text at once.
         let mut fresh: HashMap<String, Persona> = HashMap::new();
+        // Saved readings serve only the priming (which keeps no persona),
+        // and only under the settings they were made with.
+        let mut known = match content {
+            Content::Dropped => self.known.take().filter(|known| known.settings == self.state.settings),
+            Content::Kept => None,
+        };
         let paths: Vec<&String> = checked.iter().collect();
         for chunk in paths.chunks(READ_CHUNK) {
             let mut read = Vec::with_capacity(chunk.len());
@@ -688,7 +724,17 @@ impl HistoryWalk {
                 // another repository: neither is the file's text.
                 let bytes = match not_regular.get(path) {
                     Some(_) => None,
-                    None => Some(self.blob(changed[path])?),
+                    None => {
+                        let saved = known.as_mut().and_then(|known| known.files.remove(path.as_str()));
+                        if let Some(file) = saved.filter(|file| file.blob == Some(changed[path])) {
+                            if let Some(id) = file.reading.id {
+                                affected.insert(id);
+                            }
+                            self.state.insert_file(path.as_str().into(), file);
+                            continue;
+                        }
+                        Some(self.blob(changed[path])?)
+                    }
                 };
                 read.push((path, bytes));
             }

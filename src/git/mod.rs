@@ -1,6 +1,7 @@
 //! Everything that reads the registry's git repository.
 
 pub mod history;
+pub mod readings;
 pub mod remote;
 pub mod replay;
 pub mod tree_delta;

@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::source::{LineIndex, Span};
 
 /// Stable, machine-readable error codes. Tools and CI filters match on these,
 /// so a code is never renamed once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
     Io,
@@ -105,7 +105,7 @@ impl fmt::Display for Code {
 }
 
 /// One problem in one file. `line` and `column` are 1-based.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub file: String,
     pub line: usize,
@@ -115,7 +115,7 @@ pub struct Diagnostic {
     /// The dotted key the problem is about (`config.humor_usage`), where one
     /// is known: API clients point at the field, not at a line of a file
     /// they never saw.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 

@@ -64,7 +64,7 @@ pub struct ParsedPersona {
 /// checks need, and what the history keeps of every file between commits
 /// (a persona is most of a reading's size even when absent, since
 /// `Option<Persona>` is as large as one).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileReading {
     pub file: String,
     pub id: Option<PersonaId>,

@@ -16,7 +16,7 @@ use gix::ObjectId;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, ResumePoint, WalkOptions, first_parent_chain};
-use crate::git::{GitError, commit_tags, open_repository, resolve_commit};
+use crate::git::{GitError, commit_tags, open_repository, readings, resolve_commit};
 use crate::persona::{ContentHash, Persona, PersonaId};
 use crate::store::projection::{
     CommitStats, cursor, project_commits, refresh_search, replace_tags, retract_commits, retract_unreachable_commits,
@@ -46,6 +46,10 @@ pub struct SyncOptions {
     /// nothing to project, so that the next commit does not wait for it: for
     /// a process that follows the branch.
     pub keep_walk_primed: bool,
+    /// Where a walk's file readings are saved for the next process that
+    /// primes a walk here (see [`crate::git::readings`]): for one-off
+    /// commands, whose every run would otherwise validate the whole registry.
+    pub readings_file: Option<PathBuf>,
 }
 
 /// The walk state at the projection's cursor, as the last successful sync
@@ -95,6 +99,7 @@ impl SyncOptions {
             progress: indicatif::ProgressBar::hidden(),
             resume: ResumeCache::default(),
             keep_walk_primed: false,
+            readings_file: None,
         }
     }
 }
@@ -259,13 +264,18 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
     replace_tags(&mut transaction, &plan.tags).await?;
     transaction.commit().await?;
     let unprimed = plan.after.is_some_and(|after| !options.resume.holds(after));
-    if plan.up_to_date && !(options.keep_walk_primed && unprimed) {
+    // A one-off process with no readings saved by this program makes them
+    // now, so that the next one, after a commit, need not validate every file.
+    let readings_missing =
+        !options.keep_walk_primed && options.readings_file.as_deref().is_some_and(|file| !file.exists());
+    if plan.up_to_date && !(options.keep_walk_primed && unprimed) && !readings_missing {
         // A sync that crashed before its last step left the index behind.
         refresh_search(&mut *connection).await?;
         return Ok(summary);
     }
-    // Up to date but unprimed, the walk below has no commit to project: it
-    // primes itself at the cursor and its state is kept.
+    // Up to date but unprimed (or without saved readings), the walk below
+    // has no commit to project: it primes itself at the cursor and its state
+    // is kept (or its readings saved).
 
     // Git is read on a blocking thread while this task writes: the two overlap.
     // gix's repository handle stays on that thread, so resuming is a short
@@ -288,10 +298,17 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
         _ => None,
     };
     let priming = resuming && kept.is_none();
+    // A follower keeps its state in memory; a one-off process leaves the
+    // readings on disk for the next.
+    let readings_file = options.readings_file.clone();
+    let save_readings = readings_file.clone().filter(|_| !options.keep_walk_primed);
     let reader = tokio::task::spawn_blocking(move || {
         let opened = open_repository(&repository_path).and_then(|repo| match kept {
             Some(point) => HistoryWalk::resume(repo, &walk_options.tip, point),
-            None => HistoryWalk::new(repo, &walk_options),
+            None => {
+                let known = readings_file.as_deref().filter(|_| priming).and_then(readings::load);
+                HistoryWalk::new_with_known(repo, &walk_options, known)
+            }
         });
         let mut walk = match opened {
             Ok(walk) => walk,
@@ -314,7 +331,14 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
                 return None; // The writer stopped; it reports why.
             }
         }
-        walk.finish()
+        let finished = walk.finish();
+        if let (Some(path), Some(point)) = (&save_readings, &finished)
+            && let Err(error) = readings::save(path, point)
+        {
+            // Only the next run's speed depends on it.
+            tracing::warn!(path = %path.display(), %error, "could not save the file readings");
+        }
+        finished
     });
     if priming {
         let started = Instant::now();

@@ -221,6 +221,7 @@ impl<I: VectorIndex> VectorProjector<I> {
             .into_iter()
             .map(|stamp| (stamp.id, stamp))
             .collect();
+        tracing::debug!(elapsed = ?started.elapsed(), live = live.len(), points = stamps.len(), "read the live personas and the index's stamps");
         let model_id = self.embedder.model_id();
         let stale: Vec<Uuid> = live
             .iter()
@@ -241,6 +242,7 @@ impl<I: VectorIndex> VectorProjector<I> {
             summary.add(&self.apply(chunk).await?);
             progress.inc(chunk.len() as u64);
         }
+        tracing::debug!(elapsed = ?started.elapsed(), stale = stale.len(), "embedded and stored the stale personas");
         let mut removed = ProjectionSummary::default();
         let deleted = self.write(&[], &extra, &mut removed).await;
         progress.inc(removed.deleted);
