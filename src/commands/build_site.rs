@@ -143,8 +143,8 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
     };
     with_database(command.repository, config, async |database, data_dir| {
         // The model and the index are opened while the sync runs: loading
-        // the model (about half a second) needs neither the database nor git,
-        // and a build after one commit is otherwise a chain of such waits.
+        // the model (a few tenths of a second) needs neither the database nor
+        // git, and a build after one commit is otherwise a chain of such waits.
         let syncing = async {
             if !command.no_sync {
                 let mut options = SyncOptions::new(command.repository, branch);
