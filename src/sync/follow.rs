@@ -47,8 +47,12 @@ pub async fn follow(
 ) -> Result<(), SyncError> {
     tokio::pin!(shutdown);
     // Each commit then costs only its own changes, the first one too.
+    // It waits for the writer's lock rather than failing: the holder is
+    // another process's sync, or this one's previous connection, which the
+    // database releases a moment after it closes.
     let options = &SyncOptions {
         keep_walk_primed: true,
+        wait_for_lock: true,
         ..options.clone()
     };
     let mut watcher = match source {
@@ -73,9 +77,11 @@ pub async fn follow(
                 if summary.commits > 0 || summary.retracted > 0 {
                     on_sync(&summary);
                 }
-                if !options.resume.holds(tip) {
+                if options.resume.is_empty() {
                     // A catch-up leaves no walk state (see `sync_locked`): it is
-                    // primed now, not when the next commit waits for it.
+                    // primed now, not when the next commit waits for it. (A
+                    // state at a newer tip than `tip` is fine: the branch moved
+                    // during the sync, and the watcher reports that commit.)
                     sync_with_retry(pool, options, RETRY_ATTEMPTS).await?;
                 }
                 last_tip = Some(tip);

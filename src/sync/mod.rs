@@ -69,7 +69,13 @@ impl ResumeCache {
         kept.take().filter(|point| point.commit == cursor)
     }
 
-    pub fn holds(&self, cursor: ObjectId) -> bool {
+    /// Whether no walk state is kept at all.
+    pub fn is_empty(&self) -> bool {
+        let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.is_none()
+    }
+
+    fn holds(&self, cursor: ObjectId) -> bool {
         let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         kept.as_ref().is_some_and(|point| point.commit == cursor)
     }
