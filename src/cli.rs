@@ -645,6 +645,9 @@ pub enum Outcome {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_batch_work() {
+        crate::allocator::choose_mimalloc_for_batch_work();
+    }
     init_logging();
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
@@ -652,6 +655,25 @@ pub fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+impl Command {
+    /// Commands that run through a large amount of work and exit, whose heap
+    /// is better served by mimalloc (see [`crate::allocator`]). The long-lived
+    /// `serve` and `sync --watch`, and the benches of what a server does,
+    /// keep glibc's malloc.
+    fn is_batch_work(&self) -> bool {
+        match self {
+            Command::Check { .. } | Command::Review { .. } | Command::BuildSite { .. } | Command::Reindex { .. } => {
+                true
+            }
+            Command::Sync { watch, .. } => !watch,
+            Command::Bench {
+                target: BenchTarget::Sync { .. },
+            } => true,
+            _ => false,
         }
     }
 }

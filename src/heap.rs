@@ -1,5 +1,8 @@
 //! How the process's heap gives memory back to the system: the crate's
 //! only calls into the C library (glibc has no safe bindings for them).
+//! glibc's malloc serves the Rust heap of the long-lived processes (`serve`,
+//! `sync --watch`: see [`crate::allocator`]) and, in every process, ONNX
+//! Runtime's buffers.
 //!
 //! glibc's malloc keeps the pages a burst freed in its per-thread arenas, so
 //! a server's memory stayed at its high-water mark long after the work was

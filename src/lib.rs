@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod allocator;
 pub mod citations;
 pub mod cli;
 pub mod commands;
