@@ -4,8 +4,9 @@
 //! Measured at 10,000 personas on the 2-core machine:
 //! - A full `build-site` makes and drops millions of small strings and
 //!   buffers on both cores. With glibc it spent about a fifth of its CPU in
-//!   malloc's bins (`_int_malloc`, `malloc_consolidate`): 83.7 s of user time
-//!   against 56.7 s with mimalloc, and 70 s against 54 s of wall time.
+//!   malloc's bins (`_int_malloc`, `malloc_consolidate`): 83.7 to 85.4 s of
+//!   user time against 56.7 to 64.3 s with mimalloc, and `bench site`'s full
+//!   build took 58.5 s, 1.3× its copy floor, against 72.3 s, 1.7×.
 //! - A server after `bench http` on kept data held 143.2 MiB with glibc (set
 //!   up by [`crate::heap::settle_malloc_for_a_server`]) and 168.0 MiB with
 //!   mimalloc (157.3 MiB with its purge delay at 0), at equal requests/s.
