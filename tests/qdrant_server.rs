@@ -461,3 +461,35 @@ async fn serve_replicas_read_one_collection() {
     drop(replicas);
     index.drop_collection().await.unwrap();
 }
+
+/// A collection another writer is still creating is visible before its shard
+/// is readable ("0 of 0 read operations failed"): opening waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_collection_opened_by_many_at_once_is_readable_by_each() {
+    let Some(url) = shared_url("a_collection_opened_by_many_at_once_is_readable_by_each") else {
+        return;
+    };
+    let dimension = embedder().await.dimension();
+    for _ in 0..20 {
+        let collection = unique_collection();
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                let collection = collection.clone();
+                tokio::spawn(async move {
+                    let index = QdrantIndex::open(&url, shared_key().as_deref(), &collection, dimension).await?;
+                    index.stamps().await.map(|_| index)
+                })
+            })
+            .collect();
+        let mut opened = Vec::new();
+        for opener in openers {
+            match opener.await.unwrap() {
+                Ok(index) => opened.push(index),
+                Err(error) => panic!("{collection}: {error}"),
+            }
+        }
+        assert_eq!(opened.len(), 8);
+        opened[0].drop_collection().await.unwrap();
+    }
+}

@@ -1,6 +1,8 @@
 //! The vector index on a Qdrant server (or cluster) over gRPC: the scale-out
 //! path, shared by several `serve` replicas.
 
+use std::time::Duration;
+
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
@@ -110,7 +112,41 @@ impl QdrantIndex {
                 .await
                 .map_err(|error| self.unavailable(error))?;
         }
-        Ok(())
+        self.wait_until_readable().await
+    }
+
+    /// Waits until the collection answers a read. A collection that another
+    /// writer is still creating is already listed while its shard is
+    /// `Initializing`, and every read of it then fails with "0 of 0 read
+    /// operations failed" (seen when two syncs start at once); it becomes
+    /// readable within moments, so that one condition is waited out, for a
+    /// bounded time, and any other error is returned at once.
+    async fn wait_until_readable(&self) -> Result<(), IndexError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let probe = self
+                .client
+                .count(CountPointsBuilder::new(&self.collection).exact(false))
+                .await;
+            match probe {
+                Ok(_) => return Ok(()),
+                Err(error) if shard_not_yet_readable(&error) && started.elapsed() < READABLE_WITHIN => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(error) if shard_not_yet_readable(&error) => {
+                    return Err(IndexError::Unavailable(format!(
+                        "Qdrant at {}: the collection {:?} has no readable shard replica after {} s \
+                         (it is still being created, or its replicas are down): {error}",
+                        self.url,
+                        self.collection,
+                        READABLE_WITHIN.as_secs(),
+                    )));
+                }
+                Err(error) => return Err(self.unavailable(error)),
+            }
+        }
     }
 
     async fn stored_dimension(&self) -> Result<Option<u64>, IndexError> {
@@ -360,6 +396,21 @@ impl VectorIndex for QdrantIndex {
     }
 }
 
+/// How long opening waits for a collection's shard to become readable.
+const READABLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Whether `error` is Qdrant saying that no replica of a shard can serve
+/// reads yet (a shard being created or recovering), rather than a real failure.
+fn shard_not_yet_readable(error: &QdrantError) -> bool {
+    let QdrantError::ResponseError { status } = error else {
+        return false;
+    };
+    let message = status.message();
+    status.code() == tonic::Code::Internal
+        && (message.contains("0 of 0 read operations failed")
+            || message.contains("does not have enough active replicas"))
+}
+
 fn server_filter(filter: &SearchFilter, exclude: Option<Uuid>) -> Option<Filter> {
     let mut must = Vec::new();
     if let Some(domain) = &filter.domain {
@@ -405,5 +456,46 @@ fn uuid_of(id: Option<PointId>) -> Result<Uuid, IndexError> {
             "point {number} has a numeric id; this collection should hold persona UUIDs only"
         ))),
         None => Err(IndexError::Corrupt("a point without an id".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(code: tonic::Code, message: &str) -> QdrantError {
+        QdrantError::ResponseError {
+            status: tonic::Status::new(code, message),
+        }
+    }
+
+    #[test]
+    fn only_a_shard_without_readable_replicas_is_waited_for() {
+        // The message a sync met on a collection another sync was creating.
+        let creating = response(
+            tonic::Code::Internal,
+            "Service internal error: 0 of 0 read operations failed",
+        );
+        assert!(shard_not_yet_readable(&creating));
+        let recovering = response(
+            tonic::Code::Internal,
+            "Service internal error: The replica set for shard 0 on peer 1 does not have enough active replicas",
+        );
+        assert!(shard_not_yet_readable(&recovering));
+        // Real failures are not: a replica that answered with an error, a
+        // missing collection, a refused key.
+        let failed = response(
+            tonic::Code::Internal,
+            "Service internal error: 1 of 1 read operations failed:\n  Service internal error: disk full",
+        );
+        assert!(!shard_not_yet_readable(&failed));
+        assert!(!shard_not_yet_readable(&response(
+            tonic::Code::NotFound,
+            "Not found: Collection `x` doesn't exist!"
+        )));
+        assert!(!shard_not_yet_readable(&response(
+            tonic::Code::Unauthenticated,
+            "0 of 0 read operations failed"
+        )));
     }
 }
