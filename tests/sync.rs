@@ -207,6 +207,52 @@ async fn force_pushed_history_retracts_unreachable_versions() {
     assert_eq!(orphan_rows(&pool).await, 0);
 }
 
+/// A catch-up writes the normalized rows on a second connection and commits
+/// them just before the versions; if the versions then fail to commit, the
+/// rows are left behind. Every sync removes such rows before it writes.
+#[tokio::test]
+async fn rows_of_versions_that_never_committed_are_removed_by_the_next_sync() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+    sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    let clean = digest(&pool).await;
+    let rows_before = count(&pool, "SELECT count(*) FROM persona_traits").await;
+    assert!(rows_before > 0, "the story's versions have traits");
+
+    // What a run whose versions failed to commit leaves: rows under version
+    // ids the sequence handed out, with no version.
+    let mut connection = pool.acquire().await.unwrap();
+    let unwritten: i64 = sqlx::query_scalar("SELECT nextval('persona_versions_id_seq')")
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+    for statement in [
+        "INSERT INTO persona_traits (version_id, trait_type, trait_name, value) VALUES ($1, 'ocean', 'openness', 0.5)",
+        "INSERT INTO persona_beliefs (version_id, position, belief, source) VALUES ($1, 0, 'never committed', NULL)",
+        "INSERT INTO persona_modes (version_id, mode, enabled) VALUES ($1, 'teaching', true)",
+        "INSERT INTO persona_domains (version_id, position, domain) VALUES ($1, 0, 'physics')",
+        "INSERT INTO persona_phrases (version_id, position, phrase) VALUES ($1, 0, 'never committed')",
+        "INSERT INTO persona_config (version_id, humor_usage, emotional_style, language_style, voice_enabled, default_mode)
+         VALUES ($1, 'low', 'reserved', 'concise', false, NULL)",
+    ] {
+        sqlx::query(statement)
+            .bind(unwritten)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    drop(connection);
+    assert_eq!(orphan_rows(&pool).await, 6);
+
+    // The next sync, with nothing to project, removes them and nothing else.
+    let summary = sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(summary.versions, 0);
+    assert_eq!(orphan_rows(&pool).await, 0);
+    assert_eq!(count(&pool, "SELECT count(*) FROM persona_traits").await, rows_before);
+    assert_eq!(digest(&pool).await, clean);
+}
+
 #[tokio::test]
 async fn only_one_writer_at_a_time() {
     let repo = TestRepo::new();

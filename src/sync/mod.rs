@@ -19,8 +19,8 @@ use crate::git::history::{CommitRecord, HistoryWalk, KnownVersion, ResumePoint, 
 use crate::git::{GitError, commit_tags, open_repository, readings, resolve_commit};
 use crate::persona::{ContentHash, Persona, PersonaId};
 use crate::store::projection::{
-    CommitStats, cursor, project_commits, refresh_search, replace_tags, retract_commits, retract_unreachable_commits,
-    set_cursor,
+    CommitStats, WrittenSoFar, cursor, project_commits, refresh_search, remove_rows_of_unwritten_versions,
+    replace_tags, retract_commits, retract_unreachable_commits, set_cursor,
 };
 
 /// Bounds on the commits one transaction projects while catching up: large
@@ -217,7 +217,7 @@ pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSumma
             });
         }
     }
-    let result = sync_locked(&mut lock, options).await;
+    let result = sync_locked(&mut lock, pool, options).await;
     // Closing the connection releases the lock even if unlocking fails.
     let _ = lock.close().await;
     result.map(|mut summary| {
@@ -226,8 +226,19 @@ pub async fn sync_once(pool: &PgPool, options: &SyncOptions) -> Result<SyncSumma
     })
 }
 
-async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+async fn sync_locked(
+    connection: &mut PgConnection,
+    pool: &PgPool,
+    options: &SyncOptions,
+) -> Result<SyncSummary, SyncError> {
     let mut summary = SyncSummary::default();
+    let removed = remove_rows_of_unwritten_versions(&mut *connection).await?;
+    if removed > 0 {
+        tracing::warn!(
+            rows = removed,
+            "removed the normalized rows of versions an interrupted sync did not commit"
+        );
+    }
     let stored_cursor = cursor(&mut *connection, &options.branch).await?;
 
     let repository_path = options.repository.clone();
@@ -276,7 +287,7 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
         !options.keep_walk_primed && options.readings_file.as_deref().is_some_and(|file| !file.exists());
     if plan.up_to_date && !(options.keep_walk_primed && unprimed) && !readings_missing {
         // A sync that crashed before its last step left the index behind.
-        refresh_search(&mut *connection).await?;
+        refresh_search(&mut *connection, None).await?;
         return Ok(summary);
     }
     // Up to date but unprimed (or without saved readings), the walk below
@@ -356,6 +367,15 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
         }
     }
     options.progress.set_length(plan.pending);
+    // A catch-up writes its normalized rows on a second connection, beside
+    // the rest (see `project_commits`), and tokenizes half of its personas
+    // there at the end; following one commit needs none.
+    let mut rows_connection = if plan.pending >= ROWS_BESIDE_FROM_COMMITS {
+        Some(PgConnection::connect_with(&pool.connect_options()).await?)
+    } else {
+        None
+    };
+    let mut written_so_far = WrittenSoFar::default();
     while let Some(first) = receiver.recv().await {
         // Whatever the reader has ready goes into one transaction: while
         // catching up that is a large run, when following a branch one commit.
@@ -376,7 +396,14 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
             }
         }
         if !run.is_empty() {
-            let stats = project_run(&mut *connection, &options.branch, &run).await?;
+            let stats = project_run(
+                &mut *connection,
+                rows_connection.as_mut(),
+                &mut written_so_far,
+                &options.branch,
+                &run,
+            )
+            .await?;
             summary.commits += run.len() as u64;
             summary.versions += stats.versions;
             summary.errors += stats.errors;
@@ -402,7 +429,11 @@ async fn sync_locked(connection: &mut PgConnection, options: &SyncOptions) -> Re
         // they used is free now, and a followed branch brings little at a time.
         crate::heap::return_freed_heap_after_burst();
     }
-    refresh_search(&mut *connection).await?;
+    refresh_search(&mut *connection, rows_connection.as_mut()).await?;
+    if let Some(rows_connection) = rows_connection {
+        // Only the goodbye can fail here: everything is committed.
+        let _ = rows_connection.close().await;
+    }
     // Every commit up to the tip is projected: the walk's state is the cursor's.
     if let Some(point) = finished {
         options.resume.keep(point);
@@ -454,12 +485,37 @@ async fn recorded_differences(
     Ok((known, gone))
 }
 
-async fn project_run(connection: &mut PgConnection, branch: &str, run: &[CommitRecord]) -> sqlx::Result<CommitStats> {
+async fn project_run(
+    connection: &mut PgConnection,
+    rows_connection: Option<&mut PgConnection>,
+    written_so_far: &mut WrittenSoFar,
+    branch: &str,
+    run: &[CommitRecord],
+) -> sqlx::Result<CommitStats> {
     let mut transaction = connection.begin().await?;
-    let stats = project_commits(&mut transaction, branch, run).await?;
+    let mut rows_transaction = match rows_connection {
+        Some(rows_connection) => Some(rows_connection.begin().await?),
+        None => None,
+    };
+    let stats = project_commits(
+        &mut transaction,
+        rows_transaction.as_deref_mut(),
+        written_so_far,
+        branch,
+        run,
+    )
+    .await?;
+    // The rows first, then the versions that make them visible.
+    if let Some(rows_transaction) = rows_transaction {
+        rows_transaction.commit().await?;
+    }
     transaction.commit().await?;
     Ok(stats)
 }
+
+/// From how many pending commits a sync writes the normalized rows on a
+/// second connection: a follower's single commit is not worth a connection.
+const ROWS_BESIDE_FROM_COMMITS: u64 = 2;
 
 /// Versions from which a sync counts as a burst whose freed heap is handed back.
 const BURST_VERSIONS: u64 = 1_000;
