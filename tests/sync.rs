@@ -253,6 +253,40 @@ async fn rows_of_versions_that_never_committed_are_removed_by_the_next_sync() {
     assert_eq!(digest(&pool).await, clean);
 }
 
+/// The links between personas, versions and slugs have no foreign keys (the
+/// sync is their only writer): the check the sync tests run after each sync
+/// must see every kind of broken link, a head on another persona's version
+/// included, which no foreign key ever caught.
+#[tokio::test]
+async fn the_link_check_sees_each_kind_of_broken_link() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+    sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(orphan_rows(&pool).await, 0);
+
+    let breakages = [
+        // A head on a version of another persona.
+        "UPDATE personas SET current_version_id = (SELECT v.id FROM persona_versions v
+             WHERE v.persona_id <> personas.id ORDER BY v.id LIMIT 1)
+         WHERE id = (SELECT min(id::text)::uuid FROM personas)",
+        // A slug whose first version does not exist.
+        "UPDATE persona_slugs SET first_version_id = -1
+         WHERE (slug, persona_id) = (SELECT slug, persona_id FROM persona_slugs ORDER BY slug LIMIT 1)",
+        // A version whose persona does not exist.
+        "UPDATE persona_versions SET persona_id = '00000000-0000-4000-8000-00000000dead'
+         WHERE id = (SELECT max(id) FROM persona_versions)",
+    ];
+    let mut seen = 0;
+    for statement in breakages {
+        let changed = sqlx::query(statement).execute(&pool).await.unwrap().rows_affected();
+        assert_eq!(changed, 1, "{statement}");
+        let now = orphan_rows(&pool).await;
+        assert!(now > seen, "the check missed: {statement}");
+        seen = now;
+    }
+}
+
 #[tokio::test]
 async fn only_one_writer_at_a_time() {
     let repo = TestRepo::new();

@@ -438,8 +438,10 @@ pub mod db {
         name
     }
 
-    /// Normalized rows whose version does not exist: must always be zero
-    /// (these tables rely on the single writer rather than foreign keys).
+    /// Rows that point at a version or persona that does not exist, or at
+    /// another persona's version: must always be zero (the projection relies
+    /// on its single writer rather than foreign keys; see migrations 0002
+    /// and 0011).
     pub async fn orphan_rows(pool: &PgPool) -> i64 {
         count(
             pool,
@@ -448,7 +450,12 @@ pub mod db {
                   + (SELECT count(*) FROM persona_modes t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
                   + (SELECT count(*) FROM persona_config t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
                   + (SELECT count(*) FROM persona_domains t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
-                  + (SELECT count(*) FROM persona_phrases t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))",
+                  + (SELECT count(*) FROM persona_phrases t WHERE NOT EXISTS (SELECT 1 FROM persona_versions v WHERE v.id = t.version_id))
+                  + (SELECT count(*) FROM persona_versions v WHERE NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = v.persona_id))
+                  + (SELECT count(*) FROM personas p WHERE p.current_version_id IS NOT NULL AND NOT EXISTS
+                        (SELECT 1 FROM persona_versions v WHERE v.id = p.current_version_id AND v.persona_id = p.id))
+                  + (SELECT count(*) FROM persona_slugs s WHERE NOT EXISTS
+                        (SELECT 1 FROM persona_versions v WHERE v.id = s.first_version_id AND v.persona_id = s.persona_id))",
         )
         .await
     }
