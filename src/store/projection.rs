@@ -234,7 +234,7 @@ async fn project_changes(
     let mut rows = NormalizedRows::default();
     for &index in &written.fresh.change_indexes {
         if let Some(persona) = &changes[index].1.persona {
-            rows.push(written.version_of(changes, index), persona);
+            rows.push(written.version_ids[index], persona);
         }
     }
     match rows_connection {
@@ -270,19 +270,13 @@ pub struct WrittenSoFar {
     slugs: HashSet<(String, Uuid)>,
 }
 
-/// The versions a run wrote (or revived), by persona and commit.
+/// The versions a run wrote (or revived), each field by change index.
 struct WrittenVersions {
     slugs: Vec<String>,
-    version_ids: HashMap<(Uuid, String), i64>,
+    persona_ids: Vec<Uuid>,
+    version_ids: Vec<i64>,
     fresh: NewVersions,
     inserted: u64,
-}
-
-impl WrittenVersions {
-    fn version_of(&self, changes: &[(&CommitRecord, &PersonaChange)], index: usize) -> i64 {
-        let (record, change) = changes[index];
-        self.version_ids[&(change.persona_id.0, record.commit.id.clone())]
-    }
 }
 
 /// The personas first seen in the run, and a version per change (a commit
@@ -335,7 +329,7 @@ async fn insert_versions(
     .bind(&keys_commit)
     .fetch_all(&mut *connection)
     .await?;
-    let mut version_ids: HashMap<(Uuid, String), i64> = existing
+    let mut stored_ids: HashMap<(Uuid, String), i64> = existing
         .into_iter()
         .map(|(persona, commit, id)| ((persona, commit), id))
         .collect();
@@ -362,7 +356,7 @@ async fn insert_versions(
     let mut fresh = NewVersions::default();
     for (index, (record, change)) in changes.iter().enumerate() {
         let persona_id = change.persona_id.0;
-        if version_ids.contains_key(&(persona_id, record.commit.id.clone())) {
+        if stored_ids.contains_key(&(persona_id, record.commit.id.clone())) {
             continue;
         }
         let number = next_number.entry(persona_id).or_insert(1);
@@ -394,13 +388,18 @@ async fn insert_versions(
     .fetch_all(&mut *connection)
     .await?;
     let inserted = inserted_ids.len() as u64;
-    version_ids.extend(
+    stored_ids.extend(
         inserted_ids
             .into_iter()
             .map(|(persona, commit, id)| ((persona, commit), id)),
     );
+    let version_ids = changes
+        .iter()
+        .map(|(record, change)| stored_ids[&(change.persona_id.0, record.commit.id.clone())])
+        .collect();
     Ok(WrittenVersions {
         slugs,
+        persona_ids: keys_persona,
         version_ids,
         fresh,
         inserted,
@@ -415,14 +414,19 @@ async fn link_versions(
     changes: &[(&CommitRecord, &PersonaChange)],
     written: &WrittenVersions,
 ) -> sqlx::Result<()> {
-    let WrittenVersions { slugs, fresh, .. } = written;
-    let version_of = |index: usize| written.version_of(changes, index);
+    let WrittenVersions {
+        slugs,
+        persona_ids,
+        version_ids,
+        fresh,
+        ..
+    } = written;
     let mut slug_rows: HashMap<(String, Uuid), i64> = HashMap::new();
     for &index in &fresh.change_indexes {
         if let Some(persona) = &changes[index].1.persona {
             let key = (slugs[index].clone(), persona.id.0);
             if !written_so_far.slugs.contains(&key) {
-                slug_rows.entry(key).or_insert_with(|| version_of(index));
+                slug_rows.entry(key).or_insert(version_ids[index]);
             }
         }
     }
@@ -453,7 +457,7 @@ async fn link_versions(
     let mut head_deleted = Vec::new();
     for (&id, &index) in &head {
         head_ids.push(id);
-        head_versions.push(version_of(index));
+        head_versions.push(version_ids[index]);
         head_slugs.push(slugs[index].clone());
         head_deleted.push(changes[index].1.kind == ChangeKind::Deleted);
     }
@@ -471,8 +475,6 @@ async fn link_versions(
 
     // One outbox row per change, in commit order, so the vector index sees
     // the same sequence however the commits were grouped into runs.
-    let outbox_personas: Vec<Uuid> = changes.iter().map(|(_, change)| change.persona_id.0).collect();
-    let outbox_versions: Vec<i64> = (0..changes.len()).map(version_of).collect();
     let outbox_ops: Vec<&str> = changes
         .iter()
         .map(|(_, change)| vector_op(change.kind == ChangeKind::Deleted))
@@ -483,8 +485,8 @@ async fn link_versions(
              WITH ORDINALITY AS change (persona, version, op, position)
          ORDER BY position",
     )
-    .bind(&outbox_personas)
-    .bind(&outbox_versions)
+    .bind(persona_ids)
+    .bind(version_ids)
     .bind(&outbox_ops)
     .execute(&mut *connection)
     .await?;
