@@ -366,6 +366,74 @@ async fn concurrent_pinned_reads_share_queries_and_each_gets_its_own_version() {
     );
 }
 
+/// A pin by id is answered with the document text the sync stored, passed
+/// through unparsed; the bytes and the ETag must be those of the answer
+/// built from the parsed document: the same pin by slug (which parses), and
+/// the same pin by id once the stored text is gone (a version projected
+/// before it was stored).
+#[tokio::test]
+async fn a_pinned_answer_passes_the_stored_document_through_unchanged() {
+    let site = site(false).await;
+    let pool = site.database.pool.clone();
+    let unstored = common::db::count(
+        &pool,
+        "SELECT count(*) FROM persona_versions WHERE document IS NOT NULL AND document_json IS NULL",
+    )
+    .await;
+    assert_eq!(unstored, 0, "the sync stores each document's text");
+    // Every request reads the database: nothing is answered from memory.
+    let state = Arc::new(
+        Shared::new(
+            pool.clone(),
+            None,
+            Some((site.repo.path().to_path_buf(), "main".to_string())),
+        )
+        .with_kept_answers(0),
+    );
+    let app = router(state);
+    let pins: Vec<(uuid::Uuid, String, i32)> = sqlx::query_as(
+        "SELECT v.persona_id, v.slug, v.version_no FROM persona_versions v
+         WHERE v.document IS NOT NULL ORDER BY v.persona_id, v.version_no",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(pins.len() > 20, "the sample registry's versions: {}", pins.len());
+    let answer_of = |answer: Answer, uri: &str| {
+        assert_eq!(answer.status, StatusCode::OK, "{uri}: {}", answer.body);
+        let etag = answer.headers.get(header::ETAG).expect("an ETag").clone();
+        (answer.body, etag)
+    };
+    let mut stored = Vec::new();
+    for (id, slug, number) in &pins {
+        let by_id = format!("/api/personas/{id}@{number}");
+        let (body, etag) = answer_of(get(&app, &by_id).await, &by_id);
+        let by_slug = format!("/api/personas/{slug}@{number}");
+        let parsed = answer_of(get(&app, &by_slug).await, &by_slug);
+        assert_eq!((&body, &etag), (&parsed.0, &parsed.1), "{by_id} against {by_slug}");
+        stored.push((by_id, body, etag));
+    }
+    let pinned_reads = counter(&app, "personas_pinned_reads_total").await;
+    assert_eq!(
+        pinned_reads as usize,
+        pins.len(),
+        "each pin by id took the pinned reads"
+    );
+
+    sqlx::query("UPDATE persona_versions SET document_json = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (by_id, body, etag) in stored {
+        let parsed = answer_of(get(&app, &by_id).await, &by_id);
+        assert_eq!(
+            (body, etag),
+            parsed,
+            "{by_id} from the stored text against the parsed document"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pins_into_rewritten_history_still_answer_and_say_so() {
     let repo = TestRepo::new();

@@ -10,8 +10,8 @@ use super::events::{NewEvent, insert_events, persona_json};
 use super::labels::project_labels_and_experiments;
 use super::profiles::record_profile_revision;
 use crate::git::history::{ChangeKind, CommitRecord, PersonaChange};
+use crate::persona::Persona;
 use crate::persona::prompt::sha256;
-use crate::persona::{Persona, canonical};
 
 /// What one projected commit added.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -366,10 +366,13 @@ async fn insert_versions(
     let inserted_ids: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "INSERT INTO persona_versions
              (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
-              message, change_kind, slug, path, content_hash, document)
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                              $13::jsonb[])
+              message, change_kind, slug, path, content_hash, document, document_json)
+         SELECT persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
+                message, change_kind, slug, path, content_hash, document_json::jsonb, document_json
+         FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+              AS new (persona_id, version_no, commit_sha, author_name, author_email, authored_at, committed_at,
+                      message, change_kind, slug, path, content_hash, document_json)
          RETURNING persona_id, commit_sha, id",
     )
     .bind(&fresh.persona_ids)
@@ -554,7 +557,9 @@ struct NewVersions {
     slugs: Vec<String>,
     paths: Vec<String>,
     hashes: Vec<Option<String>>,
-    documents: Vec<Option<serde_json::Value>>,
+    /// Each document as the API answers with it, stored as text beside
+    /// the JSONB parsed from it.
+    documents: Vec<Option<String>>,
 }
 
 impl NewVersions {
@@ -573,8 +578,12 @@ impl NewVersions {
         self.slugs.push(slug.to_string());
         self.paths.push(change.path.clone());
         self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
-        self.documents
-            .push(change.persona.as_deref().map(canonical::canonical_value));
+        self.documents.push(
+            change
+                .persona
+                .as_deref()
+                .map(|persona| serde_json::to_string(persona).expect("a persona always serializes to JSON")),
+        );
     }
 }
 

@@ -111,8 +111,14 @@ impl From<VersionRow> for VersionRecord {
     }
 }
 
-const VERSION_COLUMNS: &str = "v.persona_id, v.version_no, v.slug, v.path, v.change_kind, v.commit_sha, v.author_name,
-     v.author_email, v.authored_at, v.committed_at, v.message, v.content_hash, v.retracted, v.document";
+/// A version's columns but its document.
+macro_rules! version_fields {
+    () => {
+        "v.persona_id, v.version_no, v.slug, v.path, v.change_kind, v.commit_sha, v.author_name,
+         v.author_email, v.authored_at, v.committed_at, v.message, v.content_hash, v.retracted"
+    };
+}
+const VERSION_COLUMNS: &str = concat!(version_fields!(), ", v.document");
 
 #[derive(sqlx::FromRow)]
 struct ListRow {
@@ -381,25 +387,57 @@ pub async fn numbered_version(
     Ok(row.map(Into::into))
 }
 
+/// A version as a pinned read by id finds it. Its document comes as the
+/// JSON text the sync stored beside the JSONB, which is what the API
+/// answers with, so the hot path passes it through without parsing it;
+/// a version projected before that text was stored (migration 0012) comes
+/// parsed instead, in `version.persona`.
+#[derive(Clone)]
+pub struct PinnedVersion {
+    pub persona: PersonaRef,
+    /// `persona` is `None` here whenever `document_json` is set.
+    pub version: VersionRecord,
+    pub document_json: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PinnedVersionRow {
+    #[sqlx(flatten)]
+    row: PersonaVersionRow,
+    document_json: Option<String>,
+}
+
 /// Each of `pins` (a persona id and a version number) that exists, with its
 /// persona, in one round trip; the missing ones are left out. An id outranks
 /// every slug, so what this finds is what [`numbered_version`] would.
 pub async fn numbered_versions_by_id(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     pins: &[(Uuid, i32)],
-) -> sqlx::Result<Vec<(PersonaRef, VersionRecord)>> {
+) -> sqlx::Result<Vec<PinnedVersion>> {
     let (ids, numbers): (Vec<Uuid>, Vec<i32>) = pins.iter().copied().unzip();
-    let rows: Vec<PersonaVersionRow> = sqlx::query_as(&format!(
-        "SELECT p.slug AS current_slug, p.deleted, p.created_at, {VERSION_COLUMNS}
+    let rows: Vec<PinnedVersionRow> = sqlx::query_as(concat!(
+        "SELECT p.slug AS current_slug, p.deleted, p.created_at, ",
+        version_fields!(),
+        ", v.document_json, CASE WHEN v.document_json IS NULL THEN v.document END AS document
          FROM unnest($1::uuid[], $2::int4[]) AS pin(id, version_no)
          JOIN personas p ON p.id = pin.id
          JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = pin.version_no"
     ))
     .bind(ids)
     .bind(numbers)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(rows
+        .into_iter()
+        .map(|PinnedVersionRow { row, document_json }| {
+            let (persona, version) = row.into();
+            PinnedVersion {
+                persona,
+                version,
+                document_json,
+            }
+        })
+        .collect())
 }
 
 /// Every version of each of `personas` (newest first per persona), each

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::answers::Answer;
 use super::cache::{Freshness, cached, digest};
 use super::error::{ErrorBody, WebError};
+use super::reads::resolve_stored;
 use super::{AppState, Path, Query, Resolved, reference_and_pin, resolve};
 use crate::persona::Persona;
 use crate::persona::diff::{Change, diff};
@@ -367,17 +368,17 @@ struct PersonaParams {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct PersonaResponse {
+pub(super) struct PersonaResponse<'a> {
     id: Uuid,
-    slug: String,
+    slug: &'a str,
     version: i32,
-    content_hash: String,
-    commit: String,
+    content_hash: &'a str,
+    commit: &'a str,
     /// When the commit that first added the persona was made.
     created_at: chrono::DateTime<chrono::Utc>,
     /// When this version's commit was made (for the current version: the last change).
     committed_at: chrono::DateTime<chrono::Utc>,
-    author: String,
+    author: &'a str,
     /// The id and version as a permanent pin: `id@version` (slugs can be renamed).
     permalink: String,
     /// Whether the request pinned the version (the answer is then immutable).
@@ -386,7 +387,17 @@ pub(super) struct PersonaResponse {
     /// The profile applied, if any.
     profile: Option<String>,
     #[schema(value_type = Object)]
-    persona: Persona,
+    persona: PersonaDocument<'a>,
+}
+
+/// The document of an answer: parsed, profiled, or the JSON
+/// text the sync stored, which serializes to the same bytes.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PersonaDocument<'a> {
+    Parsed(&'a Persona),
+    Profiled(Box<Persona>),
+    Stored(&'a serde_json::value::RawValue),
 }
 
 /// One persona: current, or pinned with `{reference}@{pin}` / `?version=`.
@@ -415,74 +426,127 @@ async fn persona(
         return Ok(answer.respond(&headers));
     }
     let generation = state.answers.generation();
-    let resolved = resolve(&state, reference, pin).await?;
-    let profile = match &params.profile {
-        Some(name) => Some(
-            queries::profile(&state.pool, name)
+    let answer = match &params.profile {
+        Some(name) => {
+            let resolved = resolve(&state, reference, pin).await?;
+            let profile = queries::profile(&state.pool, name)
                 .await?
-                .ok_or_else(|| WebError::not_found(format!("no profile is called {name:?}")))?,
-        ),
-        None => None,
-    };
-    let (body, validator, freshness) = persona_body(&resolved, profile.as_ref())?;
-    let answer = Answer {
-        body: serde_json::to_vec(&body)
-            .map_err(|error| WebError::unavailable("encoding the answer", &error))?
-            .into(),
-        content_type: "application/json",
-        validator,
-        freshness,
+                .ok_or_else(|| WebError::not_found(format!("no profile is called {name:?}")))?;
+            json_answer(persona_body(&resolved, Some(&profile))?)?
+        }
+        None => {
+            let (resolved, document_json) = resolve_stored(&state, reference, pin).await?;
+            match document_json {
+                // The hot path of a replica: the stored text goes out as it came in.
+                Some(json) => {
+                    let stored = serde_json::value::RawValue::from_string(json)
+                        .map_err(|error| WebError::unavailable("reading the stored document", &error))?;
+                    json_answer(stored_persona_body(&resolved, &stored)?)?
+                }
+                None => json_answer(persona_body(&resolved, None)?)?,
+            }
+        }
     };
     let response = answer.respond(&headers);
     state.answers.put(key, answer, generation);
     Ok(response)
 }
 
-pub(super) fn persona_body(
-    resolved: &Resolved,
+/// A persona answer, encoded.
+fn json_answer((body, validator, freshness): (PersonaResponse<'_>, String, Freshness)) -> Result<Answer, WebError> {
+    Ok(Answer {
+        body: serde_json::to_vec(&body)
+            .map_err(|error| WebError::unavailable("encoding the answer", &error))?
+            .into(),
+        content_type: "application/json",
+        validator,
+        freshness,
+    })
+}
+
+pub(super) fn persona_body<'a>(
+    resolved: &'a Resolved,
     profile: Option<&Profile>,
-) -> Result<(PersonaResponse, String, Freshness), WebError> {
+) -> Result<(PersonaResponse<'a>, String, Freshness), WebError> {
     let version = &resolved.version;
     let (Some(document), Some(hash)) = (&version.persona, &version.content_hash) else {
         return Err(WebError::deletion(version.version));
     };
-    let (persona, validator, freshness) = match profile {
+    match profile {
         // A profile can change later, so a profiled answer revalidates even when pinned.
         Some(profile) => {
             let profile_json = serde_json::to_vec(profile).unwrap_or_default();
-            (
-                profile.apply(document),
+            Ok((
+                response_of(
+                    resolved,
+                    hash,
+                    PersonaDocument::Profiled(Box::new(profile.apply(document))),
+                    Some(profile),
+                ),
                 format!("{hash}+{}:{}", profile.slug.as_str(), digest(&profile_json)),
                 Freshness::Revalidate,
-            )
+            ))
         }
-        None if resolved.immutable => (document.clone(), hash.clone(), Freshness::Immutable),
-        // The same content can come back as a later version: the version is part of the tag.
-        None => (
-            document.clone(),
-            format!("{hash}@v{}", version.version),
-            Freshness::Revalidate,
-        ),
+        None => {
+            let (validator, freshness) = unprofiled_validator(resolved, hash);
+            Ok((
+                response_of(resolved, hash, PersonaDocument::Parsed(document), None),
+                validator,
+                freshness,
+            ))
+        }
+    }
+}
+
+/// [`persona_body`] without a profile, for a version whose document is
+/// still the stored JSON text.
+fn stored_persona_body<'a>(
+    resolved: &'a Resolved,
+    document: &'a serde_json::value::RawValue,
+) -> Result<(PersonaResponse<'a>, String, Freshness), WebError> {
+    let Some(hash) = &resolved.version.content_hash else {
+        return Err(WebError::deletion(resolved.version.version));
     };
+    let (validator, freshness) = unprofiled_validator(resolved, hash);
     Ok((
-        PersonaResponse {
-            id: resolved.persona.id,
-            slug: version.slug.clone(),
-            version: version.version,
-            content_hash: hash.clone(),
-            commit: version.commit.clone(),
-            created_at: resolved.persona.created_at,
-            committed_at: version.committed_at,
-            author: version.author_name.clone(),
-            permalink: format!("{}@{}", resolved.persona.id, version.version),
-            pinned: resolved.pinned,
-            retracted: version.retracted,
-            profile: profile.map(|profile| profile.slug.to_string()),
-            persona,
-        },
+        response_of(resolved, hash, PersonaDocument::Stored(document), None),
         validator,
         freshness,
     ))
+}
+
+/// The ETag and cache policy of an answer without a profile.
+fn unprofiled_validator(resolved: &Resolved, hash: &str) -> (String, Freshness) {
+    if resolved.immutable {
+        (hash.to_string(), Freshness::Immutable)
+    } else {
+        // The same content can come back as a later version: the version is part of the tag.
+        (format!("{hash}@v{}", resolved.version.version), Freshness::Revalidate)
+    }
+}
+
+fn response_of<'a>(
+    resolved: &'a Resolved,
+    hash: &'a str,
+    persona: PersonaDocument<'a>,
+    profile: Option<&Profile>,
+) -> PersonaResponse<'a> {
+    let version = &resolved.version;
+    PersonaResponse {
+        id: resolved.persona.id,
+        slug: &version.slug,
+        version: version.version,
+        content_hash: hash,
+        commit: &version.commit,
+        created_at: resolved.persona.created_at,
+        committed_at: version.committed_at,
+        author: &version.author_name,
+        permalink: format!("{}@{}", resolved.persona.id, version.version),
+        pinned: resolved.pinned,
+        retracted: version.retracted,
+        profile: profile.map(|profile| profile.slug.to_string()),
+        persona,
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -302,6 +302,24 @@ pub fn similar_in_snapshot(state: &Shared, persona: Uuid) -> Option<Vec<Found>> 
 /// Finds the persona `reference` names and the version `pin` names (its
 /// current version when `None`).
 pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Result<Resolved, WebError> {
+    let (mut resolved, document_json) = resolve_stored(state, reference, pin).await?;
+    if let Some(json) = document_json {
+        resolved.version.persona = Some(
+            serde_json::from_str(&json)
+                .map_err(|error| WebError::unavailable("reading the stored document", &error))?,
+        );
+    }
+    Ok(resolved)
+}
+
+/// [`resolve`], but a version found by the pinned reads by id may keep its
+/// document as the stored JSON text (returned beside it, with
+/// `version.persona` then `None`), for an answer that passes it through.
+pub async fn resolve_stored(
+    state: &Shared,
+    reference: &str,
+    pin: Option<&str>,
+) -> Result<(Resolved, Option<String>), WebError> {
     let pin = pin.map(parse_pin).transpose()?;
     let immutable = pin.as_ref().is_some_and(Pin::is_immutable);
     if let Some(Pin::Number(number)) = &pin
@@ -313,19 +331,24 @@ pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Resu
         // whose slug merely looks like an id).
         let found = match reference.parse::<Uuid>() {
             Ok(id) => match state.pinned_reads.read(id, *number).await {
-                PinnedRead::Found(found) => Some(*found),
+                PinnedRead::Found(found) => Some(((found.persona, found.version), found.document_json)),
                 PinnedRead::Missing => None,
-                PinnedRead::Failed => queries::numbered_version(&state.pool, reference, *number).await?,
+                PinnedRead::Failed => queries::numbered_version(&state.pool, reference, *number)
+                    .await?
+                    .map(|found| (found, None)),
             },
-            Err(_) => queries::numbered_version(&state.pool, reference, *number).await?,
+            Err(_) => queries::numbered_version(&state.pool, reference, *number)
+                .await?
+                .map(|found| (found, None)),
         };
-        if let Some((persona, version)) = found {
-            return Ok(Resolved {
+        if let Some(((persona, version), document_json)) = found {
+            let resolved = Resolved {
                 persona,
                 version,
                 pinned: true,
                 immutable,
-            });
+            };
+            return Ok((resolved, document_json));
         }
     }
     let persona = find_persona(state, reference)
@@ -361,12 +384,13 @@ pub async fn resolve(state: &Shared, reference: &str, pin: Option<&str>) -> Resu
                 .ok_or_else(|| WebError::no_persona(reference))?
         }
     };
-    Ok(Resolved {
+    let resolved = Resolved {
         persona,
         version,
         pinned: pin.is_some(),
         immutable,
-    })
+    };
+    Ok((resolved, None))
 }
 
 fn versions_in_snapshot(state: &Shared, persona: Uuid) -> Option<Arc<[VersionRecord]>> {
