@@ -257,6 +257,51 @@ async fn rows_of_versions_that_never_committed_are_removed_by_the_next_sync() {
 /// sync is their only writer): the check the sync tests run after each sync
 /// must see every kind of broken link, a head on another persona's version
 /// included, which no foreign key ever caught.
+/// Versions projected before their answer text was stored (migration 0012)
+/// get it from the next sync, byte for byte what a fresh sync stores; a
+/// document that no longer parses as a persona is left without it, and does
+/// not stop the others or the sync.
+#[tokio::test]
+async fn the_next_sync_stores_the_answer_text_of_versions_projected_without_it() {
+    let repo = TestRepo::new();
+    build_story(&repo);
+    let TestDatabase { pool, .. } = fresh().await;
+    sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    let texts = || async {
+        sqlx::query_as::<_, (i64, Option<String>)>("SELECT id, document_json FROM persona_versions ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let stored_by_the_sync = texts().await;
+    let with_text = stored_by_the_sync.iter().filter(|(_, text)| text.is_some()).count();
+    assert!(with_text > 3, "the story's versions have documents: {with_text}");
+
+    sqlx::query("UPDATE persona_versions SET document_json = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let broken: i64 =
+        sqlx::query_scalar("SELECT id FROM persona_versions WHERE document IS NOT NULL ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sqlx::query(r#"UPDATE persona_versions SET document = '{"not": "a persona"}' WHERE id = $1"#)
+        .bind(broken)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let summary = sync_once(&pool, &options(repo.path(), "main")).await.unwrap();
+    assert_eq!(summary.versions, 0, "nothing new to project");
+    for ((id, before), (_, after)) in stored_by_the_sync.into_iter().zip(texts().await) {
+        if id == broken {
+            assert_eq!(after, None, "the broken document is left without text");
+        } else {
+            assert_eq!(after, before, "version {id}: the text a fresh sync stores");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_link_check_sees_each_kind_of_broken_link() {
     let repo = TestRepo::new();

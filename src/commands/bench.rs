@@ -38,19 +38,21 @@ pub struct SyncBench<'a> {
     pub database_url: Option<&'a str>,
 }
 
-/// The synthetic repository: generated under `keep` (or `temporary`), or
-/// reused from `keep` when a previous run left one of the same shape.
-/// A benchmark's working directory: `keep` when given (reused across runs),
-/// else a temporary one. Readable by other users: the managed PostgreSQL and
-/// nginx workers read in there.
+/// A benchmark's working directory: `keep` when given (reused across runs,
+/// made if missing), else a temporary one. Readable by other users: the
+/// managed PostgreSQL and nginx workers read in there.
 pub(crate) fn bench_root(keep: Option<&Path>) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let temporary = tempfile::Builder::new().prefix("personas-bench-").tempdir()?;
     let root = keep.map_or_else(|| temporary.path().to_path_buf(), Path::to_path_buf);
+    std::fs::create_dir_all(&root).with_context(|| format!("making the --keep directory {}", root.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} readable by the database and nginx", root.display()))?;
     Ok((temporary, root))
 }
 
+/// The synthetic repository: generated under `keep` (or `temporary`), or
+/// reused from `keep` when a previous run left one of the same shape.
 pub(crate) fn prepare_repository(
     shape: &SyntheticRegistry,
     keep: Option<&Path>,

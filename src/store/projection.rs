@@ -578,12 +578,7 @@ impl NewVersions {
         self.slugs.push(slug.to_string());
         self.paths.push(change.path.clone());
         self.hashes.push(change.content_hash.map(|hash| hash.to_string()));
-        self.documents.push(
-            change
-                .persona
-                .as_deref()
-                .map(|persona| serde_json::to_string(persona).expect("a persona always serializes to JSON")),
-        );
+        self.documents.push(change.persona.as_deref().map(document_text));
     }
 }
 
@@ -678,6 +673,56 @@ pub async fn remove_rows_of_unwritten_versions(connection: &mut PgConnection) ->
     .bind(newest)
     .fetch_one(connection)
     .await
+}
+
+/// A version's document as the API answers with it: what a pinned read by
+/// id passes through.
+fn document_text(persona: &Persona) -> String {
+    serde_json::to_string(persona).expect("a persona always serializes to JSON")
+}
+
+/// Stores the answer text of the versions projected before it was stored
+/// (migration 0012), so that their pinned reads pass it through too; each
+/// is parsed from its JSONB and encoded as a new version's is. A partial
+/// index finds them, so once none is left this costs one empty probe. A
+/// document that no longer parses is left as it was (its reads parse the
+/// JSONB and say why) and the rest are stored. Returns how many were.
+pub async fn store_missing_document_texts(connection: &mut PgConnection) -> sqlx::Result<u64> {
+    const BATCH: i64 = 2_000;
+    let (mut stored, mut after) = (0, 0_i64);
+    loop {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, document::text FROM persona_versions
+             WHERE document_json IS NULL AND document IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(&(last, _)) = rows.last() else {
+            return Ok(stored);
+        };
+        after = last;
+        let (ids, texts): (Vec<i64>, Vec<String>) = rows
+            .into_iter()
+            .filter_map(|(id, jsonb)| match serde_json::from_str::<Persona>(&jsonb) {
+                Ok(persona) => Some((id, document_text(&persona))),
+                Err(error) => {
+                    tracing::warn!(version_id = id, %error, "a stored document does not parse; its answer text is left unstored");
+                    None
+                }
+            })
+            .unzip();
+        stored += sqlx::query(
+            "UPDATE persona_versions v SET document_json = stored.text
+             FROM unnest($1::int8[], $2::text[]) AS stored (id, text) WHERE v.id = stored.id",
+        )
+        .bind(&ids)
+        .bind(&texts)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    }
 }
 
 /// Brings the full-text index of current versions up to date: personas

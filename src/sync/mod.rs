@@ -20,7 +20,7 @@ use crate::git::{GitError, commit_tags, open_repository, readings, resolve_commi
 use crate::persona::{ContentHash, Persona, PersonaId};
 use crate::store::projection::{
     CommitStats, WrittenSoFar, cursor, project_commits, refresh_search, remove_rows_of_unwritten_versions,
-    replace_tags, retract_commits, retract_unreachable_commits, set_cursor,
+    replace_tags, retract_commits, retract_unreachable_commits, set_cursor, store_missing_document_texts,
 };
 
 /// Bounds on the commits one transaction projects while catching up: large
@@ -237,6 +237,13 @@ async fn sync_locked(
         tracing::warn!(
             rows = removed,
             "removed the normalized rows of versions an interrupted sync did not commit"
+        );
+    }
+    let stored = store_missing_document_texts(&mut *connection).await?;
+    if stored > 0 {
+        tracing::info!(
+            versions = stored,
+            "stored the answer text of versions projected before it was kept"
         );
     }
     let stored_cursor = cursor(&mut *connection, &options.branch).await?;
