@@ -18,9 +18,10 @@ use uuid::Uuid;
 use super::queries::{self, PinnedVersion};
 
 /// Queries out at once: one forms its batch while the other runs. Measured
-/// by `bench http` at 10,000 personas, alternating runs: 2 workers served
-/// more requests than 4 with less CPU per request (larger batches, fewer
-/// round trips): 16.5k and 17.9k req/s against 16.3k and 14.9k.
+/// on a replica under the load of `bench http`'s `api database` line (wrk,
+/// a random pin by id per request, 10,000 personas), alternating runs: 2
+/// workers served more requests than 4 with less CPU per request (larger
+/// batches, fewer round trips): 16.5k and 17.9k req/s against 16.3k and 14.9k.
 const WORKERS: usize = 2;
 /// Pins in one query; a longer queue waits for the next.
 const MAX_PINS: usize = 64;
