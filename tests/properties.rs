@@ -236,6 +236,36 @@ proptest! {
             prop_assert!(linked.len() <= 1);
         }
     }
+
+    /// The static build's scan for links rewrites a page to the bytes the
+    /// HTML parser does, whatever the markup: where it cannot read the
+    /// markup as the parser would, it leaves the page to the parser.
+    #[test]
+    fn the_link_scan_rewrites_what_the_html_parser_rewrites(
+        pieces in prop::collection::vec(markup_piece(), 0..24),
+        page in prop::sample::select(vec!["index.html", "p/albert-einstein/v/2/index.html", "404.html"]),
+        hosted in any::<bool>(),
+    ) {
+        let map = SiteMap::new(
+            [("old-name".to_string(), "albert-einstein".to_string())].into_iter().collect(),
+            hosted.then_some("https://example.org/registry"),
+        );
+        let html = pieces.concat();
+        let scanned = map.rewrite_page(&html, page);
+        let parsed = map.rewrite_page_parsed(&html, page);
+        match (scanned, parsed) {
+            (Ok(scanned), Ok(parsed)) => prop_assert_eq!(scanned, parsed, "{}", html),
+            (scanned, parsed) => prop_assert_eq!(scanned.is_ok(), parsed.is_ok(), "{}", html),
+        }
+    }
+
+    /// Markup in the templates' plain form is read by the scan itself, so
+    /// that the comparison above is between two different rewriters.
+    #[test]
+    fn the_link_scan_reads_the_templates_plain_markup(pieces in prop::collection::vec(plain_piece(), 0..24)) {
+        let html = pieces.concat();
+        prop_assert!(personas::export::tag_scan::link_values(&html).is_some(), "{}", html);
+    }
 }
 
 /// A 1×1 greyscale PNG with `chunks` before its image data. A chunk's text
@@ -303,4 +333,58 @@ fn the_generated_pngs_carry_their_cards_to_the_text_chunk_reader() {
         let embedded = embedded_card(&png).unwrap_or_else(|error| panic!("{kind}: {error}"));
         assert_eq!(embedded.json.as_bytes(), card, "{kind}");
     }
+}
+
+/// A site address, an outside one, or one with a query, a fragment or an entity.
+fn link_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "/(p|api/personas|search|labels)/[a-z0-9@.-]{0,12}",
+        "/p/old-name(/v/[0-9])?",
+        "/\\?(page=[0-9]|q=[a-z]{1,4})(&amp;page=2)?",
+        "/p/[a-z]{1,6}#[a-z]{1,6}",
+        "https://example\\.org/[a-z]{0,6}",
+        "#[a-z]{1,6}",
+        "/style\\.css",
+    ]
+}
+
+/// Markup as the templates write it: lowercase tags, single spaces, double quotes.
+fn plain_piece() -> impl Strategy<Value = String> {
+    let tag = prop::sample::select(vec!["a", "link", "img", "form", "p", "span", "input"]);
+    let attributes = prop::sample::subsequence(vec!["class", "href", "src", "action", "title", "rel"], 0..4);
+    prop_oneof![
+        (tag, attributes, prop::collection::vec(link_value(), 4)).prop_map(|(tag, names, values)| {
+            let attributes: String = names
+                .iter()
+                .zip(&values)
+                .map(|(name, value)| format!(" {name}=\"{value}\""))
+                .collect();
+            format!("<{tag}{attributes}>")
+        }),
+        (link_value()).prop_map(|link| format!("<script src=\"{link}\"></script>")),
+        prop::sample::select(vec!["</a>", "</p>", "</span>", "</form>", "<br>", "<!DOCTYPE html>"])
+            .prop_map(str::to_string),
+        "[a-z &;.,0-9]{0,20}",
+        "<!-- [a-z </>\"=]{0,20} -->",
+        (link_value()).prop_map(|link| format!("<script>let a = '<a href=\"{link}\">' < 2;</script>")),
+        (link_value()).prop_map(|link| format!("<noscript><a href=\"{link}\">x</a></noscript>")),
+        (link_value()).prop_map(|link| format!("<title>t <a href=\"{link}\"></title>")),
+        Just("<svg viewBox=\"0 0 1 1\"><g><rect x=\"1\"><title>t</title></rect></g></svg>".to_string()),
+    ]
+}
+
+/// Any of the above, and markup in forms the templates never write.
+fn markup_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => plain_piece(),
+        1 => (prop::sample::select(vec!["a", "A", "link", "img", "form", "svg", "math", "plaintext", "style"]),
+              prop::sample::select(vec!["  ", "\n", " ", "/"]),
+              prop::sample::select(vec!["href", "HREF", "src", "action"]),
+              prop::sample::select(vec!["=", " = ", "="]),
+              prop::sample::select(vec!["\"", "'", ""]),
+              link_value(),
+              prop::sample::select(vec![">", " >", "/>", ""]))
+            .prop_map(|(tag, space, name, equals, quote, value, end)| format!("<{tag}{space}{name}{equals}{quote}{value}{quote}{end}")),
+        1 => "[<>/!\\-a-z\"'= ]{0,12}",
+    ]
 }

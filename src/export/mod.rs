@@ -9,6 +9,7 @@
 pub mod links;
 pub mod manifest;
 pub mod preview;
+pub mod tag_scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -249,6 +250,12 @@ async fn render_into(
     } = inputs;
     // Without one, every read goes to the database (see `--through-database`).
     let snapshot = state.snapshot.clone();
+    // That is the reference path: its links go through the HTML parser too.
+    let links = if snapshot.is_some() {
+        LinkRewrite::Scan
+    } else {
+        LinkRewrite::Parser
+    };
     let app = router(Arc::clone(&state));
     let started = std::time::Instant::now();
     let status = queries::sync_status(&state.pool).await?;
@@ -350,6 +357,7 @@ async fn render_into(
         preview: preview.clone(),
         in_place,
         made: std::sync::Mutex::new(std::collections::HashSet::new()),
+        links,
     });
     let mut produced: BTreeSet<String> = BTreeSet::new();
     let tally = |summary: &mut BuildSummary, produced: &mut BTreeSet<String>, written: Written| {
@@ -379,7 +387,7 @@ async fn render_into(
         ),
     };
     // The 404 page: any address the router does not know.
-    let not_found = fetch(&app, &site_map, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
+    let not_found = fetch(&app, &site_map, links, preview.as_deref(), "/404", NOT_FOUND_FILE).await?;
     for (file, bytes) in [
         (NOT_FOUND_FILE.to_string(), not_found.bytes),
         (SEARCH_INDEX_JSON.to_string(), index.clone()),
@@ -795,6 +803,16 @@ struct Crawl {
     in_place: bool,
     /// Directories this build has made or found.
     made: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    links: LinkRewrite,
+}
+
+/// How a page's links are rewritten (the same bytes either way).
+#[derive(Debug, Clone, Copy)]
+enum LinkRewrite {
+    /// [`SiteMap::rewrite_page`]: a scan, the parser where the scan gives up.
+    Scan,
+    /// [`SiteMap::rewrite_page_parsed`]: the HTML parser for every page.
+    Parser,
 }
 
 impl Crawl {
@@ -847,6 +865,7 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
                 let rendered = fetch(
                     &app,
                     &crawl.site_map,
+                    crawl.links,
                     crawl.preview.as_deref(),
                     &canonical_address(file),
                     file,
@@ -876,6 +895,7 @@ async fn render_round(app: &Router, crawl: &Arc<Crawl>, files: Vec<String>) -> a
 async fn fetch(
     app: &Router,
     site_map: &SiteMap,
+    links: LinkRewrite,
     preview: Option<&Preview>,
     address: &str,
     file: &str,
@@ -902,26 +922,33 @@ async fn fetch(
         return Ok(Rendered {
             file: file.to_string(),
             status,
-            bytes: body.to_vec(),
+            // Without a copy when the router's answer is one buffer of its own.
+            bytes: Vec::from(body),
             links: Vec::new(),
         });
     }
-    let html =
-        String::from_utf8(body.to_vec()).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
+    let html = std::str::from_utf8(&body).with_context(|| format!("{address} answered HTML that is not UTF-8"))?;
+    let decorated;
     let html = match preview {
-        Some(preview) => preview
-            .decorate(&html)
-            .with_context(|| format!("adding the preview banner to {address}"))?,
+        Some(preview) => {
+            decorated = preview
+                .decorate(html)
+                .with_context(|| format!("adding the preview banner to {address}"))?;
+            decorated.as_str()
+        }
         None => html,
     };
-    let (rewritten, links) = site_map
-        .rewrite_page(&html, file)
-        .map_err(|error| anyhow::anyhow!("rewriting the links of {address}: {error}"))?;
+    let rewritten = match links {
+        LinkRewrite::Scan => site_map.rewrite_page(html, file),
+        LinkRewrite::Parser => site_map.rewrite_page_parsed(html, file),
+    };
+    let (rewritten, linked) =
+        rewritten.map_err(|error| anyhow::anyhow!("rewriting the links of {address}: {error}"))?;
     Ok(Rendered {
         file: file.to_string(),
         status,
         bytes: rewritten.into_bytes(),
-        links,
+        links: linked,
     })
 }
 

@@ -87,7 +87,31 @@ struct VersionRow {
     message: String,
     content_hash: Option<String>,
     retracted: bool,
-    document: Option<sqlx::types::Json<Persona>>,
+    document: Option<StoredDocument>,
+}
+
+/// A version's document decoded from JSON text: the text the sync stored
+/// (`document_json`), or the JSONB's for versions projected before it had
+/// (see [`VERSION_COLUMNS`]). PostgreSQL sends stored text as it is, where
+/// a JSONB is printed anew on every read: that printing was most of the
+/// database's work in a static build, which reads every version.
+struct StoredDocument(Persona);
+
+impl sqlx::Type<sqlx::Postgres> for StoredDocument {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(found: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(found)
+    }
+}
+
+impl<'row> sqlx::Decode<'row, sqlx::Postgres> for StoredDocument {
+    fn decode(value: sqlx::postgres::PgValueRef<'row>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(StoredDocument(serde_json::from_str(text)?))
+    }
 }
 
 impl From<VersionRow> for VersionRecord {
@@ -118,7 +142,11 @@ macro_rules! version_fields {
          v.author_email, v.authored_at, v.committed_at, v.message, v.content_hash, v.retracted"
     };
 }
-const VERSION_COLUMNS: &str = concat!(version_fields!(), ", v.document");
+/// A version's columns, its document as text (see [`StoredDocument`]).
+const VERSION_COLUMNS: &str = concat!(
+    version_fields!(),
+    ", COALESCE(v.document_json, v.document::text) AS document"
+);
 
 #[derive(sqlx::FromRow)]
 struct ListRow {
@@ -418,7 +446,7 @@ pub async fn numbered_versions_by_id(
     let rows: Vec<PinnedVersionRow> = sqlx::query_as(concat!(
         "SELECT p.slug AS current_slug, p.deleted, p.created_at, ",
         version_fields!(),
-        ", v.document_json, CASE WHEN v.document_json IS NULL THEN v.document END AS document
+        ", v.document_json, CASE WHEN v.document_json IS NULL THEN v.document::text END AS document
          FROM unnest($1::uuid[], $2::int4[]) AS pin(id, version_no)
          JOIN personas p ON p.id = pin.id
          JOIN persona_versions v ON v.persona_id = p.id AND v.version_no = pin.version_no"
