@@ -497,7 +497,10 @@ async fn render_into(
                 .into_iter()
                 .filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found)))
                 .collect();
-            snapshot.set_batch(Batch::load(&state.pool, &ids, by_id).await?);
+            let batch = Batch::load(&state.pool, &ids, by_id).await?;
+            // Every version's pages and prompt name the template of its commit.
+            snapshot.read_templates(&state.pool, batch.commits()).await?;
+            snapshot.set_batch(batch);
         }
         let in_batch: BTreeSet<&str> = slugs.iter().map(String::as_str).collect();
         let mut round = files;

@@ -135,7 +135,8 @@ pub fn link_values(html: &str) -> Option<Vec<Range<usize>>> {
         if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
             return None;
         }
-        let tag = read_tag(bytes, name_start + name_length)?;
+        let wanted = link_attribute(name).filter(|_| !closing);
+        let tag = read_tag(bytes, name_start + name_length, wanted)?;
         position = tag.end;
         if closing {
             if matches!(name, "svg" | "math") && foreign.pop()? != name {
@@ -161,20 +162,13 @@ pub fn link_values(html: &str) -> Option<Vec<Range<usize>>> {
         if !foreign.is_empty() {
             continue;
         }
-        if let Some(attribute) = link_attribute(name) {
-            let mut found = tag
-                .attributes
-                .iter()
-                .filter(|candidate| candidate.name.eq_ignore_ascii_case(attribute));
-            if let Some(link) = found.next() {
-                let written_plainly =
-                    link.name == attribute && matches!(link.value, Value::DoubleQuoted(_) | Value::None);
-                if found.next().is_some() || !tag.plain || !written_plainly {
-                    return None;
-                }
-                if let Value::DoubleQuoted(range) = &link.value {
-                    values.push(range.clone());
-                }
+        if let Some(link) = &tag.link {
+            let written_plainly = link.written_as_asked && matches!(link.value, Value::DoubleQuoted(_) | Value::None);
+            if link.occurrences > 1 || !tag.plain || !written_plainly {
+                return None;
+            }
+            if let Value::DoubleQuoted(range) = &link.value {
+                values.push(range.clone());
             }
         }
         if TEXT_ELEMENTS.contains(&name) {
@@ -187,10 +181,12 @@ pub fn link_values(html: &str) -> Option<Vec<Range<usize>>> {
     Some(values)
 }
 
-/// One attribute of a start tag.
-struct Attribute<'a> {
-    name: &'a str,
+/// The link attribute of a start tag: its first occurrence.
+struct LinkAttribute {
     value: Value,
+    /// Named in lowercase, as asked (the parser matches any case).
+    written_as_asked: bool,
+    occurrences: usize,
 }
 
 /// Where an attribute's value is, between its quotes.
@@ -201,8 +197,9 @@ enum Value {
 }
 
 /// A start or end tag, from the end of its name.
-struct Tag<'a> {
-    attributes: Vec<Attribute<'a>>,
+struct Tag {
+    /// The attribute asked for, when the tag has it.
+    link: Option<LinkAttribute>,
     /// Just past the `>`.
     end: usize,
     self_closing: bool,
@@ -212,9 +209,11 @@ struct Tag<'a> {
     plain: bool,
 }
 
-fn read_tag(bytes: &[u8], mut cursor: usize) -> Option<Tag<'_>> {
+/// Reads a tag's attributes from the end of its name to its `>`, noting
+/// the one named `wanted` (in any case).
+fn read_tag(bytes: &[u8], mut cursor: usize, wanted: Option<&str>) -> Option<Tag> {
     let mut tag = Tag {
-        attributes: Vec::new(),
+        link: None,
         end: 0,
         self_closing: false,
         plain: true,
@@ -249,18 +248,15 @@ fn read_tag(bytes: &[u8], mut cursor: usize) -> Option<Tag<'_>> {
             // A stray `/`, quote or `=` where a name belongs: not the templates' markup.
             return None;
         }
-        let name = std::str::from_utf8(&bytes[cursor..cursor + name_length]).ok()?;
+        let name = &bytes[cursor..cursor + name_length];
         cursor += name_length;
-        let mut attribute = Attribute {
-            name,
-            value: Value::None,
-        };
+        let mut value = Value::None;
         if bytes.get(cursor) == Some(&b'=') {
             cursor += 1;
             match bytes.get(cursor)? {
                 quote @ (b'"' | b'\'') => {
                     let length = memchr::memchr(*quote, &bytes[cursor + 1..])?;
-                    attribute.value = match quote {
+                    value = match quote {
                         b'"' => Value::DoubleQuoted(cursor + 1..cursor + 1 + length),
                         _ => Value::SingleQuoted,
                     };
@@ -278,7 +274,18 @@ fn read_tag(bytes: &[u8], mut cursor: usize) -> Option<Tag<'_>> {
                 return None;
             }
         }
-        tag.attributes.push(attribute);
+        if let Some(wanted) = wanted.filter(|wanted| name.eq_ignore_ascii_case(wanted.as_bytes())) {
+            match &mut tag.link {
+                Some(link) => link.occurrences += 1,
+                None => {
+                    tag.link = Some(LinkAttribute {
+                        value,
+                        written_as_asked: name == wanted.as_bytes(),
+                        occurrences: 1,
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::document::{EXTENSION_KEY, PersonaDocument};
 use crate::persona::Persona;
-use crate::persona::canonical::content_hash;
+use crate::persona::model::ContentHash;
 use crate::persona::model::{EmotionalStyle, HumorUsage, LanguageStyle, OCEAN_TRAITS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,7 +103,8 @@ pub fn export_card(persona: &Persona, spec: CardSpec, meta: &CardMeta) -> Value 
         "alternate_greetings": alternate_greetings,
         "tags": persona.domains,
         "creator": meta.creator.clone().unwrap_or_default(),
-        "character_version": character_version(meta.version, persona),
+        // The document's hash: computing it means encoding the whole persona.
+        "character_version": character_version(meta.version, &document.content_hash),
         "extensions": Value::Object(extensions),
     });
     if spec == CardSpec::V3 {
@@ -134,8 +135,8 @@ pub fn export_card(persona: &Persona, spec: CardSpec, meta: &CardMeta) -> Value 
 }
 
 /// `"3 (sha256:…)"`: front-ends show and sort by it; the hash names the exact content.
-pub fn character_version(version: u32, persona: &Persona) -> String {
-    format!("{version} ({})", content_hash(persona))
+pub fn character_version(version: u32, content_hash: &ContentHash) -> String {
+    format!("{version} ({content_hash})")
 }
 
 /// The belief citations, each once, in the order the beliefs cite them.

@@ -858,27 +858,44 @@ pub struct StoredTemplate {
 /// older than the registry's first template renders with that first one:
 /// like the one in force, it never changes once it exists.
 pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Result<Option<StoredTemplate>> {
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
-        "WITH bound AS (
-             SELECT seq, retracted FROM sync_commits WHERE sha = $1
-         ),
-         candidates AS (
-             SELECT t.commit_sha, t.source, 0 AS preference, -c.seq AS position
-             FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
-             WHERE ($1::text IS NULL AND NOT c.retracted)
-                OR ($1::text IS NOT NULL AND c.seq <= (SELECT seq FROM bound)
-                    AND ((SELECT retracted FROM bound) OR NOT c.retracted))
-             UNION ALL
-             SELECT t.commit_sha, t.source, 1, c.seq
-             FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
-             WHERE $1::text IS NOT NULL AND NOT c.retracted AND t.source IS NOT NULL
-         )
-         SELECT commit_sha, source FROM candidates ORDER BY preference, position LIMIT 1",
+    Ok(prompt_templates_at(pool, &[commit]).await?.pop().flatten())
+}
+
+/// [`prompt_template`] at each of `commits`, in their order, in one query: a
+/// static build asks it of every commit that made a version, and planning
+/// the statement once per commit was most of the database's work there.
+pub async fn prompt_templates_at(pool: &PgPool, commits: &[Option<&str>]) -> sqlx::Result<Vec<Option<StoredTemplate>>> {
+    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT chosen.commit_sha, chosen.source
+         FROM unnest($1::text[]) WITH ORDINALITY AS wanted(sha, position)
+         LEFT JOIN sync_commits bound ON bound.sha = wanted.sha
+         LEFT JOIN LATERAL (
+             SELECT commit_sha, source FROM (
+                 SELECT t.commit_sha, t.source, 0 AS preference, -c.seq AS position
+                 FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+                 WHERE (wanted.sha IS NULL AND NOT c.retracted)
+                    OR (wanted.sha IS NOT NULL AND c.seq <= bound.seq AND (bound.retracted OR NOT c.retracted))
+                 UNION ALL
+                 SELECT t.commit_sha, t.source, 1, c.seq
+                 FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+                 WHERE wanted.sha IS NOT NULL AND NOT c.retracted AND t.source IS NOT NULL
+             ) candidates
+             ORDER BY preference, position LIMIT 1
+         ) chosen ON true
+         ORDER BY wanted.position",
     )
-    .bind(commit)
-    .fetch_optional(pool)
+    .bind(commits)
+    .fetch_all(pool)
     .await?;
-    Ok(row.and_then(|(commit_sha, source)| source.map(|source| StoredTemplate { commit_sha, source })))
+    Ok(rows
+        .into_iter()
+        .map(|(commit_sha, source)| {
+            Some(StoredTemplate {
+                commit_sha: commit_sha?,
+                source: source?,
+            })
+        })
+        .collect())
 }
 
 /// Every change of the prompt template, with its commit's retraction state

@@ -8,7 +8,7 @@
 //! and anything the snapshot does not hold (an id, a former slug, a pin
 //! other than a version number) falls through to the database.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sqlx::PgPool;
@@ -64,6 +64,14 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The commits that made the batch's versions.
+    pub fn commits(&self) -> BTreeSet<&str> {
+        self.versions
+            .values()
+            .flat_map(|versions| versions.iter().map(|version| version.commit.as_str()))
+            .collect()
+    }
+
     /// The versions of `personas`, and the similar lists the build computed for them.
     pub async fn load(pool: &PgPool, personas: &[Uuid], similar: HashMap<Uuid, Vec<Found>>) -> sqlx::Result<Batch> {
         let mut batch = Batch {
@@ -112,6 +120,28 @@ impl SiteSnapshot {
             profiles: tokio::sync::OnceCell::new(),
             batch: RwLock::new(Arc::new(Batch::default())),
         })
+    }
+
+    /// Reads the prompt template in force at each of `commits` not known
+    /// yet, in one query (the pages of a batch then find them here).
+    pub async fn read_templates(&self, pool: &PgPool, commits: BTreeSet<&str>) -> sqlx::Result<()> {
+        let unknown: Vec<Option<&str>> = {
+            let known = self.templates.lock().unwrap_or_else(PoisonError::into_inner);
+            commits
+                .into_iter()
+                .filter(|commit| !known.contains_key(&Some((*commit).to_string())))
+                .map(Some)
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let templates = queries::prompt_templates_at(pool, &unknown).await?;
+        let mut known = self.templates.lock().unwrap_or_else(PoisonError::into_inner);
+        for (commit, template) in unknown.into_iter().zip(templates) {
+            known.insert(commit.map(str::to_string), template);
+        }
+        Ok(())
     }
 
     pub fn set_batch(&self, batch: Batch) {
