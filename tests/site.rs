@@ -806,4 +806,16 @@ async fn the_bulk_path_renders_what_the_database_reads_render() {
             "{file}: the link scan leaves this page to the HTML parser"
         );
     }
+    // Neither rewrites inside a noscript (its content is text to a parser
+    // with scripting on): the static search page's link there must be relative.
+    let search = std::str::from_utf8(&one["search/index.html"]).unwrap();
+    let noscript = search
+        .split_once("<noscript>")
+        .and_then(|(_, rest)| rest.split_once("</noscript>"))
+        .map(|(inside, _)| inside)
+        .expect("the static search page says what it needs without JavaScript");
+    assert!(
+        noscript.contains("href=") && !noscript.contains("href=\"/"),
+        "{noscript}"
+    );
 }
