@@ -866,19 +866,23 @@ pub async fn prompt_template(pool: &PgPool, commit: Option<&str>) -> sqlx::Resul
 /// the statement once per commit was most of the database's work there.
 pub async fn prompt_templates_at(pool: &PgPool, commits: &[Option<&str>]) -> sqlx::Result<Vec<Option<StoredTemplate>>> {
     let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT chosen.commit_sha, chosen.source
+        // The template changes are few: gathered once, then each commit
+        // picks from them (joined per commit, they cost a scan each).
+        "WITH changes AS MATERIALIZED (
+             SELECT t.commit_sha, t.source, c.seq, c.retracted
+             FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
+         )
+         SELECT chosen.commit_sha, chosen.source
          FROM unnest($1::text[]) WITH ORDINALITY AS wanted(sha, position)
          LEFT JOIN sync_commits bound ON bound.sha = wanted.sha
          LEFT JOIN LATERAL (
              SELECT commit_sha, source FROM (
-                 SELECT t.commit_sha, t.source, 0 AS preference, -c.seq AS position
-                 FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
-                 WHERE (wanted.sha IS NULL AND NOT c.retracted)
-                    OR (wanted.sha IS NOT NULL AND c.seq <= bound.seq AND (bound.retracted OR NOT c.retracted))
+                 SELECT commit_sha, source, 0 AS preference, -seq AS position FROM changes
+                 WHERE (wanted.sha IS NULL AND NOT retracted)
+                    OR (wanted.sha IS NOT NULL AND seq <= bound.seq AND (bound.retracted OR NOT retracted))
                  UNION ALL
-                 SELECT t.commit_sha, t.source, 1, c.seq
-                 FROM prompt_templates t JOIN sync_commits c ON c.sha = t.commit_sha
-                 WHERE wanted.sha IS NOT NULL AND NOT c.retracted AND t.source IS NOT NULL
+                 SELECT commit_sha, source, 1, seq FROM changes
+                 WHERE wanted.sha IS NOT NULL AND NOT retracted AND source IS NOT NULL
              ) candidates
              ORDER BY preference, position LIMIT 1
          ) chosen ON true
