@@ -145,12 +145,6 @@ pub fn link_values(html: &str) -> Option<Vec<Range<usize>>> {
             }
             continue;
         }
-        if !foreign.is_empty() {
-            let is_text_element = TEXT_ELEMENTS.contains(&name) && name != "title";
-            if is_text_element || link_attribute(name).is_some() || FOREIGN_CONTENT_EXITS.contains(&name) {
-                return None;
-            }
-        }
         if matches!(name, "svg" | "math") {
             // Whether a self-closed one leaves foreign content is the parser's call.
             if tag.self_closing {
@@ -160,6 +154,11 @@ pub fn link_values(html: &str) -> Option<Vec<Range<usize>>> {
             continue;
         }
         if !foreign.is_empty() {
+            // The parser's rules differ there: only a drawing's own elements are read.
+            let is_text_element = TEXT_ELEMENTS.contains(&name) && name != "title";
+            if is_text_element || link_attribute(name).is_some() || FOREIGN_CONTENT_EXITS.contains(&name) {
+                return None;
+            }
             continue;
         }
         if let Some(link) = &tag.link {

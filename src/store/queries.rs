@@ -93,8 +93,8 @@ struct VersionRow {
 /// A version's document decoded from JSON text: the text the sync stored
 /// (`document_json`), or the JSONB's for versions projected before it had
 /// (see [`VERSION_COLUMNS`]). PostgreSQL sends stored text as it is, where
-/// a JSONB is printed anew on every read: that printing was most of the
-/// database's work in a static build, which reads every version.
+/// a JSONB is printed anew on every read, and a static build reads every
+/// version.
 struct StoredDocument(Persona);
 
 impl sqlx::Type<sqlx::Postgres> for StoredDocument {
