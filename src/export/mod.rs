@@ -28,7 +28,7 @@ use crate::search::{self, Found};
 use crate::store::queries::{self, InventoryEntry};
 use crate::vectors::index::VectorIndex;
 use crate::web::reads::{Batch, SiteSnapshot};
-use crate::web::{AppState, router};
+use crate::web::{AppState, site_router};
 use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
 use manifest::{MANIFEST_FILE, Manifest, ShownSimilar, owner};
 use preview::Preview;
@@ -256,7 +256,7 @@ async fn render_into(
     } else {
         LinkRewrite::Parser
     };
-    let app = router(Arc::clone(&state));
+    let app = site_router(Arc::clone(&state));
     let started = std::time::Instant::now();
     let status = queries::sync_status(&state.pool).await?;
     let in_place = previous.is_some();
@@ -479,44 +479,55 @@ async fn render_into(
     }
     leftover.extend(crawl.take_found());
     tracing::debug!("shared pages rendered");
-    for (slugs, files) in batches {
-        let ids: Vec<uuid::Uuid> = slugs
-            .iter()
-            .flat_map(|slug| stamps.get(slug).into_iter().flatten().map(|stamp| stamp.persona_id))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if let Some(snapshot) = &snapshot {
-            let lists = similar_lists(&state, snapshot, &slugs, &scopes, &mut similar).await?;
-            for (slug, found) in &lists {
+    // Each batch's reads (its similar lists, versions and templates) are
+    // made while the batch before it renders, so that neither core waits on
+    // the database or the vector index between batches.
+    let mut batches = batches.into_iter();
+    let mut next = match batches.next() {
+        Some((slugs, files)) => {
+            let prepared = prepare_batch(&state, snapshot.as_deref(), &stamps, &slugs, &scopes, &mut similar).await?;
+            Some((slugs, files, prepared))
+        }
+        None => None,
+    };
+    while let Some((slugs, files, prepared)) = next.take() {
+        if let (Some(snapshot), Some(prepared)) = (&snapshot, prepared) {
+            for (slug, found) in &prepared.lists {
                 if let Some(entry) = manifest.personas.get_mut(slug) {
                     entry.similar = ShownSimilar::list(found);
                 }
             }
-            let by_id = lists
-                .into_iter()
-                .filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found)))
-                .collect();
-            let batch = Batch::load(&state.pool, &ids, by_id).await?;
-            // Every version's pages and prompt name the template of its commit.
-            snapshot.read_templates(&state.pool, batch.commits()).await?;
-            snapshot.set_batch(batch);
+            snapshot.set_batch(prepared.batch);
         }
-        let in_batch: BTreeSet<&str> = slugs.iter().map(String::as_str).collect();
-        let mut round = files;
-        // The batch's own links (compare pages, pinned cards) while its versions are loaded.
-        while !round.is_empty() {
-            for written in render_round(&app, &crawl, round).await? {
-                tally(&mut summary, &mut produced, written);
+        let render = async {
+            let in_batch: BTreeSet<&str> = slugs.iter().map(String::as_str).collect();
+            let mut round = files;
+            // The batch's own links (compare pages, pinned cards) while its versions are loaded.
+            while !round.is_empty() {
+                for written in render_round(&app, &crawl, round).await? {
+                    tally(&mut summary, &mut produced, written);
+                }
+                let (own, other): (Vec<String>, Vec<String>) = crawl
+                    .take_found()
+                    .into_iter()
+                    .partition(|file| owner(file).is_some_and(|slug| in_batch.contains(slug)));
+                leftover.extend(other);
+                progress.inc_length(own.len() as u64);
+                round = own;
             }
-            let (own, other): (Vec<String>, Vec<String>) = crawl
-                .take_found()
-                .into_iter()
-                .partition(|file| owner(file).is_some_and(|slug| in_batch.contains(slug)));
-            leftover.extend(other);
-            progress.inc_length(own.len() as u64);
-            round = own;
-        }
+            anyhow::Ok(())
+        };
+        let following = batches.next();
+        let prepare = async {
+            let Some((slugs, files)) = following else {
+                return anyhow::Ok(None);
+            };
+            let prepared = prepare_batch(&state, snapshot.as_deref(), &stamps, &slugs, &scopes, &mut similar).await?;
+            Ok(Some((slugs, files, prepared)))
+        };
+        let (rendered, prepared) = tokio::join!(render, prepare);
+        rendered?;
+        next = prepared?;
     }
     if let Some(snapshot) = &snapshot {
         snapshot.set_batch(Batch::default());
@@ -569,6 +580,43 @@ async fn render_into(
     }
     summary.not_ok.sort();
     Ok(summary)
+}
+
+/// What a batch of personas' pages read besides the registry-wide snapshot.
+struct PreparedBatch {
+    /// The similar lists shown, by slug.
+    lists: HashMap<String, Vec<Found>>,
+    batch: Batch,
+}
+
+/// Reads a batch's versions, prompt templates and similar lists; `None`
+/// without a snapshot, where every page reads the database itself.
+async fn prepare_batch(
+    state: &AppState,
+    snapshot: Option<&SiteSnapshot>,
+    stamps: &BTreeMap<String, Vec<queries::VersionStamp>>,
+    slugs: &[String],
+    scopes: &BTreeMap<String, Scope>,
+    similar: &mut HashMap<uuid::Uuid, Vec<Found>>,
+) -> anyhow::Result<Option<PreparedBatch>> {
+    let Some(snapshot) = snapshot else {
+        return Ok(None);
+    };
+    let ids: Vec<uuid::Uuid> = slugs
+        .iter()
+        .flat_map(|slug| stamps.get(slug).into_iter().flatten().map(|stamp| stamp.persona_id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let lists = similar_lists(state, snapshot, slugs, scopes, similar).await?;
+    let by_id = lists
+        .iter()
+        .filter_map(|(slug, found)| Some((snapshot.persona(slug)?.id, found.clone())))
+        .collect();
+    let batch = Batch::load(&state.pool, &ids, by_id).await?;
+    // Every version's pages and prompt name the template of its commit.
+    snapshot.read_templates(&state.pool, batch.commits()).await?;
+    Ok(Some(PreparedBatch { lists, batch }))
 }
 
 /// The similar lists to compute for a batch: every live persona rendered

@@ -103,13 +103,21 @@ impl EdgeIndex {
         limit: usize,
         exact: bool,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send + 'static {
-        let filter = edge_filter(filter, Some(id));
+        // An exhaustive search leaves `id` out afterwards: a `has_id`
+        // condition makes qdrant list every other point for every query, a
+        // fifth of the search's time when a static build asks for all 10,000.
+        let (filter, asked) = if exact {
+            (edge_filter(filter, None), limit + 1)
+        } else {
+            (edge_filter(filter, Some(id)), limit)
+        };
         self.run(move |shard| {
-            shard
-                .search(shard.stored_vector(id)?, filter?, limit, exact, true)?
+            let hits: Vec<Hit> = shard
+                .search(shard.stored_vector(id)?, filter?, asked, exact, true)?
                 .into_iter()
                 .map(hit)
-                .collect()
+                .collect::<Result<_, _>>()?;
+            Ok(hits.into_iter().filter(|hit| hit.id != id).take(limit).collect())
         })
     }
 }
@@ -351,13 +359,18 @@ impl VectorIndex for EdgeIndex {
         id: Uuid,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
-        let filter = edge_filter(&SearchFilter::default(), Some(id));
+        // Without a filter, like `similar_by`'s exhaustive search.
         self.run(move |shard| {
-            shard
-                .search(shard.stored_vector(id)?, filter?, limit, true, false)?
+            let scores: Vec<(Uuid, f32)> = shard
+                .search(shard.stored_vector(id)?, None, limit + 1, true, false)?
                 .into_iter()
                 .map(|point| Ok((uuid_of(point.id)?, point.score)))
-                .collect()
+                .collect::<Result<_, IndexError>>()?;
+            Ok(scores
+                .into_iter()
+                .filter(|(point, _)| *point != id)
+                .take(limit)
+                .collect())
         })
     }
 
