@@ -88,7 +88,7 @@ pub fn site(bench: SiteBench<'_>) -> anyhow::Result<Outcome> {
     );
     println!("cp -r (floor)   {copy_time:>9.2?}  (the same files copied, median of {RUNS}: the reference)");
     println!(
-        "ratio           {:>8.1}×  the copy floor",
+        "ratio           {:>8.2}×  the copy floor",
         build_time.as_secs_f64() / copy_time.as_secs_f64()
     );
 
