@@ -483,18 +483,18 @@ async fn render_into(
     // made while the batch before it renders, so that neither core waits on
     // the database or the vector index between batches.
     let mut batches = batches.into_iter();
-    let mut next = match batches.next() {
-        Some((slugs, files)) => {
-            let prepared = prepare_batch(&state, snapshot.as_deref(), &stamps, &slugs, &scopes, &mut similar).await?;
-            Some((slugs, files, prepared))
-        }
-        None => None,
+    let reads = BatchReads {
+        state: &state,
+        snapshot: snapshot.as_deref(),
+        stamps: &stamps,
+        scopes: &scopes,
     };
-    while let Some((slugs, files, prepared)) = next.take() {
+    let mut next = reads.prepare(batches.next(), &mut similar).await?;
+    while let Some(ReadyBatch { slugs, files, prepared }) = next.take() {
         if let (Some(snapshot), Some(prepared)) = (&snapshot, prepared) {
-            for (slug, found) in &prepared.lists {
-                if let Some(entry) = manifest.personas.get_mut(slug) {
-                    entry.similar = ShownSimilar::list(found);
+            for (slug, shown) in prepared.shown {
+                if let Some(entry) = manifest.personas.get_mut(&slug) {
+                    entry.similar = shown;
                 }
             }
             snapshot.set_batch(prepared.batch);
@@ -517,14 +517,7 @@ async fn render_into(
             }
             anyhow::Ok(())
         };
-        let following = batches.next();
-        let prepare = async {
-            let Some((slugs, files)) = following else {
-                return anyhow::Ok(None);
-            };
-            let prepared = prepare_batch(&state, snapshot.as_deref(), &stamps, &slugs, &scopes, &mut similar).await?;
-            Ok(Some((slugs, files, prepared)))
-        };
+        let prepare = reads.prepare(batches.next(), &mut similar);
         let (rendered, prepared) = tokio::join!(render, prepare);
         rendered?;
         next = prepared?;
@@ -584,39 +577,74 @@ async fn render_into(
 
 /// What a batch of personas' pages read besides the registry-wide snapshot.
 struct PreparedBatch {
-    /// The similar lists shown, by slug.
-    lists: HashMap<String, Vec<Found>>,
+    /// The similar lists shown, by slug, for the manifest.
+    shown: Vec<(String, Vec<ShownSimilar>)>,
     batch: Batch,
 }
 
-/// Reads a batch's versions, prompt templates and similar lists; `None`
-/// without a snapshot, where every page reads the database itself.
-async fn prepare_batch(
-    state: &AppState,
-    snapshot: Option<&SiteSnapshot>,
-    stamps: &BTreeMap<String, Vec<queries::VersionStamp>>,
-    slugs: &[String],
-    scopes: &BTreeMap<String, Scope>,
-    similar: &mut HashMap<uuid::Uuid, Vec<Found>>,
-) -> anyhow::Result<Option<PreparedBatch>> {
-    let Some(snapshot) = snapshot else {
-        return Ok(None);
-    };
-    let ids: Vec<uuid::Uuid> = slugs
-        .iter()
-        .flat_map(|slug| stamps.get(slug).into_iter().flatten().map(|stamp| stamp.persona_id))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let lists = similar_lists(state, snapshot, slugs, scopes, similar).await?;
-    let by_id = lists
-        .iter()
-        .filter_map(|(slug, found)| Some((snapshot.persona(slug)?.id, found.clone())))
-        .collect();
-    let batch = Batch::load(&state.pool, &ids, by_id).await?;
-    // Every version's pages and prompt name the template of its commit.
-    snapshot.read_templates(&state.pool, batch.commits()).await?;
-    Ok(Some(PreparedBatch { lists, batch }))
+/// A batch's slugs and files, with its reads made.
+struct ReadyBatch {
+    slugs: Vec<String>,
+    files: Vec<String>,
+    /// `None` without a snapshot, where every page reads the database itself.
+    prepared: Option<PreparedBatch>,
+}
+
+/// What every batch's reads depend on.
+struct BatchReads<'a> {
+    state: &'a AppState,
+    snapshot: Option<&'a SiteSnapshot>,
+    stamps: &'a BTreeMap<String, Vec<queries::VersionStamp>>,
+    scopes: &'a BTreeMap<String, Scope>,
+}
+
+impl BatchReads<'_> {
+    /// Reads a batch's similar lists, versions and prompt templates.
+    async fn prepare(
+        &self,
+        batch: Option<(Vec<String>, Vec<String>)>,
+        similar: &mut HashMap<uuid::Uuid, Vec<Found>>,
+    ) -> anyhow::Result<Option<ReadyBatch>> {
+        let Some((slugs, files)) = batch else {
+            return Ok(None);
+        };
+        let Some(snapshot) = self.snapshot else {
+            return Ok(Some(ReadyBatch {
+                slugs,
+                files,
+                prepared: None,
+            }));
+        };
+        let ids: Vec<uuid::Uuid> = slugs
+            .iter()
+            .flat_map(|slug| {
+                self.stamps
+                    .get(slug)
+                    .into_iter()
+                    .flatten()
+                    .map(|stamp| stamp.persona_id)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let lists = similar_lists(self.state, snapshot, &slugs, self.scopes, similar).await?;
+        let shown = lists
+            .iter()
+            .map(|(slug, found)| (slug.clone(), ShownSimilar::list(found)))
+            .collect();
+        let by_id = lists
+            .into_iter()
+            .filter_map(|(slug, found)| Some((snapshot.persona(&slug)?.id, found)))
+            .collect();
+        let batch = Batch::load(&self.state.pool, &ids, by_id).await?;
+        // Every version's pages and prompt name the template of its commit.
+        snapshot.read_templates(&self.state.pool, batch.commits()).await?;
+        Ok(Some(ReadyBatch {
+            slugs,
+            files,
+            prepared: Some(PreparedBatch { shown, batch }),
+        }))
+    }
 }
 
 /// The similar lists to compute for a batch: every live persona rendered
