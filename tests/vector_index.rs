@@ -8,6 +8,7 @@ use std::io::Write as _;
 
 use personas::persona::search_filter::{SearchFilter, TraitRange};
 use personas::vectors::edge::EdgeIndex;
+use personas::vectors::exact::ExactNeighbours;
 use personas::vectors::index::{Hit, IndexError, Point, PointPayload, VectorIndex};
 use personas::vectors::server::QdrantIndex;
 use uuid::Uuid;
@@ -181,54 +182,58 @@ async fn conformance_before_restart<I: VectorIndex>(index: &I) -> Vec<Point> {
         for filter in filters() {
             let hits = index.similar(reference.id, &filter, 3).await.unwrap();
             assert_ranked(&hits, &stored, &reference.vector, &filter, Some(reference.id), 3);
-            // The exhaustive search (the static build's) ranks the same way.
-            let exact = index.similar_exact(reference.id, &filter, 3).await.unwrap();
-            assert_ranked(&exact, &stored, &reference.vector, &filter, Some(reference.id), 3);
         }
     }
-    // Scores without payloads (a build in place's pass over the registry):
-    // every other point, each scored as the exhaustive search scores it.
-    for reference in &stored {
-        let scores = index.scores_exact(reference.id, stored.len()).await.unwrap();
-        let others: Vec<&Point> = stored.iter().filter(|point| point.id != reference.id).collect();
-        assert_eq!(
-            scores.len(),
-            others.len(),
-            "{}: every other point is scored",
-            index.location()
+    // Every point read back (what a static build scores its similar lists
+    // from), and those lists ranked as brute force ranks them.
+    let mut listed = index.points().await.unwrap();
+    listed.sort_by_key(|point| point.id);
+    assert_eq!(
+        listed.len(),
+        stored.len(),
+        "{}: every point is listed",
+        index.location()
+    );
+    for (listed, point) in listed.iter().zip(&stored) {
+        assert_eq!(listed.id, point.id);
+        assert_eq!(listed.payload, point.payload);
+        assert!(
+            (cosine(&listed.vector, &point.vector) - 1.0).abs() < 1e-5,
+            "{}: the vector of {} read back",
+            index.location(),
+            point.payload.name
         );
-        let exact = index
-            .similar_exact(reference.id, &SearchFilter::default(), stored.len())
-            .await
-            .unwrap();
-        for (id, score) in &scores {
-            let point = others
-                .iter()
-                .find(|point| point.id == *id)
-                .expect("a scored point is stored");
-            let expected = cosine(&reference.vector, &point.vector);
-            assert!(
-                (score - expected).abs() < 1e-4,
-                "{id}: scored {score}, cosine {expected}"
-            );
-            let hit = exact
-                .iter()
-                .find(|hit| hit.id == *id)
-                .expect("the exact search finds it too");
-            assert!(
-                (score - hit.score).abs() < 1e-6,
-                "{id}: {score} against the exact search's {}",
-                hit.score
-            );
+    }
+    let neighbours = ExactNeighbours::load(index).await.unwrap();
+    let all: Vec<Uuid> = stored.iter().map(|point| point.id).collect();
+    let each = neighbours.nearest_of_each(&all, 3);
+    assert_eq!(each.len(), stored.len());
+    for (id, hits) in each {
+        let reference = stored.iter().find(|point| point.id == id).unwrap();
+        let hits = hits.unwrap();
+        assert_ranked(&hits, &stored, &reference.vector, &SearchFilter::default(), Some(id), 3);
+        let alone = neighbours.nearest(id, 3).unwrap();
+        let bits = |hits: &[Hit]| hits.iter().map(|hit| (hit.id, hit.score.to_bits())).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&alone),
+            bits(&hits),
+            "one persona's list is the block's, to the bit"
+        );
+        let scores = neighbours.scores(id).unwrap();
+        assert_eq!(scores.len(), stored.len() - 1, "every other point is scored");
+        for hit in &alone {
+            assert!(scores.contains(&(hit.id, hit.score)), "{} scored as listed", hit.id);
         }
     }
     let unknown = Uuid::from_u128(0xdead);
-    assert!(matches!(index.scores_exact(unknown, 3).await, Err(IndexError::NotIndexed(id)) if id == unknown));
+    assert!(matches!(neighbours.scores(unknown), Err(IndexError::NotIndexed(id)) if id == unknown));
+    assert!(matches!(neighbours.nearest(unknown, 3), Err(IndexError::NotIndexed(id)) if id == unknown));
+    assert!(matches!(
+        neighbours.nearest_of_each(&[unknown], 3).as_slice(),
+        [(id, Err(IndexError::NotIndexed(_)))] if *id == unknown
+    ));
     assert!(
         matches!(index.similar(unknown, &SearchFilter::default(), 3).await, Err(IndexError::NotIndexed(id)) if id == unknown)
-    );
-    assert!(
-        matches!(index.similar_exact(unknown, &SearchFilter::default(), 3).await, Err(IndexError::NotIndexed(id)) if id == unknown)
     );
     assert!(index.point(unknown).await.unwrap().is_none());
 

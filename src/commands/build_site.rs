@@ -19,6 +19,7 @@ use crate::export::{SiteBuild, SiteInputs, build};
 use crate::git::{open_repository, resolve_commit};
 use crate::store::queries;
 use crate::sync::{RETRY_ATTEMPTS, SyncOptions, sync_with_retry};
+use crate::vectors::exact::ExactNeighbours;
 use crate::vectors::setup::{PROVISIONING_HINT, open_vectors};
 use crate::web::reads::SiteSnapshot;
 use crate::web::{Shared, StaticSite};
@@ -192,6 +193,11 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
             anyhow::Ok((snapshot, inputs))
         };
         let (vectors, (snapshot, inputs)) = tokio::try_join!(indexing, reading)?;
+        // The similar lists are scored from the index as it stands now.
+        let neighbours = match &vectors {
+            Some(vectors) => Some(Arc::new(ExactNeighbours::load(&*vectors.index).await?)),
+            None => None,
+        };
         let state = Arc::new(Shared {
             snapshot,
             ..Shared::for_static_site(
@@ -199,6 +205,7 @@ pub fn run(command: BuildSiteCommand<'_>) -> anyhow::Result<Outcome> {
                 vectors,
                 StaticSite {
                     base_url: command.base_url.map(str::to_string),
+                    neighbours,
                 },
             )
         });

@@ -23,10 +23,9 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tower::ServiceExt;
 
-use crate::persona::search_filter::SearchFilter;
 use crate::search::{self, Found};
 use crate::store::queries::{self, InventoryEntry};
-use crate::vectors::index::VectorIndex;
+use crate::vectors::exact::ExactNeighbours;
 use crate::web::reads::{Batch, SiteSnapshot};
 use crate::web::{AppState, site_router};
 use links::{NOT_FOUND_FILE, SiteMap, canonical_address};
@@ -656,7 +655,7 @@ async fn similar_lists(
     scopes: &BTreeMap<String, Scope>,
     known: &mut HashMap<uuid::Uuid, Vec<Found>>,
 ) -> anyhow::Result<HashMap<String, Vec<Found>>> {
-    let Some(vectors) = &state.vectors else {
+    let Some(neighbours) = neighbours_of(state) else {
         return Ok(HashMap::new());
     };
     let mut lists = HashMap::new();
@@ -672,32 +671,37 @@ async fn similar_lists(
         }
     }
     // A persona the index does not hold yet shows the page's note instead.
-    lists.extend(similar_in_parallel(vectors, wanted).await?);
+    lists.extend(similar_in_parallel(neighbours, wanted).await?);
     Ok(lists)
 }
 
-/// The exhaustive "similar personas" of each persona, searched on every
-/// core; a persona the index cannot answer for is left out.
+/// The stored vectors a build scores similar lists from, if it has a model.
+fn neighbours_of(state: &AppState) -> Option<Arc<ExactNeighbours>> {
+    state.static_site.as_ref()?.neighbours.clone()
+}
+
+/// The exhaustive "similar personas" of each persona, scored on every core
+/// (off the async workers); a persona the index cannot answer for is left out.
 async fn similar_in_parallel(
-    vectors: &crate::vectors::setup::Vectors,
+    neighbours: Arc<ExactNeighbours>,
     personas: Vec<(String, uuid::Uuid)>,
 ) -> anyhow::Result<Vec<(String, Vec<Found>)>> {
-    let mut searches = tokio::task::JoinSet::new();
-    for (slug, id) in personas {
-        let index = Arc::clone(&vectors.index);
-        searches.spawn(async move {
-            let found = search::similar_to(Some(&index), id, &SearchFilter::default(), SIMILAR_SHOWN, true).await;
-            (slug, found)
-        });
+    if personas.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut lists = Vec::new();
-    while let Some(done) = searches.join_next().await {
-        let (slug, found) = done.context("a similar-persona search failed")?;
-        if let Ok(found) = found {
-            lists.push((slug, found));
-        }
-    }
-    Ok(lists)
+    tokio::task::spawn_blocking(move || {
+        let ids: Vec<uuid::Uuid> = personas.iter().map(|(_, id)| *id).collect();
+        let mut found: HashMap<uuid::Uuid, Vec<Found>> = search::similar_exactly_each(&neighbours, &ids, SIMILAR_SHOWN)
+            .into_iter()
+            .filter_map(|(id, found)| Some((id, found.ok()?)))
+            .collect();
+        personas
+            .into_iter()
+            .filter_map(|(slug, id)| Some((slug, found.remove(&id)?)))
+            .collect()
+    })
+    .await
+    .context("the similar-persona scoring failed")
 }
 
 /// How many similar personas a page shows (the page handler's figure).
@@ -716,10 +720,9 @@ async fn similar_changes(
     manifest: &Manifest,
     changed: &BTreeSet<&str>,
 ) -> anyhow::Result<Vec<(String, Vec<Found>)>> {
-    let Some(vectors) = &state.vectors else {
+    let Some(neighbours) = neighbours_of(state) else {
         return Ok(Vec::new());
     };
-    let total = usize::try_from(vectors.index.count().await?).unwrap_or(usize::MAX);
     // Each changed live persona's score against every stored persona; the
     // index is current, so a point's persona goes by its current slug.
     let slug_of: HashMap<uuid::Uuid, &str> = manifest
@@ -732,7 +735,7 @@ async fn similar_changes(
         let Some(persona) = snapshot.persona(slug).filter(|persona| !persona.deleted) else {
             continue;
         };
-        let Ok(scores) = vectors.index.scores_exact(persona.id, total).await else {
+        let Ok(scores) = neighbours.scores(persona.id) else {
             continue;
         };
         for (id, score) in scores {
@@ -765,7 +768,7 @@ async fn similar_changes(
         }
     }
     let mut differing = Vec::new();
-    for (slug, found) in similar_in_parallel(vectors, candidates).await? {
+    for (slug, found) in similar_in_parallel(neighbours, candidates).await? {
         if manifest
             .personas
             .get(&slug)

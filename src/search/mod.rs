@@ -12,6 +12,7 @@ use crate::persona::search_filter::SearchFilter;
 use crate::store::queries::find_persona;
 use crate::store::search::{TextMatch, full_text_search};
 use crate::vectors::embed::{EmbedError, Embedder};
+use crate::vectors::exact::ExactNeighbours;
 use crate::vectors::index::{Hit, IndexError, Point, VectorIndex};
 use crate::vectors::setup::PROVISIONING_HINT;
 
@@ -155,28 +156,52 @@ pub async fn similar<I: VectorIndex>(
 ) -> Result<Vec<Found>, SearchError> {
     index.ok_or(SearchError::NotConfigured)?;
     let id = live_persona(pool, reference).await?;
-    similar_to(index, id, filter, limit, false).await
+    similar_to(index, id, filter, limit).await
 }
 
-/// Personas most like the persona `id`, itself excluded. `exhaustive`
-/// searches every stored vector instead of the approximate graph, so that
-/// the same vectors give the same list whatever the index's history (the
-/// static build's promise of byte-identical output for one commit).
+/// Personas most like the persona `id`, itself excluded, from the index's
+/// approximate graph.
 pub async fn similar_to<I: VectorIndex>(
     index: Option<&I>,
     id: Uuid,
     filter: &SearchFilter,
     limit: usize,
-    exhaustive: bool,
 ) -> Result<Vec<Found>, SearchError> {
     let index = index.ok_or(SearchError::NotConfigured)?;
-    let asked = limit + TIE_MARGIN;
-    let hits = if exhaustive {
-        index.similar_exact(id, filter, asked).await?
-    } else {
-        index.similar(id, filter, asked).await?
-    };
+    let hits = index.similar(id, filter, limit + TIE_MARGIN).await?;
     Ok(in_stable_order(hits, limit))
+}
+
+/// Personas most like the persona `id`, itself excluded, scored against
+/// every stored vector: the same vectors give the same list whatever the
+/// index's history (the static build's promise of byte-identical output
+/// for one commit). `neighbours` is `None` when no model is configured.
+pub fn similar_exactly(
+    neighbours: Option<&ExactNeighbours>,
+    id: Uuid,
+    limit: usize,
+) -> Result<Vec<Found>, SearchError> {
+    let neighbours = neighbours.ok_or(SearchError::NotConfigured)?;
+    Ok(in_stable_order(neighbours.nearest(id, limit + TIE_MARGIN)?, limit))
+}
+
+/// [`similar_exactly`] for each of `ids` at once, on every core; the same
+/// lists to the bit.
+pub fn similar_exactly_each(
+    neighbours: &ExactNeighbours,
+    ids: &[Uuid],
+    limit: usize,
+) -> Vec<(Uuid, Result<Vec<Found>, SearchError>)> {
+    neighbours
+        .nearest_of_each(ids, limit + TIE_MARGIN)
+        .into_iter()
+        .map(|(id, hits)| {
+            (
+                id,
+                hits.map(|hits| in_stable_order(hits, limit)).map_err(SearchError::from),
+            )
+        })
+        .collect()
 }
 
 /// Hits asked for beyond the limit, so that a tie at the cut is decided by

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
     FieldIndexOperations, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchParams,
-    SearchRequest, UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record, ScoredPoint, ScrollRequest, SearchRequest,
+    UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -101,23 +101,14 @@ impl EdgeIndex {
         id: Uuid,
         filter: &SearchFilter,
         limit: usize,
-        exact: bool,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send + 'static {
-        // An exhaustive search leaves `id` out afterwards: a `has_id`
-        // condition makes qdrant list every other point for every query, a
-        // fifth of the search's time when a static build asks for all 10,000.
-        let (filter, asked) = if exact {
-            (edge_filter(filter, None), limit + 1)
-        } else {
-            (edge_filter(filter, Some(id)), limit)
-        };
+        let filter = edge_filter(filter, Some(id));
         self.run(move |shard| {
-            let hits: Vec<Hit> = shard
-                .search(shard.stored_vector(id)?, filter?, asked, exact, true)?
+            shard
+                .search(shard.stored_vector(id)?, filter?, limit)?
                 .into_iter()
                 .map(hit)
-                .collect::<Result<_, _>>()?;
-            Ok(hits.into_iter().filter(|hit| hit.id != id).take(limit).collect())
+                .collect()
         })
     }
 }
@@ -242,14 +233,7 @@ impl Shard {
         Ok(())
     }
 
-    fn search(
-        &self,
-        query: Vec<f32>,
-        filter: Option<Filter>,
-        limit: usize,
-        exact: bool,
-        with_payload: bool,
-    ) -> Result<Vec<ScoredPoint>, IndexError> {
+    fn search(&self, query: Vec<f32>, filter: Option<Filter>, limit: usize) -> Result<Vec<ScoredPoint>, IndexError> {
         self.shard
             .search(SearchRequest {
                 query: QueryEnum::Nearest(NamedQuery {
@@ -257,13 +241,10 @@ impl Shard {
                     using: None,
                 }),
                 filter,
-                params: exact.then(|| SearchParams {
-                    exact: true,
-                    ..SearchParams::default()
-                }),
+                params: None,
                 limit,
                 offset: 0,
-                with_payload: Some(WithPayloadInterface::Bool(with_payload)),
+                with_payload: Some(WithPayloadInterface::Bool(true)),
                 with_vector: None,
                 score_threshold: None,
             })
@@ -327,13 +308,7 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
         let filter = edge_filter(filter, None);
-        self.run(move |shard| {
-            shard
-                .search(vector, filter?, limit, false, true)?
-                .into_iter()
-                .map(hit)
-                .collect()
-        })
+        self.run(move |shard| shard.search(vector, filter?, limit)?.into_iter().map(hit).collect())
     }
 
     fn similar(
@@ -342,50 +317,38 @@ impl VectorIndex for EdgeIndex {
         filter: &SearchFilter,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
-        self.similar_by(id, filter, limit, false)
+        self.similar_by(id, filter, limit)
     }
 
-    fn similar_exact(
-        &self,
-        id: Uuid,
-        filter: &SearchFilter,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
-        self.similar_by(id, filter, limit, true)
-    }
-
-    fn scores_exact(
-        &self,
-        id: Uuid,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
-        // Without a filter, like `similar_by`'s exhaustive search.
-        self.run(move |shard| {
-            let scores: Vec<(Uuid, f32)> = shard
-                .search(shard.stored_vector(id)?, None, limit + 1, true, false)?
-                .into_iter()
-                .map(|point| Ok((uuid_of(point.id)?, point.score)))
-                .collect::<Result<_, IndexError>>()?;
-            Ok(scores
-                .into_iter()
-                .filter(|(point, _)| *point != id)
-                .take(limit)
-                .collect())
+    fn points(&self) -> impl Future<Output = Result<Vec<Point>, IndexError>> + Send {
+        self.run(|shard| {
+            let mut points = Vec::new();
+            let mut offset = None;
+            loop {
+                let (records, next) = shard
+                    .shard
+                    .scroll(ScrollRequest {
+                        offset,
+                        limit: Some(1000),
+                        filter: None,
+                        with_payload: Some(WithPayloadInterface::Bool(true)),
+                        with_vector: WithVector::Bool(true),
+                        order_by: None,
+                    })
+                    .map_err(unavailable)?;
+                for record in records {
+                    points.push(point_of(record)?);
+                }
+                match next {
+                    Some(next) => offset = Some(next),
+                    None => return Ok(points),
+                }
+            }
         })
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {
-        self.run(move |shard| {
-            let Some(record) = shard.retrieve(id)? else {
-                return Ok(None);
-            };
-            let payload = payload_from_json(id, payload_value(record.payload.map(|payload| payload.0)))?;
-            Ok(Some(Point {
-                id,
-                vector: dense_vector(id, record.vector)?,
-                payload,
-            }))
-        })
+        self.run(move |shard| shard.retrieve(id)?.map(point_of).transpose())
     }
 
     fn count(&self) -> impl Future<Output = Result<u64, IndexError>> + Send {
@@ -474,6 +437,15 @@ fn hit(point: ScoredPoint) -> Result<Hit, IndexError> {
         id,
         score: point.score,
         payload: payload_from_json(id, payload_value(point.payload.map(|payload| payload.0)))?,
+    })
+}
+
+fn point_of(record: Record) -> Result<Point, IndexError> {
+    let id = uuid_of(record.id)?;
+    Ok(Point {
+        id,
+        vector: dense_vector(id, record.vector)?,
+        payload: payload_from_json(id, payload_value(record.payload.map(|payload| payload.0)))?,
     })
 }
 

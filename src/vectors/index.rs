@@ -140,23 +140,10 @@ pub trait VectorIndex: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send;
 
-    /// As [`VectorIndex::similar`], but searched exhaustively: the answer
-    /// depends on the stored vectors alone, not on the approximate graph an
-    /// index's history built (what a reproducible static build needs).
-    fn similar_exact(
-        &self,
-        id: Uuid,
-        filter: &SearchFilter,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send;
-
-    /// The score against the stored point `id` of the `limit` points
-    /// nearest to it (itself excluded), searched exhaustively as
-    /// [`VectorIndex::similar_exact`] but without payloads: a build in place
-    /// scores each changed persona against the whole registry, and reading
-    /// every point's payload for that was most of its search time.
-    fn scores_exact(&self, id: Uuid, limit: usize)
-    -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send;
+    /// Every stored point, with its vector and payload, in no set order:
+    /// what [`super::exact::ExactNeighbours`] scores a static build's
+    /// similar lists from.
+    fn points(&self) -> impl Future<Output = Result<Vec<Point>, IndexError>> + Send;
 
     /// The stored vector and payload of one point.
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send;
@@ -227,21 +214,8 @@ impl<T: VectorIndex> VectorIndex for std::sync::Arc<T> {
         (**self).similar(id, filter, limit)
     }
 
-    fn similar_exact(
-        &self,
-        id: Uuid,
-        filter: &SearchFilter,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Hit>, IndexError>> + Send {
-        (**self).similar_exact(id, filter, limit)
-    }
-
-    fn scores_exact(
-        &self,
-        id: Uuid,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<(Uuid, f32)>, IndexError>> + Send {
-        (**self).scores_exact(id, limit)
+    fn points(&self) -> impl Future<Output = Result<Vec<Point>, IndexError>> + Send {
+        (**self).points()
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod edge;
 pub mod embed;
+pub mod exact;
 pub mod index;
 pub mod projector;
 pub mod server;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
-    QueryPointsBuilder, Range, ScoredPoint, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorInput,
-    VectorParamsBuilder, point_id::PointIdOptions, vector_output, vectors_config,
+    QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
+    point_id::PointIdOptions, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
@@ -200,29 +200,29 @@ impl QdrantIndex {
     }
 
     /// The points nearest to the stored point `id`, itself excluded.
-    async fn similar_by(
-        &self,
-        id: Uuid,
-        filter: &SearchFilter,
-        limit: usize,
-        exact: bool,
-    ) -> Result<Vec<Hit>, IndexError> {
+    async fn similar_by(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
         if self.point(id).await?.is_none() {
             return Err(IndexError::NotIndexed(id));
         }
         let input = VectorInput::new_id(PointId::from(id.to_string()));
-        self.query(input, server_filter(filter, Some(id)), limit, exact).await
+        self.query(input, server_filter(filter, Some(id)), limit).await
     }
 
-    async fn query(
-        &self,
-        input: VectorInput,
-        filter: Option<Filter>,
-        limit: usize,
-        exact: bool,
-    ) -> Result<Vec<Hit>, IndexError> {
-        self.query_points(input, filter, limit, exact, true)
-            .await?
+    async fn query(&self, input: VectorInput, filter: Option<Filter>, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(input))
+            .limit(limit as u64)
+            .with_payload(true);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        let response = self
+            .client
+            .query(request)
+            .await
+            .map_err(|error| self.unavailable(error))?;
+        response
+            .result
             .into_iter()
             .map(|point| {
                 let id = uuid_of(point.id)?;
@@ -233,32 +233,6 @@ impl QdrantIndex {
                 })
             })
             .collect()
-    }
-
-    async fn query_points(
-        &self,
-        input: VectorInput,
-        filter: Option<Filter>,
-        limit: usize,
-        exact: bool,
-        with_payload: bool,
-    ) -> Result<Vec<ScoredPoint>, IndexError> {
-        let mut request = QueryPointsBuilder::new(&self.collection)
-            .query(Query::new_nearest(input))
-            .limit(limit as u64)
-            .with_payload(with_payload);
-        if exact {
-            request = request.params(SearchParamsBuilder::default().exact(true));
-        }
-        if let Some(filter) = filter {
-            request = request.filter(filter);
-        }
-        let response = self
-            .client
-            .query(request)
-            .await
-            .map_err(|error| self.unavailable(error))?;
-        Ok(response.result)
     }
 }
 
@@ -303,34 +277,43 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        self.query(VectorInput::from(vector), server_filter(filter, None), limit, false)
+        self.query(VectorInput::from(vector), server_filter(filter, None), limit)
             .await
     }
 
     async fn similar(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        self.similar_by(id, filter, limit, false).await
+        self.similar_by(id, filter, limit).await
     }
 
-    async fn similar_exact(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
-        self.similar_by(id, filter, limit, true).await
-    }
-
-    async fn scores_exact(&self, id: Uuid, limit: usize) -> Result<Vec<(Uuid, f32)>, IndexError> {
-        if self.point(id).await?.is_none() {
-            return Err(IndexError::NotIndexed(id));
+    async fn points(&self) -> Result<Vec<Point>, IndexError> {
+        let mut points = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(&self.collection)
+                .limit(1000)
+                .with_payload(true)
+                .with_vectors(true);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let response = self
+                .client
+                .scroll(request)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+            for point in response.result {
+                let id = uuid_of(point.id)?;
+                points.push(Point {
+                    id,
+                    vector: dense_vector(id, point.vectors.as_ref())?,
+                    payload: payload_from_json(id, Payload::from(point.payload).into())?,
+                });
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(points),
+            }
         }
-        let input = VectorInput::new_id(PointId::from(id.to_string()));
-        self.query_points(
-            input,
-            server_filter(&SearchFilter::default(), Some(id)),
-            limit,
-            true,
-            false,
-        )
-        .await?
-        .into_iter()
-        .map(|point| Ok((uuid_of(point.id)?, point.score)))
-        .collect()
     }
 
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
@@ -346,13 +329,9 @@ impl VectorIndex for QdrantIndex {
         let Some(point) = response.result.into_iter().next() else {
             return Ok(None);
         };
-        let vector = match point.vectors.as_ref().and_then(|vectors| vectors.get_vector()) {
-            Some(vector_output::Vector::Dense(dense)) => dense.data,
-            _ => return Err(IndexError::Corrupt(format!("point {id} has no dense vector"))),
-        };
         Ok(Some(Point {
             id,
-            vector,
+            vector: dense_vector(id, point.vectors.as_ref())?,
             payload: payload_from_json(id, Payload::from(point.payload).into())?,
         }))
     }
@@ -409,6 +388,13 @@ fn shard_not_yet_readable(error: &QdrantError) -> bool {
     status.code() == tonic::Code::Internal
         && (message.contains("0 of 0 read operations failed")
             || message.contains("does not have enough active replicas"))
+}
+
+fn dense_vector(id: Uuid, vectors: Option<&qdrant_client::qdrant::VectorsOutput>) -> Result<Vec<f32>, IndexError> {
+    match vectors.and_then(|vectors| vectors.get_vector()) {
+        Some(vector_output::Vector::Dense(dense)) => Ok(dense.data),
+        _ => Err(IndexError::Corrupt(format!("point {id} has no dense vector"))),
+    }
 }
 
 fn server_filter(filter: &SearchFilter, exclude: Option<Uuid>) -> Option<Filter> {

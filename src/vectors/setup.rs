@@ -281,17 +281,10 @@ impl VectorIndex for AnyIndex {
         }
     }
 
-    async fn similar_exact(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn points(&self) -> Result<Vec<Point>, IndexError> {
         match self {
-            AnyIndex::Edge(index) => index.similar_exact(id, filter, limit).await,
-            AnyIndex::Server(index) => index.similar_exact(id, filter, limit).await,
-        }
-    }
-
-    async fn scores_exact(&self, id: Uuid, limit: usize) -> Result<Vec<(Uuid, f32)>, IndexError> {
-        match self {
-            AnyIndex::Edge(index) => index.scores_exact(id, limit).await,
-            AnyIndex::Server(index) => index.scores_exact(id, limit).await,
+            AnyIndex::Edge(index) => index.points().await,
+            AnyIndex::Server(index) => index.points().await,
         }
     }
 

@@ -41,6 +41,7 @@ use crate::git::write::RegistryWriter;
 use crate::persona::pin::Pin;
 use crate::store::pinned_reads::PinnedReads;
 use crate::store::queries::{self, PersonaRef, VersionRecord};
+use crate::vectors::exact::ExactNeighbours;
 use crate::vectors::setup::{AnyIndex, Vectors};
 use error::WebError;
 
@@ -83,6 +84,10 @@ pub struct Shared {
 #[derive(Debug, Clone, Default)]
 pub struct StaticSite {
     pub base_url: Option<String>,
+    /// Every stored vector, for the pages' "similar personas" (`None`
+    /// without a model): scored here rather than searched in the index one
+    /// persona at a time.
+    pub neighbours: Option<Arc<ExactNeighbours>>,
 }
 
 impl Shared {

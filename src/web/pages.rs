@@ -311,15 +311,18 @@ async fn render_persona(state: &AppState, resolved: Resolved) -> Result<Answer, 
     let (similar, similar_note) = if pinned {
         (Vec::new(), None)
     } else {
-        let index = state.index.as_deref();
-        // A static copy must be the same for the same commit, whatever the index's past.
-        let exhaustive = state.static_site.is_some();
-        match reads::similar_in_snapshot(state, reference.id) {
-            Some(found) => (found, None),
-            None => match search::similar_to(index, reference.id, &SearchFilter::default(), 5, exhaustive).await {
-                Ok(found) => (found, None),
-                Err(error) => (Vec::new(), Some(WebError::from(error).message)),
-            },
+        let found = match (reads::similar_in_snapshot(state, reference.id), &state.static_site) {
+            (Some(found), _) => Ok(found),
+            // A static copy must be the same for the same commit, whatever the index's past.
+            (None, Some(site)) => search::similar_exactly(site.neighbours.as_deref(), reference.id, 5),
+            (None, None) => {
+                let index = state.index.as_deref();
+                search::similar_to(index, reference.id, &SearchFilter::default(), 5).await
+            }
+        };
+        match found {
+            Ok(found) => (found, None),
+            Err(error) => (Vec::new(), Some(WebError::from(error).message)),
         }
     };
     let former_slugs = reads::former_slugs(state, reference.id, &reference.slug).await?;
