@@ -251,6 +251,37 @@ impl Shard {
             .map_err(unavailable)
     }
 
+    /// Every point of the shard, a page at a time, each read by `read`.
+    fn scroll_every_point<T>(
+        &self,
+        with_payload: WithPayloadInterface,
+        with_vector: bool,
+        mut read: impl FnMut(Record) -> Result<T, IndexError>,
+    ) -> Result<Vec<T>, IndexError> {
+        let mut read_points = Vec::new();
+        let mut offset = None;
+        loop {
+            let (records, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(1000),
+                    filter: None,
+                    with_payload: Some(with_payload.clone()),
+                    with_vector: WithVector::Bool(with_vector),
+                    order_by: None,
+                })
+                .map_err(unavailable)?;
+            for record in records {
+                read_points.push(read(record)?);
+            }
+            match next {
+                Some(next) => offset = Some(next),
+                None => return Ok(read_points),
+            }
+        }
+    }
+
     /// The vector stored for `id`: the query of a search for its neighbours.
     fn stored_vector(&self, id: Uuid) -> Result<Vec<f32>, IndexError> {
         let record = self.retrieve(id)?.ok_or(IndexError::NotIndexed(id))?;
@@ -321,30 +352,7 @@ impl VectorIndex for EdgeIndex {
     }
 
     fn points(&self) -> impl Future<Output = Result<Vec<Point>, IndexError>> + Send {
-        self.run(|shard| {
-            let mut points = Vec::new();
-            let mut offset = None;
-            loop {
-                let (records, next) = shard
-                    .shard
-                    .scroll(ScrollRequest {
-                        offset,
-                        limit: Some(1000),
-                        filter: None,
-                        with_payload: Some(WithPayloadInterface::Bool(true)),
-                        with_vector: WithVector::Bool(true),
-                        order_by: None,
-                    })
-                    .map_err(unavailable)?;
-                for record in records {
-                    points.push(point_of(record)?);
-                }
-                match next {
-                    Some(next) => offset = Some(next),
-                    None => return Ok(points),
-                }
-            }
-        })
+        self.run(|shard| shard.scroll_every_point(WithPayloadInterface::Bool(true), true, point_of))
     }
 
     fn point(&self, id: Uuid) -> impl Future<Output = Result<Option<Point>, IndexError>> + Send {
@@ -370,32 +378,10 @@ impl VectorIndex for EdgeIndex {
                 .iter()
                 .map(|field| json_path(field))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut stamps = Vec::new();
-            let mut offset = None;
-            loop {
-                let (records, next) = shard
-                    .shard
-                    .scroll(ScrollRequest {
-                        offset,
-                        limit: Some(1000),
-                        filter: None,
-                        with_payload: Some(WithPayloadInterface::Fields(fields.clone())),
-                        with_vector: WithVector::Bool(false),
-                        order_by: None,
-                    })
-                    .map_err(unavailable)?;
-                for record in records {
-                    let id = uuid_of(record.id)?;
-                    stamps.push(stamp_from_json(
-                        id,
-                        &payload_value(record.payload.map(|payload| payload.0)),
-                    )?);
-                }
-                match next {
-                    Some(next) => offset = Some(next),
-                    None => return Ok(stamps),
-                }
-            }
+            shard.scroll_every_point(WithPayloadInterface::Fields(fields), false, |record| {
+                let id = uuid_of(record.id)?;
+                stamp_from_json(id, &payload_value(record.payload.map(|payload| payload.0)))
+            })
         })
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
-    QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
-    point_id::PointIdOptions, vector_output, vectors_config,
+    QueryPointsBuilder, Range, RetrievedPoint, ScrollPointsBuilder, UpsertPointsBuilder, VectorInput,
+    VectorParamsBuilder, point_id::PointIdOptions, vector_output, vectors_config,
+    with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
@@ -199,6 +200,38 @@ impl QdrantIndex {
         IndexError::Unavailable(format!("Qdrant at {} ({}): {error}", self.url, self.collection))
     }
 
+    /// Every point of the collection, a page at a time, each read by `read`.
+    async fn scroll_every_point<T>(
+        &self,
+        with_payload: SelectorOptions,
+        with_vectors: bool,
+        mut read: impl FnMut(RetrievedPoint) -> Result<T, IndexError>,
+    ) -> Result<Vec<T>, IndexError> {
+        let mut read_points = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(&self.collection)
+                .limit(1000)
+                .with_payload(with_payload.clone())
+                .with_vectors(with_vectors);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let response = self
+                .client
+                .scroll(request)
+                .await
+                .map_err(|error| self.unavailable(error))?;
+            for point in response.result {
+                read_points.push(read(point)?);
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(read_points),
+            }
+        }
+    }
+
     /// The points nearest to the stored point `id`, itself excluded.
     async fn similar_by(&self, id: Uuid, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, IndexError> {
         if self.point(id).await?.is_none() {
@@ -286,34 +319,15 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn points(&self) -> Result<Vec<Point>, IndexError> {
-        let mut points = Vec::new();
-        let mut offset: Option<PointId> = None;
-        loop {
-            let mut request = ScrollPointsBuilder::new(&self.collection)
-                .limit(1000)
-                .with_payload(true)
-                .with_vectors(true);
-            if let Some(offset) = offset.take() {
-                request = request.offset(offset);
-            }
-            let response = self
-                .client
-                .scroll(request)
-                .await
-                .map_err(|error| self.unavailable(error))?;
-            for point in response.result {
-                let id = uuid_of(point.id)?;
-                points.push(Point {
-                    id,
-                    vector: dense_vector(id, point.vectors.as_ref())?,
-                    payload: payload_from_json(id, Payload::from(point.payload).into())?,
-                });
-            }
-            match response.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(points),
-            }
-        }
+        self.scroll_every_point(SelectorOptions::Enable(true), true, |point| {
+            let id = uuid_of(point.id)?;
+            Ok(Point {
+                id,
+                vector: dense_vector(id, point.vectors.as_ref())?,
+                payload: payload_from_json(id, Payload::from(point.payload).into())?,
+            })
+        })
+        .await
     }
 
     async fn point(&self, id: Uuid) -> Result<Option<Point>, IndexError> {
@@ -346,32 +360,14 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn stamps(&self) -> Result<Vec<PointStamp>, IndexError> {
-        let mut stamps = Vec::new();
-        let mut offset: Option<PointId> = None;
-        loop {
-            let mut request = ScrollPointsBuilder::new(&self.collection)
-                .limit(1000)
-                .with_payload(PayloadIncludeSelector {
-                    fields: STAMP_FIELDS.iter().map(|field| field.to_string()).collect(),
-                })
-                .with_vectors(false);
-            if let Some(offset) = offset.take() {
-                request = request.offset(offset);
-            }
-            let response = self
-                .client
-                .scroll(request)
-                .await
-                .map_err(|error| self.unavailable(error))?;
-            for point in response.result {
-                let id = uuid_of(point.id)?;
-                stamps.push(stamp_from_json(id, &Payload::from(point.payload).into())?);
-            }
-            match response.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(stamps),
-            }
-        }
+        let fields = PayloadIncludeSelector {
+            fields: STAMP_FIELDS.iter().map(|field| field.to_string()).collect(),
+        };
+        self.scroll_every_point(fields.into(), false, |point| {
+            let id = uuid_of(point.id)?;
+            stamp_from_json(id, &Payload::from(point.payload).into())
+        })
+        .await
     }
 }
 
