@@ -125,21 +125,23 @@ impl ExactNeighbours {
             };
             return;
         }
-        self.score_block_in_lanes(best);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx")]
-    fn score_block_avx(&self, best: &mut [Nearest]) {
-        self.score_block_in_lanes(best);
-    }
-
-    #[inline(always)]
-    fn score_block_in_lanes(&self, best: &mut [Nearest]) {
         for candidate in 0..self.len() {
             let stored = self.vector(candidate);
             for nearest in best.iter_mut() {
                 nearest.offer(candidate, dot_in_lanes(self.vector(nearest.query), stored));
+            }
+        }
+    }
+
+    /// [`ExactNeighbours::score_block`]'s loop, compiled for AVX so that
+    /// [`dot_avx`] is inlined into it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    fn score_block_avx(&self, best: &mut [Nearest]) {
+        for candidate in 0..self.len() {
+            let stored = self.vector(candidate);
+            for nearest in best.iter_mut() {
+                nearest.offer(candidate, dot_avx(self.vector(nearest.query), stored));
             }
         }
     }
@@ -196,10 +198,10 @@ impl Nearest {
     }
 }
 
-/// Independent partial sums, one per lane: the compiler keeps them in
-/// vector registers, and since each lane adds its own products in index
-/// order, the sum is the same to the bit with SSE or AVX.
-const LANES: usize = 16;
+/// Independent partial sums, one per lane: four AVX registers, so four
+/// additions are in flight at once. Each lane adds its own products in index
+/// order, so the sum is the same to the bit with or without AVX.
+const LANES: usize = 32;
 
 /// The dot product of two stored vectors, with AVX where the processor has it.
 fn dot(left: &[f32], right: &[f32]) -> f32 {
@@ -212,29 +214,61 @@ fn dot(left: &[f32], right: &[f32]) -> f32 {
     dot_in_lanes(left, right)
 }
 
+/// [`dot_in_lanes`] in AVX registers: four of eight lanes, lane `8p + j`
+/// of the 32 adding the same products in the same order, and a multiply
+/// then an add (not a fused multiply-add, which rounds once), so the two
+/// agree to the bit. The compiler left to itself used 128-bit registers,
+/// at a third of the speed.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
+#[allow(unsafe_code)]
 fn dot_avx(left: &[f32], right: &[f32]) -> f32 {
-    dot_in_lanes(left, right)
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    const REGISTERS: usize = LANES / 8;
+    let (left_chunks, left_tail) = left.as_chunks::<LANES>();
+    let (right_chunks, right_tail) = right.as_chunks::<LANES>();
+    let mut sums: [__m256; REGISTERS] = [_mm256_setzero_ps(); REGISTERS];
+    for (a, b) in left_chunks.iter().zip(right_chunks) {
+        for (register, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: a chunk holds LANES floats, and 8 from `register * 8` end within it.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(register * 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(register * 8)),
+                )
+            };
+            *sum = _mm256_add_ps(*sum, _mm256_mul_ps(x, y));
+        }
+    }
+    let mut lanes = [0f32; LANES];
+    for (register, sum) in sums.iter().enumerate() {
+        // SAFETY: `lanes` holds LANES floats, and 8 from `register * 8` end within it.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(register * 8), *sum) };
+    }
+    sum_lanes(lanes, left_tail, right_tail)
 }
 
+/// The dot product in [`LANES`] partial sums, each adding its own products
+/// in index order.
 #[inline(always)]
 fn dot_in_lanes(left: &[f32], right: &[f32]) -> f32 {
+    // Whole arrays, so the compiler sees no bounds to check in the loop.
+    let (left_chunks, left_tail) = left.as_chunks::<LANES>();
+    let (right_chunks, right_tail) = right.as_chunks::<LANES>();
     let mut lanes = [0f32; LANES];
-    let left_chunks = left.chunks_exact(LANES);
-    let right_chunks = right.chunks_exact(LANES);
-    let tail: f32 = left_chunks
-        .remainder()
-        .iter()
-        .zip(right_chunks.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in left_chunks.zip(right_chunks) {
+    for (a, b) in left_chunks.iter().zip(right_chunks) {
         for lane in 0..LANES {
             lanes[lane] += a[lane] * b[lane];
         }
     }
-    // Halved pairwise, in a fixed order.
+    sum_lanes(lanes, left_tail, right_tail)
+}
+
+/// The partial sums halved pairwise, in a fixed order, then the tail's products.
+#[inline(always)]
+fn sum_lanes(mut lanes: [f32; LANES], left_tail: &[f32], right_tail: &[f32]) -> f32 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;
@@ -242,6 +276,7 @@ fn dot_in_lanes(left: &[f32], right: &[f32]) -> f32 {
             lanes[lane] += lanes[lane + width];
         }
     }
+    let tail: f32 = left_tail.iter().zip(right_tail).map(|(a, b)| a * b).sum();
     lanes[0] + tail
 }
 
